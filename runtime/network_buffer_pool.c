@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <fdx/error.h>
+
+#include "local_buffer_pool.h"
+#include "network_buffer_pool.h"
+
+FDX_API int fdx_nbp_create(const struct fdx_nbp_opts *o, struct fdx_nbp **out)
+{
+	struct fdx_region_opts ro;
+	struct fdx_nbp *nbp;
+	uint64_t count;
+	uint32_t seg_size;
+	int err;
+
+	if (out)
+		*out = NULL;
+	if (!o || !out || o->size < sizeof(*o) || o->hugepages > FDX_HUGEPAGE_NEVER)
+		return -EINVAL;
+	if (o->seg_count && o->total_bytes)
+		return -EINVAL;
+	seg_size = o->seg_size ? o->seg_size : FDX_SEG_SIZE_DEFAULT;
+	if (o->total_bytes)
+		count = (o->total_bytes + seg_size - 1) / seg_size;
+	else
+		count = o->seg_count ? o->seg_count : FDX_NBP_SEG_COUNT_DEFAULT;
+	if (fdx__region_check_geometry(seg_size, count) < 0)
+		return -EINVAL;
+
+	nbp = calloc(1, sizeof(*nbp));
+	if (!nbp)
+		return -ENOMEM;
+	fdx__log_init(&nbp->log, o->log_fn, o->log_ud, o->log_level);
+	nbp->batch = o->batch ? o->batch : FDX_NBP_BATCH_DEFAULT;
+	nbp->seg_count = (uint32_t)count;
+	nbp->next_lbp_id = 1;
+
+	memset(&ro, 0, sizeof(ro));
+	ro.size = sizeof(ro);
+	ro.seg_size = seg_size;
+	ro.seg_count = (uint32_t)count;
+	ro.hugepages = o->hugepages;
+	ro.log_fn = o->log_fn;
+	ro.log_ud = o->log_ud;
+	ro.log_level = o->log_level;
+	err = fdx_region_create(&ro, &nbp->region);
+	if (err < 0)
+		goto err_free;
+
+	err = -ENOMEM;
+	nbp->free = malloc(count * sizeof(*nbp->free));
+	if (!nbp->free)
+		goto err_region;
+	nbp->seg_state = malloc(count * sizeof(*nbp->seg_state));
+	if (!nbp->seg_state)
+		goto err_free_stack;
+	/* Lowest offsets on top of the stack, so a fresh pool hands them out first. */
+	for (uint32_t i = 0; i < count; i++) {
+		nbp->free[i] = (uint32_t)count - 1 - i;
+		atomic_init(&nbp->seg_state[i], FDX_SEG_FREE);
+	}
+	nbp->nfree = (uint32_t)count;
+	err = -pthread_mutex_init(&nbp->lock, NULL);
+	if (err < 0)
+		goto err_free_state;
+	*out = nbp;
+	return 0;
+
+err_free_state:
+	free(nbp->seg_state);
+err_free_stack:
+	free(nbp->free);
+err_region:
+	fdx_region_destroy(nbp->region);
+err_free:
+	free(nbp);
+	return err;
+}
+
+FDX_API int fdx_nbp_destroy(struct fdx_nbp *nbp)
+{
+	uint32_t live;
+
+	if (!nbp)
+		return 0;
+	pthread_mutex_lock(&nbp->lock);
+	live = nbp->lbp_count;
+	pthread_mutex_unlock(&nbp->lock);
+	if (live) {
+		FDX_LOG_ERR(&nbp->log, "nbp: cannot destroy: %u LocalBufferPools still alive", live);
+		return -EBUSY;
+	}
+	pthread_mutex_destroy(&nbp->lock);
+	free(nbp->seg_state);
+	free(nbp->free);
+	fdx_region_destroy(nbp->region);
+	free(nbp);
+	return 0;
+}
+
+FDX_API struct fdx_region *fdx_nbp_region(const struct fdx_nbp *nbp)
+{
+	return nbp ? nbp->region : NULL;
+}
+
+FDX_API int fdx_nbp_stats(struct fdx_nbp *nbp, struct fdx_nbp_stats *st)
+{
+	struct fdx_nbp_stats s;
+	uint32_t n;
+
+	if (!nbp || !st || st->size < 8)
+		return -EINVAL;
+	memset(&s, 0, sizeof(s));
+	n = st->size < sizeof(s) ? st->size : (uint32_t)sizeof(s);
+	s.size = st->size;
+	s.seg_size = nbp->region->seg_size;
+	s.seg_count = nbp->seg_count;
+	s.page_size = nbp->region->page_size;
+	s.hugetlb = (uint32_t)nbp->region->hugetlb;
+	pthread_mutex_lock(&nbp->lock);
+	s.free = nbp->nfree;
+	s.reserved = nbp->reserved;
+	s.lbp_count = nbp->lbp_count;
+	pthread_mutex_unlock(&nbp->lock);
+	memcpy(st, &s, n);
+	return 0;
+}
+
+void fdx__nbp_wake_starved_locked(struct fdx_nbp *nbp)
+{
+	for (struct fdx_lbp *l = nbp->lbps; l && nbp->nfree; l = l->next)
+		fdx__lbp_wake_if_starved_locked(l, 1);
+}

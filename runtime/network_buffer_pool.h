@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * NetworkBufferPool internals, shared with local_buffer_pool.c.
+ *
+ * Locking: nbp->lock (a mutex) protects the nbp's free stack, its list of
+ * lbps and every lbp's availability callback and event fd; it is also the
+ * mutex of every lbp's condition variable, so blocking waits and the wake-ups
+ * that cross pools have one order. An lbp's spinlock protects its own free
+ * cache and counters. Order: nbp->lock before an lbp's spinlock; never the
+ * reverse. The common request/recycle path takes only the lbp's spinlock.
+ *
+ * Ownership of each segment is recorded in seg_state (O4): 0 = free in the
+ * nbp; (id << 1) = cached by lbp id; (id << 1) | 1 = lent by lbp id to its
+ * caller. A segment's state changes only under the spinlock of the lbp that
+ * owns it (and the nbp lock too when it moves between nbp and lbp), so an lbp
+ * reading its own segments' state under its spinlock sees a stable value;
+ * other segments may change under it, hence the relaxed atomics.
+ */
+#ifndef FDX_RUNTIME_NETWORK_BUFFER_POOL_H
+#define FDX_RUNTIME_NETWORK_BUFFER_POOL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <fdx/network_buffer_pool.h>
+
+#include "atomic.h"
+#include "log.h"
+#include "region.h"
+
+struct fdx_lbp;
+
+struct fdx_nbp {
+	struct fdx_region *region;
+	struct fdx__log log;
+	uint32_t batch;
+	uint32_t seg_count;
+	_Atomic uint32_t *seg_state;
+
+	pthread_mutex_t lock;
+	uint32_t *free;		/* stack of free segment indices */
+	uint32_t nfree;
+	uint32_t reserved;	/* sum of the lbps' minimums */
+	uint32_t lbp_count;
+	uint32_t next_lbp_id;
+	struct fdx_lbp *lbps;	/* list of live lbps, through lbp->next/prev */
+};
+
+#define FDX_SEG_FREE 0u
+
+static inline uint32_t fdx__seg_cached(uint32_t lbp_id)
+{
+	return lbp_id << 1;
+}
+
+static inline uint32_t fdx__seg_lent(uint32_t lbp_id)
+{
+	return (lbp_id << 1) | 1u;
+}
+
+/* With nbp->lock held: notify every lbp that waits for the nbp to have free segments. */
+void fdx__nbp_wake_starved_locked(struct fdx_nbp *nbp);
+
+#endif /* FDX_RUNTIME_NETWORK_BUFFER_POOL_H */
