@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# The README's two quick-start commands.
+#   bash tools/quickstart.sh demo   build, then run the main job (for now: the pool benchmark)
+#   bash tools/quickstart.sh test   build and run every test: plain, under ASan+UBSan, and
+#                                   (as root) once more with hugepages reserved
+# Each installs the Debian packages it needs if they are missing.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+jobs=$(nproc 2>/dev/null || echo 2)
+
+packages=(cmake make gcc pkg-config liburing-dev libprotobuf-c-dev protobuf-c-compiler
+	  libgrpc-dev libcmocka-dev)
+
+install_missing() {
+	local missing=() p
+	for p in "${packages[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+			missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	echo "== installing Debian packages: ${missing[*]}"
+	local sudo=""
+	if [ "$(id -u)" != 0 ]; then
+		command -v sudo >/dev/null || { echo "error: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+		sudo=sudo
+	fi
+	$sudo apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+build() { # build DIR [cmake options...]
+	local dir=$1
+	shift
+	echo "== configure and build $dir $*"
+	cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+	cmake --build "$dir" -j "$jobs"
+}
+
+run_tests() { # run_tests DIR LABEL [ctest options...]
+	local dir=$1 label=$2
+	shift 2
+	echo "== tests: $label"
+	if ! ctest --test-dir "$dir" --output-on-failure "$@"; then
+		failed+=("$label")
+	fi
+}
+
+hugepage_pass() {
+	local knob=/proc/sys/vm/nr_hugepages old got
+	if [ "$(id -u)" != 0 ] || [ ! -w "$knob" ]; then
+		echo "== hugepage pass skipped: needs root to reserve hugepages in $knob"
+		return 0
+	fi
+	old=$(cat "$knob")
+	trap 'echo "$old" > '"$knob" EXIT
+	echo $((old + 64)) > "$knob"
+	got=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
+	if [ "${got:-0}" -lt 16 ]; then
+		echo "== hugepage pass skipped: the kernel gave only ${got:-0} free hugepages"
+	else
+		echo "== reserved hugepages: $got free (was $old reserved)"
+		# Serial: the tests check how many hugepages their regions take.
+		FDX_TEST_EXPECT_HUGEPAGES=1 run_tests build "plain, hugepages reserved" -j1
+	fi
+	echo "$old" > "$knob"
+	trap - EXIT
+	echo "== hugepages restored to $(cat "$knob")"
+}
+
+case "${1:-}" in
+demo)
+	install_missing
+	build build
+	echo "== running the main job: build/fdx-bench-pool"
+	exec build/fdx-bench-pool
+	;;
+test)
+	install_missing
+	failed=()
+	build build
+	run_tests build "plain, no hugepages" -j "$jobs"
+	build build-asan -DFDX_SANITIZE=ON
+	run_tests build-asan "AddressSanitizer + UndefinedBehaviorSanitizer" -j "$jobs"
+	hugepage_pass
+	if [ ${#failed[@]} -ne 0 ]; then
+		echo "== FAILED: ${failed[*]}"
+		exit 1
+	fi
+	echo "== all test passes green: plain, sanitized, hugepages"
+	;;
+*)
+	echo "usage: bash tools/quickstart.sh demo|test" >&2
+	exit 2
+	;;
+esac
