@@ -27,7 +27,7 @@ static uint64_t now_ns(void)
 }
 
 /* With spin held: hand out the top cached segment. */
-static void take_cached(struct fdx_lbp *lbp, struct fdx_buf *out)
+static inline void take_cached(struct fdx_lbp *lbp, struct fdx_buf *out)
 {
 	uint32_t idx = lbp->stack[--lbp->ncached];
 
@@ -143,8 +143,7 @@ static void recycle_slow(struct fdx_lbp *lbp)
 	pthread_mutex_unlock(&nbp->lock);
 }
 
-FDX_API int fdx_lbp_create(struct fdx_nbp *nbp, const struct fdx_lbp_opts *o,
-			   struct fdx_lbp **out)
+FDX_API int fdx_lbp_create(struct fdx_nbp *nbp, const struct fdx_lbp_opts *o, struct fdx_lbp **out)
 {
 	pthread_condattr_t ca;
 	struct fdx_lbp *lbp;

@@ -15,13 +15,13 @@
 struct fdx_lbp {
 	/* Hot: everything the request/recycle path touches, under spin. */
 	alignas(FDX_CACHELINE) struct fdx__spinlock spin;
-	uint32_t *stack;	/* cached free segment indices */
+	uint32_t *stack; /* cached free segment indices */
 	uint32_t ncached;
-	uint32_t owned;		/* in_use + ncached */
+	uint32_t owned; /* in_use + ncached */
 	uint32_t in_use;
 	uint32_t max;
-	uint32_t waiters;	/* threads blocked in request or wait */
-	uint32_t starved;	/* a request found the pool empty since the last wake */
+	uint32_t waiters; /* threads blocked in request or wait */
+	uint32_t starved; /* a request found the pool empty since the last wake */
 	uint32_t closed;
 	uint64_t requests;
 	uint64_t recycles;
@@ -30,16 +30,16 @@ struct fdx_lbp {
 	/* Cold: fixed at creation, or under nbp->lock. */
 	alignas(FDX_CACHELINE) struct fdx_nbp *nbp;
 	const struct fdx_region *region;
-	_Atomic uint32_t *seg_state;	/* the nbp's ownership table */
+	_Atomic uint32_t *seg_state; /* the nbp's ownership table */
 	uint32_t id;
 	uint32_t min;
-	uint32_t keep;			/* cached segments kept before returning a batch */
-	int efd;			/* eventfd, -1 until asked for; under nbp->lock */
-	fdx_lbp_avail_fn cb;		/* under nbp->lock */
+	uint32_t keep; /* cached segments kept before returning a batch */
+	int efd; /* eventfd, -1 until asked for; under nbp->lock */
+	fdx_lbp_avail_fn cb; /* under nbp->lock */
 	void *cb_ud;
-	pthread_cond_t cond;		/* waits with nbp->lock */
+	pthread_cond_t cond; /* waits with nbp->lock */
 	_Atomic uint64_t blocked_ns;
-	struct fdx_lbp *prev, *next;	/* in nbp->lbps, under nbp->lock */
+	struct fdx_lbp *prev, *next; /* in nbp->lbps, under nbp->lock */
 };
 
 /*

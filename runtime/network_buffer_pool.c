@@ -90,7 +90,8 @@ FDX_API int fdx_nbp_destroy(struct fdx_nbp *nbp)
 	live = nbp->lbp_count;
 	pthread_mutex_unlock(&nbp->lock);
 	if (live) {
-		FDX_LOG_ERR(&nbp->log, "nbp: cannot destroy: %u LocalBufferPools still alive", live);
+		FDX_LOG_ERR(&nbp->log, "nbp: cannot destroy: %u LocalBufferPools still alive",
+			    live);
 		return -EBUSY;
 	}
 	pthread_mutex_destroy(&nbp->lock);

@@ -38,12 +38,12 @@ struct fdx_nbp {
 	_Atomic uint32_t *seg_state;
 
 	pthread_mutex_t lock;
-	uint32_t *free;		/* stack of free segment indices */
+	uint32_t *free; /* stack of free segment indices */
 	uint32_t nfree;
-	uint32_t reserved;	/* sum of the lbps' minimums */
+	uint32_t reserved; /* sum of the lbps' minimums */
 	uint32_t lbp_count;
 	uint32_t next_lbp_id;
-	struct fdx_lbp *lbps;	/* list of live lbps, through lbp->next/prev */
+	struct fdx_lbp *lbps; /* list of live lbps, through lbp->next/prev */
 };
 
 #define FDX_SEG_FREE 0u

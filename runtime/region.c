@@ -93,7 +93,8 @@ static int map_prefaulted(struct fdx_region *r)
 		return -errno;
 	r->base = p;
 	if (!r->hugetlb && madvise(p, r->size, MADV_HUGEPAGE) < 0)
-		FDX_LOG_DEBUG(&r->log, "region: MADV_HUGEPAGE not available: %s", strerror(errno));
+		FDX_LOG_DEBUG(&r->log, "region: MADV_HUGEPAGE not available: %s",
+			      fdx_strerror(-errno));
 	if (madvise(p, r->size, MADV_POPULATE_WRITE) == 0)
 		return 0;
 	if (errno != EINVAL) {
@@ -115,8 +116,10 @@ static int add_seals(struct fdx_region *r)
 	 * F_SEAL_FUTURE_WRITE (5.1+) keeps the creator's existing writable mapping
 	 * but forbids every new one, whichever descriptor a peer gets.
 	 */
-	if (fcntl(r->fd, F_ADD_SEALS, FDX_REQUIRED_SEALS | F_SEAL_FUTURE_WRITE) == 0)
+	if (fcntl(r->fd, F_ADD_SEALS, FDX_REQUIRED_SEALS | F_SEAL_FUTURE_WRITE) == 0) {
+		r->future_write = 1;
 		return 0;
+	}
 	if (fcntl(r->fd, F_ADD_SEALS, FDX_REQUIRED_SEALS) == 0) {
 		FDX_LOG_DEBUG(&r->log, "region: F_SEAL_FUTURE_WRITE not supported");
 		return 0;
@@ -139,16 +142,18 @@ static int create_backing(struct fdx_region *r, uint32_t policy, uint64_t data_b
 			return 0;
 		}
 		if (policy == FDX_HUGEPAGE_REQUIRE) {
-			FDX_LOG_ERR(&r->log,
-				    "region: hugepages required but %llu bytes of %llu KiB pages "
-				    "could not be had: %s (reserve more in /proc/sys/vm/nr_hugepages)",
-				    (unsigned long long)r->size, (unsigned long long)(huge >> 10),
-				    strerror(-err));
+			FDX_LOG_ERR(
+				&r->log,
+				"region: hugepages required but %llu bytes of %llu KiB pages "
+				"could not be had: %s (reserve more in /proc/sys/vm/nr_hugepages)",
+				(unsigned long long)r->size, (unsigned long long)(huge >> 10),
+				fdx_strerror(err));
 			return FDX_ENOHUGEPAGES;
 		}
-		FDX_LOG_WARN(&r->log,
-			     "region: no hugepages for %llu bytes (%s); falling back to %llu-byte pages",
-			     (unsigned long long)r->size, strerror(-err), (unsigned long long)small);
+		FDX_LOG_WARN(
+			&r->log,
+			"region: no hugepages for %llu bytes (%s); falling back to %llu-byte pages",
+			(unsigned long long)r->size, fdx_strerror(err), (unsigned long long)small);
 	} else if (policy == FDX_HUGEPAGE_REQUIRE) {
 		FDX_LOG_ERR(&r->log, "region: hugepages required but the system has none");
 		return FDX_ENOHUGEPAGES;
@@ -159,7 +164,7 @@ static int create_backing(struct fdx_region *r, uint32_t policy, uint64_t data_b
 		err = -ENOMEM;
 	if (err < 0) {
 		FDX_LOG_ERR(&r->log, "region: cannot allocate %llu bytes: %s",
-			    (unsigned long long)r->size, strerror(-err));
+			    (unsigned long long)r->size, fdx_strerror(err));
 		return err;
 	}
 	r->page_size = small;
@@ -199,7 +204,7 @@ FDX_API int fdx_region_create(const struct fdx_region_opts *o, struct fdx_region
 	err = map_prefaulted(r);
 	if (err < 0) {
 		FDX_LOG_ERR(&r->log, "region: cannot map %llu bytes: %s",
-			    (unsigned long long)r->size, strerror(-err));
+			    (unsigned long long)r->size, fdx_strerror(err));
 		goto err_close;
 	}
 
@@ -218,7 +223,7 @@ FDX_API int fdx_region_create(const struct fdx_region_opts *o, struct fdx_region
 
 	err = add_seals(r);
 	if (err < 0) {
-		FDX_LOG_ERR(&r->log, "region: cannot seal memfd: %s", strerror(-err));
+		FDX_LOG_ERR(&r->log, "region: cannot seal memfd: %s", fdx_strerror(err));
 		goto err_unmap;
 	}
 	FDX_LOG_INFO(&r->log, "region: %llu bytes, %u segments of %u bytes, %llu-byte %s pages",
@@ -275,7 +280,8 @@ static int read_header(struct fdx_region *r)
 
 	memcpy(&h, sh, sizeof(h));
 	if (h.hdr_size != sizeof(h) || h.region_size != r->size ||
-	    fdx__region_check_geometry(h.seg_size, h.seg_count) < 0 || h.data_offset != h.seg_size) {
+	    fdx__region_check_geometry(h.seg_size, h.seg_count) < 0 ||
+	    h.data_offset != h.seg_size) {
 		FDX_LOG_ERR(&r->log, "region: header geometry is invalid (size %llu, seg %u x %u)",
 			    (unsigned long long)h.region_size, h.seg_count, h.seg_size);
 		return FDX_EBADREGION;
@@ -323,8 +329,7 @@ FDX_API int fdx_region_attach(int fd, uint64_t expected_size, fdx_log_fn log_fn,
 		goto err_free;
 	}
 	if ((seals & FDX_REQUIRED_SEALS) != FDX_REQUIRED_SEALS) {
-		FDX_LOG_ERR(&r->log,
-			    "region: memfd refused: seals %#x lack%s%s%s", (unsigned)seals,
+		FDX_LOG_ERR(&r->log, "region: memfd refused: seals %#x lack%s%s%s", (unsigned)seals,
 			    (seals & F_SEAL_SHRINK) ? "" : " F_SEAL_SHRINK",
 			    (seals & F_SEAL_GROW) ? "" : " F_SEAL_GROW",
 			    (seals & F_SEAL_SEAL) ? "" : " F_SEAL_SEAL");
@@ -358,7 +363,7 @@ FDX_API int fdx_region_attach(int fd, uint64_t expected_size, fdx_log_fn log_fn,
 	if (p == MAP_FAILED) {
 		err = -errno;
 		FDX_LOG_ERR(&r->log, "region: cannot map %llu bytes read-only: %s",
-			    (unsigned long long)r->size, strerror(errno));
+			    (unsigned long long)r->size, fdx_strerror(-errno));
 		goto err_close;
 	}
 	r->base = p;

@@ -24,16 +24,16 @@
 #define FDX_REGION_LAYOUT_VERSION 1u
 
 struct fdx__region_hdr {
-	uint64_t magic;			 /* FDX_REGION_MAGIC */
+	uint64_t magic; /* FDX_REGION_MAGIC */
 	_Atomic uint32_t layout_version; /* FDX_REGION_LAYOUT_VERSION, stored last (R1) */
-	uint32_t hdr_size;		 /* sizeof(struct fdx__region_hdr) */
-	uint64_t region_size;		 /* bytes, equal to the memfd's size */
-	uint64_t data_offset;		 /* offset of segment 0, equal to seg_size */
-	uint64_t page_size;		 /* page size backing the region */
-	uint32_t seg_size;		 /* power of two in [FDX_SEG_SIZE_MIN, MAX] */
-	uint32_t seg_count;		 /* segments in the region */
-	uint32_t creator_pid;		 /* for diagnostics only */
-	uint32_t hugetlb;		 /* 1 if hugetlb-backed */
+	uint32_t hdr_size; /* sizeof(struct fdx__region_hdr) */
+	uint64_t region_size; /* bytes, equal to the memfd's size */
+	uint64_t data_offset; /* offset of segment 0, equal to seg_size */
+	uint64_t page_size; /* page size backing the region */
+	uint32_t seg_size; /* power of two in [FDX_SEG_SIZE_MIN, MAX] */
+	uint32_t seg_count; /* segments in the region */
+	uint32_t creator_pid; /* for diagnostics only */
+	uint32_t hugetlb; /* 1 if hugetlb-backed */
 };
 
 _Static_assert(sizeof(struct fdx__region_hdr) == 56, "region header size is ABI");
@@ -53,6 +53,7 @@ struct fdx_region {
 	int fd;
 	int hugetlb;
 	int readonly;
+	int future_write; /* F_SEAL_FUTURE_WRITE applied: no new writable mapping */
 	struct fdx__log log;
 };
 

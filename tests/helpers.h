@@ -65,7 +65,7 @@ static inline uint64_t test_now_ns(void)
 
 static inline void test_sleep_us(long us)
 {
-	struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
+	struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
 
 	nanosleep(&ts, NULL);
 }
@@ -98,12 +98,12 @@ static inline int test_expect_hugepages(void)
  * Poll cond every 200 us until it holds or 5 s pass: for waiting on another
  * thread's state change that the test itself caused, never for timing.
  */
-#define TEST_WAIT_UNTIL(cond)                                                            \
-	do {                                                                             \
-		uint64_t test_deadline_ = test_now_ns() + 5000000000ull;                 \
-		while (!(cond) && test_now_ns() < test_deadline_)                        \
-			test_sleep_us(200);                                              \
-		assert_true(cond);                                                       \
+#define TEST_WAIT_UNTIL(cond)                                            \
+	do {                                                             \
+		uint64_t test_deadline_ = test_now_ns() + 5000000000ull; \
+		while (!(cond) && test_now_ns() < test_deadline_)        \
+			test_sleep_us(200);                              \
+		assert_true(cond);                                       \
 	} while (0)
 
 #endif /* FDX_TESTS_HELPERS_H */

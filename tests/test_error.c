@@ -11,10 +11,9 @@
 
 static void test_strerror_names_every_fdx_code(void **state)
 {
-	static const int codes[] = { FDX_ENOTMEMFD, FDX_EUNSEALED,  FDX_ESIZE,
-				     FDX_EBADREGION, FDX_ENOHUGEPAGES, FDX_ENOSEGMENTS,
-				     FDX_ENOTOWNED,  FDX_EALREADYFREE, FDX_ECLOSED,
-				     FDX_EPROTO };
+	static const int codes[] = {
+		FDX_ENOTMEMFD,	 FDX_EUNSEALED, FDX_ESIZE,	  FDX_EBADREGION, FDX_ENOHUGEPAGES,
+		FDX_ENOSEGMENTS, FDX_ENOTOWNED, FDX_EALREADYFREE, FDX_ECLOSED,	  FDX_EPROTO};
 	(void)state;
 	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
 		const char *s = fdx_strerror(codes[i]);
@@ -39,8 +38,8 @@ static void test_strerror_maps_errno_and_unknown(void **state)
 static void test_version_matches_header(void **state)
 {
 	(void)state;
-	assert_int_equal(fdx_version(), (FDX_VERSION_MAJOR << 16) | (FDX_VERSION_MINOR << 8) |
-						FDX_VERSION_PATCH);
+	assert_int_equal(fdx_version(),
+			 (FDX_VERSION_MAJOR << 16) | (FDX_VERSION_MINOR << 8) | FDX_VERSION_PATCH);
 	assert_non_null(strchr(fdx_version_string(), '.'));
 }
 

@@ -48,7 +48,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	struct fdx_nbp_stats st = { .size = sizeof(st) };
+	struct fdx_nbp_stats st = {.size = sizeof(st)};
 
 	/* Every test ends with every segment back in the nbp. */
 	if (fdx_nbp_stats(f->nbp, &st) < 0 || st.free != st.seg_count || st.lbp_count != 0)
@@ -84,7 +84,7 @@ static struct fdx_lbp_stats lbp_stats(struct fdx_lbp *lbp)
 
 static uint32_t nbp_free(struct fixture *f)
 {
-	struct fdx_nbp_stats st = { .size = sizeof(st) };
+	struct fdx_nbp_stats st = {.size = sizeof(st)};
 
 	assert_int_equal(fdx_nbp_stats(f->nbp, &st), 0);
 	return st.free;
@@ -92,7 +92,7 @@ static uint32_t nbp_free(struct fixture *f)
 
 static int readable(int fd)
 {
-	struct pollfd p = { .fd = fd, .events = POLLIN };
+	struct pollfd p = {.fd = fd, .events = POLLIN};
 
 	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
@@ -100,7 +100,7 @@ static int readable(int fd)
 static void test_lbp_create_rejects_bad_options(void **state)
 {
 	struct fixture *f = *state;
-	struct fdx_lbp_opts o = { .size = sizeof(o), .min = 1, .max = 2 };
+	struct fdx_lbp_opts o = {.size = sizeof(o), .min = 1, .max = 2};
 	struct fdx_lbp *lbp = (void *)1;
 
 	assert_int_equal(fdx_lbp_create(NULL, &o, &lbp), -EINVAL);
@@ -157,7 +157,7 @@ static void test_lbp_try_request_returns_eagain_when_empty(void **state)
 {
 	struct fixture *f = *state;
 	struct fdx_lbp *lbp = lbp_new(f, 2, 2);
-	struct fdx_buf a, b, c = { .offset = 77 };
+	struct fdx_buf a, b, c = {.offset = 77};
 	struct fdx_lbp_stats st;
 
 	assert_int_equal(fdx_lbp_try_request(lbp, &a), 0);
@@ -208,7 +208,7 @@ static void test_lbp_recycle_rejects_foreign_and_double_free(void **state)
 	assert_int_equal(fdx_lbp_request(b, -1, &bb), 0);
 	before = lbp_stats(a);
 	assert_int_equal(fdx_lbp_recycle(a, bb.offset), FDX_ENOTOWNED); /* b's buffer */
-	assert_int_equal(fdx_lbp_recycle(a, 0), FDX_ENOTOWNED);		/* the header */
+	assert_int_equal(fdx_lbp_recycle(a, 0), FDX_ENOTOWNED); /* the header */
 	assert_int_equal(fdx_lbp_recycle(a, ba.offset + 1), FDX_ENOTOWNED); /* misaligned */
 	assert_int_equal(fdx_lbp_recycle(a, 1000 * (uint64_t)SEG), FDX_ENOTOWNED); /* outside */
 	assert_int_equal(fdx_lbp_recycle(a, UINT64_MAX), FDX_ENOTOWNED);
@@ -258,7 +258,7 @@ static void test_lbp_request_blocks_until_a_recycle(void **state)
 {
 	struct fixture *f = *state;
 	struct fdx_lbp *lbp = lbp_new(f, 1, 1);
-	struct blocker bl = { .lbp = lbp, .timeout_us = -1 };
+	struct blocker bl = {.lbp = lbp, .timeout_us = -1};
 	struct fdx_buf a;
 	pthread_t t;
 
@@ -278,8 +278,8 @@ static void test_lbp_destroy_wakes_blocked_requesters(void **state)
 {
 	struct fixture *f = *state;
 	struct fdx_lbp *lbp = lbp_new(f, 2, 2);
-	struct blocker bl[2] = { { .lbp = lbp, .timeout_us = -1 },
-				 { .lbp = lbp, .timeout_us = -1, .wait_only = 1 } };
+	struct blocker bl[2] = {{.lbp = lbp, .timeout_us = -1},
+				{.lbp = lbp, .timeout_us = -1, .wait_only = 1}};
 	struct fdx_buf a, b;
 	pthread_t t[2];
 
@@ -302,7 +302,7 @@ static void test_lbp_wait_reports_availability_without_taking(void **state)
 {
 	struct fixture *f = *state;
 	struct fdx_lbp *lbp = lbp_new(f, 1, 1);
-	struct blocker bl = { .lbp = lbp, .timeout_us = 5000000, .wait_only = 1 };
+	struct blocker bl = {.lbp = lbp, .timeout_us = 5000000, .wait_only = 1};
 	struct fdx_buf a;
 	pthread_t t;
 
@@ -372,7 +372,7 @@ static void test_lbp_callback_fires_when_a_segment_comes_back(void **state)
 {
 	struct fixture *f = *state;
 	struct fdx_lbp *lbp = lbp_new(f, 1, 1);
-	struct cb_count c = { 0 };
+	struct cb_count c = {0};
 	struct fdx_buf a, b;
 
 	assert_int_equal(fdx_lbp_set_avail_cb(lbp, count_cb, &c), 0);
@@ -396,8 +396,8 @@ static void test_lbp_borrows_and_is_woken_by_another_pools_return(void **state)
 {
 	struct fixture *f = *state;
 	struct fdx_lbp *hog = lbp_new(f, 0, 32), *other = lbp_new(f, 0, 4);
-	struct blocker bl = { .lbp = other, .timeout_us = 5000000 };
-	struct cb_count c = { 0 };
+	struct blocker bl = {.lbp = other, .timeout_us = 5000000};
+	struct cb_count c = {0};
 	struct fdx_buf held[32], b;
 	pthread_t t;
 	int fd;
@@ -428,7 +428,7 @@ static void test_lbp_set_max_shrinks_and_grows(void **state)
 {
 	struct fixture *f = *state;
 	struct fdx_lbp *lbp = lbp_new(f, 2, 8);
-	struct blocker bl = { .lbp = lbp, .timeout_us = 5000000 };
+	struct blocker bl = {.lbp = lbp, .timeout_us = 5000000};
 	struct fdx_lbp_stats st;
 	struct fdx_buf b[7], x;
 	pthread_t t;

@@ -64,7 +64,7 @@ static void test_nbp_create_uses_documented_defaults(void **state)
 
 static void test_nbp_create_rejects_bad_options(void **state)
 {
-	static const uint32_t bad_sizes[] = { 2048, 3000, 5000, 2u << 20 };
+	static const uint32_t bad_sizes[] = {2048, 3000, 5000, 2u << 20};
 	struct fdx_nbp *nbp = (void *)1;
 	struct fdx_nbp_opts o = nbp_opts(4096, 8, NULL);
 
@@ -93,7 +93,7 @@ static void test_nbp_create_rejects_bad_options(void **state)
 
 static void test_nbp_sizes_by_total_bytes_and_segment_size(void **state)
 {
-	static const uint32_t sizes[] = { 4096, 8192, 32768, 65536, 1u << 20 };
+	static const uint32_t sizes[] = {4096, 8192, 32768, 65536, 1u << 20};
 	struct fdx_nbp_stats st;
 	struct fdx_nbp *nbp;
 
@@ -113,7 +113,7 @@ static void test_nbp_sizes_by_total_bytes_and_segment_size(void **state)
 
 static void test_nbp_lbp_min_that_cannot_be_reserved_says_how_many(void **state)
 {
-	struct test_log lg = { 0 };
+	struct test_log lg = {0};
 	struct fdx_nbp_opts o = nbp_opts(4096, 16, &lg);
 	struct fdx_lbp_opts lo = lbp_opts(10, 12);
 	struct fdx_lbp *a, *b = (void *)1;
@@ -140,7 +140,7 @@ static void test_nbp_lbp_min_that_cannot_be_reserved_says_how_many(void **state)
 
 static void test_nbp_destroy_refuses_while_lbps_live(void **state)
 {
-	struct test_log lg = { 0 };
+	struct test_log lg = {0};
 	struct fdx_nbp_opts o = nbp_opts(4096, 8, &lg);
 	struct fdx_lbp_opts lo = lbp_opts(1, 2);
 	struct fdx_nbp *nbp;

@@ -15,7 +15,7 @@ static void test_proto_hello_round_trips(void **state)
 {
 	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT, *g;
 	Fdx__Hello h = FDX__HELLO__INIT;
-	Fdx__Link links[] = { FDX__LINK__LINK_SHM, FDX__LINK__LINK_TCP };
+	Fdx__Link links[] = {FDX__LINK__LINK_SHM, FDX__LINK__LINK_TCP};
 	uint8_t buf[256];
 	size_t n;
 
@@ -47,8 +47,8 @@ static void test_proto_credit_update_carries_offsets(void **state)
 {
 	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT, *g;
 	Fdx__CreditUpdate cu = FDX__CREDIT_UPDATE__INIT;
-	Fdx__Credit c[2] = { FDX__CREDIT__INIT, FDX__CREDIT__INIT }, *cp[2] = { &c[0], &c[1] };
-	uint64_t offs[3] = { 32768, 65536, 1u << 30 };
+	Fdx__Credit c[2] = {FDX__CREDIT__INIT, FDX__CREDIT__INIT}, *cp[2] = {&c[0], &c[1]};
+	uint64_t offs[3] = {32768, 65536, 1u << 30};
 	uint8_t *buf;
 	size_t n;
 
@@ -79,7 +79,7 @@ static void test_proto_credit_update_carries_offsets(void **state)
 
 static void test_proto_garbage_does_not_parse(void **state)
 {
-	static const uint8_t junk[] = { 0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01 };
+	static const uint8_t junk[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01};
 
 	(void)state;
 	assert_null(fdx__control_frame__unpack(NULL, sizeof(junk), junk));

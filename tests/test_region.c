@@ -39,7 +39,7 @@ static long hugepages_needed(void)
 
 static void test_region_create_rejects_bad_options(void **state)
 {
-	static const uint32_t bad_sizes[] = { 0x1000 - 1, 2048, 3000, 6000, 2u << 20, 48 * 1024 };
+	static const uint32_t bad_sizes[] = {0x1000 - 1, 2048, 3000, 6000, 2u << 20, 48 * 1024};
 	struct fdx_region *r = (void *)1;
 	struct fdx_region_opts o = opts(FDX_HUGEPAGE_NEVER, NULL);
 
@@ -71,7 +71,7 @@ static void test_region_create_rejects_bad_options(void **state)
 
 static void test_region_never_uses_small_pages(void **state)
 {
-	struct test_log lg = { 0 };
+	struct test_log lg = {0};
 	struct fdx_region_opts o = opts(FDX_HUGEPAGE_NEVER, &lg);
 	struct fdx_region *r;
 	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
@@ -92,7 +92,7 @@ static void test_region_never_uses_small_pages(void **state)
 
 static void test_region_prefer_takes_hugepages_or_says_it_fell_back(void **state)
 {
-	struct test_log lg = { 0 };
+	struct test_log lg = {0};
 	struct fdx_region_opts o = opts(FDX_HUGEPAGE_PREFER, &lg);
 	long before = test_hugepages_free();
 	struct fdx_region *r;
@@ -118,7 +118,7 @@ static void test_region_prefer_takes_hugepages_or_says_it_fell_back(void **state
 
 static void test_region_require_fails_clearly_without_hugepages(void **state)
 {
-	struct test_log lg = { 0 };
+	struct test_log lg = {0};
 	struct fdx_region_opts o = opts(FDX_HUGEPAGE_REQUIRE, &lg);
 	struct fdx_region *r = (void *)1;
 	int err;
@@ -218,11 +218,11 @@ static void test_region_ptr_stays_inside_one_segment(void **state)
 	assert_ptr_equal(fdx_region_ptr(r, SEG, SEG), base + SEG);
 	assert_ptr_equal(fdx_region_ptr(r, last, SEG), base + last);
 	assert_ptr_equal(fdx_region_ptr(r, last + SEG - 1, 1), base + last + SEG - 1);
-	assert_null(fdx_region_ptr(r, SEG, SEG + 1));	  /* longer than a segment */
-	assert_null(fdx_region_ptr(r, SEG + 1, SEG));	  /* crosses into the next */
-	assert_null(fdx_region_ptr(r, last + SEG, 1));	  /* past the last segment */
-	assert_null(fdx_region_ptr(r, SEG, 0));		  /* empty */
-	assert_null(fdx_region_ptr(r, UINT64_MAX, 1));	  /* overflow */
+	assert_null(fdx_region_ptr(r, SEG, SEG + 1)); /* longer than a segment */
+	assert_null(fdx_region_ptr(r, SEG + 1, SEG)); /* crosses into the next */
+	assert_null(fdx_region_ptr(r, last + SEG, 1)); /* past the last segment */
+	assert_null(fdx_region_ptr(r, SEG, 0)); /* empty */
+	assert_null(fdx_region_ptr(r, UINT64_MAX, 1)); /* overflow */
 	assert_null(fdx_region_ptr(r, UINT64_MAX - 2, 8)); /* wraps around */
 	assert_null(fdx_region_ptr(NULL, SEG, 1));
 	fdx_region_destroy(r);
@@ -286,7 +286,7 @@ static void test_region_attach_refuses_what_it_cannot_trust(void **state)
 {
 	struct fdx_region_opts o = opts(FDX_HUGEPAGE_NEVER, NULL);
 	const int all = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
-	struct test_log lg = { 0 };
+	struct test_log lg = {0};
 	struct fdx_region *r, *peer = (void *)1;
 	int fds0 = test_count_fds(), fd, p[2];
 	char path[] = "/tmp/fdx-test-XXXXXX";
@@ -308,12 +308,12 @@ static void test_region_attach_refuses_what_it_cannot_trust(void **state)
 	close(fd);
 
 	/* Sealed but not the announced size: shorter, and longer. */
-	assert_int_equal(fdx_region_attach(fdx_region_fd(r), fdx_region_size(r) + 4096,
-					   test_log_fn, &lg, &peer),
+	assert_int_equal(fdx_region_attach(fdx_region_fd(r), fdx_region_size(r) + 4096, test_log_fn,
+					   &lg, &peer),
 			 FDX_ESIZE);
 	assert_non_null(strstr(lg.last, "announced"));
-	assert_int_equal(fdx_region_attach(fdx_region_fd(r), fdx_region_size(r) - 4096,
-					   test_log_fn, &lg, &peer),
+	assert_int_equal(fdx_region_attach(fdx_region_fd(r), fdx_region_size(r) - 4096, test_log_fn,
+					   &lg, &peer),
 			 FDX_ESIZE);
 
 	/* Sealed and sized, but not a region: the header is all zero. */
@@ -352,7 +352,7 @@ static void test_region_attach_refuses_a_lying_header(void **state)
 	struct fdx_region_opts o = opts(FDX_HUGEPAGE_NEVER, NULL);
 	struct fdx_region *r, *peer = (void *)1;
 	struct fdx__region_hdr *h;
-	struct test_log lg = { 0 };
+	struct test_log lg = {0};
 
 	(void)state;
 	/* Build a region by hand whose header claims more segments than fit. */

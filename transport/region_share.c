@@ -63,14 +63,24 @@ FDX_API int fdx_region_send(const struct fdx_region *r, int sock)
 	m.seg_size = htole32(r->seg_size);
 	m.seg_count = htole32(r->seg_count);
 	ro = reopen_readonly(r->fd);
+	if (ro < 0 && !r->future_write) {
+		/* Neither a read-only descriptor nor F_SEAL_FUTURE_WRITE: the peer could write. */
+		FDX_LOG_ERR(&r->log,
+			    "region: no read-only descriptor to send (%s) and no "
+			    "F_SEAL_FUTURE_WRITE: refusing to share it writable",
+			    fdx_strerror(-errno));
+		return -EPERM;
+	}
 	if (ro < 0)
-		FDX_LOG_DEBUG(&r->log, "region: no read-only reopen (%s); the seals still hold",
-			      strerror(errno));
+		FDX_LOG_DEBUG(&r->log,
+			      "region: no read-only reopen (%s); F_SEAL_FUTURE_WRITE holds",
+			      fdx_strerror(-errno));
 	err = fdx__unix_send_fd(sock, ro >= 0 ? ro : r->fd, &m, sizeof(m));
 	if (ro >= 0)
 		close(ro);
 	if (err < 0)
-		FDX_LOG_ERR(&r->log, "region: send over socket %d failed: %s", sock, strerror(-err));
+		FDX_LOG_ERR(&r->log, "region: send over socket %d failed: %s", sock,
+			    fdx_strerror(err));
 	return err;
 }
 
@@ -86,7 +96,7 @@ FDX_API int fdx_region_recv(int sock, fdx_log_fn log_fn, void *log_ud, struct fd
 	if (sock < 0 || !out)
 		return -EINVAL;
 	fdx__log_init(&lg, log_fn, log_ud, 0);
-	err = fdx__unix_recv_fd(sock, &m, sizeof(m), &fd);
+	err = fdx__unix_recv_fd(sock, &m, sizeof(m), &fd, &lg);
 	if (err < 0) {
 		FDX_LOG_ERR(&lg, "region: receive failed: %s", fdx_strerror(err));
 		return err;

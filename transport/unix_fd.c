@@ -82,7 +82,7 @@ static int collect_fds(struct msghdr *msg, int *fd, int *nfds)
 	return bad;
 }
 
-int fdx__unix_recv_fd(int sock, void *buf, size_t len, int *fd)
+int fdx__unix_recv_fd(int sock, void *buf, size_t len, int *fd, const struct fdx__log *lg)
 {
 	union {
 		char buf[CMSG_SPACE(FDX_MAX_FDS * sizeof(int))];
@@ -117,8 +117,14 @@ int fdx__unix_recv_fd(int sock, void *buf, size_t len, int *fd)
 		p += n;
 		len -= (size_t)n;
 	}
-	if (!err && (bad || nfds != 1))
+	if (!err && (bad || nfds != 1)) {
+		if (bad)
+			FDX_LOG_ERR(lg, "socket %d: truncated or foreign control data", sock);
+		else
+			FDX_LOG_ERR(lg, "socket %d: %d descriptors came, exactly 1 expected", sock,
+				    nfds);
 		err = FDX_EPROTO;
+	}
 	if (err) {
 		if (nfds)
 			close(got);

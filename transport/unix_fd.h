@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#include "../runtime/log.h"
+
 /*
  * Send len bytes with fd attached (SCM_RIGHTS, on the first byte). Retries
  * short writes and EINTR; never raises SIGPIPE.
@@ -16,9 +18,10 @@ int fdx__unix_send_fd(int sock, int fd, const void *buf, size_t len);
  * Receive exactly len bytes and the one descriptor that came with them
  * (close-on-exec). Every descriptor received that is not returned is closed.
  * Returns 0 with *fd set; FDX_EPROTO if no descriptor, more than one, or
- * truncated control data came; -ECONNRESET if the peer closed first; -EAGAIN
- * on a receive timeout; another -errno of recvmsg.
+ * truncated or foreign control data came (the cause is logged to lg, which
+ * may be NULL); -ECONNRESET if the peer closed first; -EAGAIN on a receive
+ * timeout; another -errno of recvmsg.
  */
-int fdx__unix_recv_fd(int sock, void *buf, size_t len, int *fd);
+int fdx__unix_recv_fd(int sock, void *buf, size_t len, int *fd, const struct fdx__log *lg);
 
 #endif /* FDX_TRANSPORT_UNIX_FD_H */

@@ -31,8 +31,8 @@ struct fdx_lbp;
 
 /** A buffer: one segment lent to the caller. */
 struct fdx_buf {
-	uint64_t offset;	/**< offset of the segment in the region */
-	uint32_t capacity;	/**< its size in bytes (the segment size) */
+	uint64_t offset; /**< offset of the segment in the region */
+	uint32_t capacity; /**< its size in bytes (the segment size) */
 	uint32_t pad;
 };
 
@@ -41,9 +41,9 @@ struct fdx_buf {
  * fdx_lbp_opts), then the fields.
  */
 struct fdx_lbp_opts {
-	uint32_t size;	/**< sizeof(struct fdx_lbp_opts) */
-	uint32_t min;	/**< segments reserved at creation (may be 0) */
-	uint32_t max;	/**< most segments this pool may own (>= max(min, 1)) */
+	uint32_t size; /**< sizeof(struct fdx_lbp_opts) */
+	uint32_t min; /**< segments reserved at creation (may be 0) */
+	uint32_t max; /**< most segments this pool may own (>= max(min, 1)) */
 	uint32_t pad;
 };
 
@@ -57,18 +57,18 @@ typedef void (*fdx_lbp_avail_fn)(void *ud, struct fdx_lbp *lbp);
 
 /** Counters of a LocalBufferPool, filled by fdx_lbp_stats(). */
 struct fdx_lbp_stats {
-	uint32_t size;		  /**< set by the caller: sizeof(struct fdx_lbp_stats) */
-	uint32_t min;		  /**< the reserved minimum */
-	uint32_t max;		  /**< the current maximum */
-	uint32_t owned;		  /**< segments this pool owns (in use + cached) */
-	uint32_t in_use;	  /**< segments requested and not yet recycled */
-	uint32_t cached;	  /**< free segments held by this pool */
-	uint32_t available;	  /**< segments a request could get now: cached + borrowable */
-	uint32_t waiting;	  /**< threads blocked in request/wait right now */
-	uint64_t requests;	  /**< successful requests */
-	uint64_t recycles;	  /**< successful recycles */
-	uint64_t empty_requests;  /**< requests that found the pool empty */
-	uint64_t blocked_ns;	  /**< total time requesters spent blocked, in ns */
+	uint32_t size; /**< set by the caller: sizeof(struct fdx_lbp_stats) */
+	uint32_t min; /**< the reserved minimum */
+	uint32_t max; /**< the current maximum */
+	uint32_t owned; /**< segments this pool owns (in use + cached) */
+	uint32_t in_use; /**< segments requested and not yet recycled */
+	uint32_t cached; /**< free segments held by this pool */
+	uint32_t available; /**< segments a request could get now: cached + borrowable */
+	uint32_t waiting; /**< threads blocked in request/wait right now */
+	uint64_t requests; /**< successful requests */
+	uint64_t recycles; /**< successful recycles */
+	uint64_t empty_requests; /**< requests that found the pool empty */
+	uint64_t blocked_ns; /**< total time requesters spent blocked, in ns */
 };
 
 /**
@@ -85,8 +85,7 @@ struct fdx_lbp_stats {
  *   -ENOMEM if memory for the pool cannot be had.
  * Thread-safe.
  */
-FDX_API int fdx_lbp_create(struct fdx_nbp *nbp, const struct fdx_lbp_opts *o,
-			   struct fdx_lbp **out);
+FDX_API int fdx_lbp_create(struct fdx_nbp *nbp, const struct fdx_lbp_opts *o, struct fdx_lbp **out);
 
 /**
  * Destroy the pool: threads blocked in fdx_lbp_request() or fdx_lbp_wait()

@@ -28,27 +28,27 @@ struct fdx_nbp;
  * fdx_nbp_opts), then the fields you need; a zero field means its default.
  */
 struct fdx_nbp_opts {
-	uint32_t size;		/**< sizeof(struct fdx_nbp_opts) */
-	uint32_t seg_size;	/**< power of two in [4 KiB, 1 MiB] (default 32 KiB) */
-	uint32_t seg_count;	/**< number of segments (default 2048), or 0 with total_bytes */
-	uint32_t hugepages;	/**< one of enum fdx_hugepage_policy (default prefer) */
-	uint64_t total_bytes;	/**< alternative to seg_count: total segment bytes, rounded up */
-	uint32_t batch;		/**< segments moved per nbp<->lbp transfer (default 16) */
-	uint32_t log_level;	/**< one of enum fdx_log_level; 0 = FDX_LOG_WARN */
-	fdx_log_fn log_fn;	/**< log sink for the nbp and its lbps, or NULL */
-	void *log_ud;		/**< passed to log_fn */
+	uint32_t size; /**< sizeof(struct fdx_nbp_opts) */
+	uint32_t seg_size; /**< power of two in [4 KiB, 1 MiB] (default 32 KiB) */
+	uint32_t seg_count; /**< number of segments (default 2048), or 0 with total_bytes */
+	uint32_t hugepages; /**< one of enum fdx_hugepage_policy (default prefer) */
+	uint64_t total_bytes; /**< alternative to seg_count: total segment bytes, rounded up */
+	uint32_t batch; /**< segments moved per nbp<->lbp transfer (default 16) */
+	uint32_t log_level; /**< one of enum fdx_log_level; 0 = FDX_LOG_WARN */
+	fdx_log_fn log_fn; /**< log sink for the nbp and its lbps, or NULL */
+	void *log_ud; /**< passed to log_fn */
 };
 
 /** Counters of a NetworkBufferPool, filled by fdx_nbp_stats(). */
 struct fdx_nbp_stats {
-	uint32_t size;		/**< set by the caller: sizeof(struct fdx_nbp_stats) */
-	uint32_t seg_size;	/**< segment size in bytes */
-	uint32_t seg_count;	/**< segments in the region */
-	uint32_t free;		/**< segments held by the nbp, lent to no lbp */
-	uint32_t reserved;	/**< sum of the lbps' minimums */
-	uint32_t lbp_count;	/**< live LocalBufferPools */
-	uint64_t page_size;	/**< page size backing the region */
-	uint32_t hugetlb;	/**< 1 if hugetlb-backed */
+	uint32_t size; /**< set by the caller: sizeof(struct fdx_nbp_stats) */
+	uint32_t seg_size; /**< segment size in bytes */
+	uint32_t seg_count; /**< segments in the region */
+	uint32_t free; /**< segments held by the nbp, lent to no lbp */
+	uint32_t reserved; /**< sum of the lbps' minimums */
+	uint32_t lbp_count; /**< live LocalBufferPools */
+	uint64_t page_size; /**< page size backing the region */
+	uint32_t hugetlb; /**< 1 if hugetlb-backed */
 	uint32_t pad;
 };
 

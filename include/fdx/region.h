@@ -50,14 +50,14 @@ enum fdx_hugepage_policy {
  * fdx_region_opts), then the fields you need; a zero field means its default.
  */
 struct fdx_region_opts {
-	uint32_t size;		/**< sizeof(struct fdx_region_opts) */
-	uint32_t seg_size;	/**< segment size in bytes (default 32 KiB) */
-	uint32_t seg_count;	/**< number of segments (required, >= 1) */
-	uint32_t hugepages;	/**< one of enum fdx_hugepage_policy */
-	fdx_log_fn log_fn;	/**< log sink, or NULL to drop messages */
-	void *log_ud;		/**< passed to log_fn */
-	uint32_t log_level;	/**< one of enum fdx_log_level; 0 = FDX_LOG_WARN */
-	uint32_t reserved;	/**< must be 0 */
+	uint32_t size; /**< sizeof(struct fdx_region_opts) */
+	uint32_t seg_size; /**< segment size in bytes (default 32 KiB) */
+	uint32_t seg_count; /**< number of segments (required, >= 1) */
+	uint32_t hugepages; /**< one of enum fdx_hugepage_policy */
+	fdx_log_fn log_fn; /**< log sink, or NULL to drop messages */
+	void *log_ud; /**< passed to log_fn */
+	uint32_t log_level; /**< one of enum fdx_log_level; 0 = FDX_LOG_WARN */
+	uint32_t reserved; /**< must be 0 */
 };
 
 /**
@@ -96,7 +96,8 @@ FDX_API int fdx_region_create(const struct fdx_region_opts *o, struct fdx_region
  * @param out receives the region; set to NULL first, assigned only on success.
  * @return 0 on success;
  *   -EINVAL if fd < 0, expected_size is 0 or out is NULL;
- *   FDX_ENOTMEMFD if fd is not a sealable memfd (a pipe, a regular file, ...);
+ *   FDX_ENOTMEMFD if fd is not a sealable memfd (a pipe, a regular file, ...;
+ *     without /proc mounted a tmpfs file is reported as FDX_EUNSEALED);
  *   FDX_EUNSEALED if a required seal is missing;
  *   FDX_ESIZE if the memfd is not exactly expected_size bytes long;
  *   FDX_EBADREGION if the header's magic, version or geometry is wrong;
@@ -151,7 +152,9 @@ FDX_API void *fdx_region_ptr(const struct fdx_region *r, uint64_t offset, uint64
  *
  * @param r the region (borrowed).
  * @param sock a connected AF_UNIX socket (borrowed).
- * @return 0 on success; -EINVAL if r is NULL or sock < 0; -EPIPE if the peer
+ * @return 0 on success; -EINVAL if r is NULL or sock < 0; -EPERM if no
+ *   read-only descriptor can be made (no /proc) and the kernel lacks
+ *   F_SEAL_FUTURE_WRITE, so the peer could write; -EPIPE if the peer
  *   is gone; another -errno from sendmsg (-EAGAIN on a non-blocking socket
  *   that is full, -ENOTSOCK, ...). Thread-safe.
  */
