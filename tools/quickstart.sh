@@ -43,7 +43,18 @@ run_tests() { # run_tests DIR LABEL [ctest options...]
 	local dir=$1 label=$2
 	shift 2
 	echo "== tests: $label"
-	if ! ctest --test-dir "$dir" --output-on-failure "$@"; then
+	local log rc=0 line total bad
+	log=$(mktemp)
+	ctest --test-dir "$dir" --output-on-failure "$@" | tee "$log" || rc=$?
+	# "NN% tests passed, F tests failed out of T"
+	line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "$log" | tail -1)
+	total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"${line:-0 out of 0}")
+	bad=$(sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/' <<<"${line:-passed, 0 tests failed}")
+	n_skipped=$((n_skipped + $(grep -c '\*\*\*Skipped' "$log" || true)))
+	n_failed=$((n_failed + bad))
+	n_passed=$((n_passed + total - bad))
+	rm -f "$log"
+	if [ "$rc" != 0 ] || [ -z "$line" ]; then
 		failed+=("$label")
 	fi
 }
@@ -63,6 +74,7 @@ hugepage_pass() {
 	else
 		echo "== reserved hugepages: $got free (was $old reserved)"
 		# Serial: the tests check how many hugepages their regions take.
+		passes+=("hugepages")
 		FDX_TEST_EXPECT_HUGEPAGES=1 run_tests build "plain, hugepages reserved" -j1
 	fi
 	echo "$old" > "$knob"
@@ -80,16 +92,22 @@ demo)
 test)
 	install_missing
 	failed=()
+	n_passed=0 n_failed=0 n_skipped=0
 	build build
+	passes=("plain")
 	run_tests build "plain, no hugepages" -j "$jobs"
 	build build-asan -DFDX_SANITIZE=ON
+	passes+=("sanitized")
 	run_tests build-asan "AddressSanitizer + UndefinedBehaviorSanitizer" -j "$jobs"
 	hugepage_pass
+	n_passed=$((n_passed - n_skipped))
 	if [ ${#failed[@]} -ne 0 ]; then
 		echo "== FAILED: ${failed[*]}"
+		echo "fdx: $n_passed passed, $n_failed failed, $n_skipped skipped"
 		exit 1
 	fi
-	echo "== all test passes green: plain, sanitized, hugepages"
+	echo "== all test passes green: ${passes[*]}"
+	echo "fdx: $n_passed passed, $n_failed failed, $n_skipped skipped"
 	;;
 *)
 	echo "usage: bash tools/quickstart.sh demo|test" >&2
