@@ -138,6 +138,24 @@ static void test_region_require_fails_clearly_without_hugepages(void **state)
 	fdx_region_destroy(r);
 }
 
+/* Whatever is reserved, require fails cleanly for one hugepage more than is free. */
+static void test_region_require_fails_when_hugepages_run_short(void **state)
+{
+	struct test_log lg = {0};
+	struct fdx_region_opts o = opts(FDX_HUGEPAGE_REQUIRE, &lg);
+	struct fdx_region *r = (void *)1;
+	long before = test_hugepages_free();
+
+	(void)state;
+	/* (free + 1) hugepages of segments, plus the header slot. */
+	o.seg_count = (uint32_t)(((uint64_t)before + 1) * (2u << 20) / SEG);
+	assert_int_equal(fdx_region_create(&o, &r), FDX_ENOHUGEPAGES);
+	assert_null(r);
+	assert_int_equal(lg.errors, 1);
+	assert_non_null(strstr(lg.last, "hugepages required"));
+	assert_int_equal(test_hugepages_free(), before); /* nothing kept */
+}
+
 static void test_region_is_sealed_against_resize(void **state)
 {
 	struct fdx_region_opts o = opts(FDX_HUGEPAGE_PREFER, NULL);
@@ -379,6 +397,7 @@ int main(void)
 		cmocka_unit_test(test_region_never_uses_small_pages),
 		cmocka_unit_test(test_region_prefer_takes_hugepages_or_says_it_fell_back),
 		cmocka_unit_test(test_region_require_fails_clearly_without_hugepages),
+		cmocka_unit_test(test_region_require_fails_when_hugepages_run_short),
 		cmocka_unit_test(test_region_is_sealed_against_resize),
 		cmocka_unit_test(test_region_is_prefaulted),
 		cmocka_unit_test(test_region_header_is_published),
