@@ -76,26 +76,48 @@ static void give_back_locked(struct fdx_lbp *lbp, uint32_t n)
 	lbp->owned -= n;
 }
 
+/* With spin held: cached segments above min, which the nbp may take back. */
+static uint32_t idle_above_min(const struct fdx_lbp *lbp)
+{
+	uint32_t above_min = lbp->owned > lbp->min ? lbp->owned - lbp->min : 0;
+
+	return lbp->ncached < above_min ? lbp->ncached : above_min;
+}
+
 /*
- * With nbp->lock and spin held: how many cached segments are surplus, either
- * above max (after a shrink) or borrowed segments sitting idle above keep.
+ * With nbp->lock and spin held: how many cached segments are surplus: above
+ * max (after a shrink), borrowed ones idle beyond keep, or, while another
+ * pool starves (hungry), every idle one above min.
  */
 static uint32_t surplus_locked(const struct fdx_lbp *lbp)
 {
-	uint32_t n = 0;
+	uint32_t n = 0, idle = idle_above_min(lbp);
 
 	if (lbp->owned > lbp->max)
 		n = lbp->owned - lbp->max;
-	if (lbp->ncached > lbp->keep && lbp->owned > lbp->min) {
-		uint32_t idle = lbp->ncached - lbp->keep / 2;
-		uint32_t above_min = lbp->owned - lbp->min;
+	if (fdx_load_relaxed_u32(lbp->hungry))
+		return idle > n ? idle : (n < lbp->ncached ? n : lbp->ncached);
+	if (lbp->ncached > lbp->keep) {
+		uint32_t trim = lbp->ncached - lbp->keep / 2;
 
-		if (idle > above_min)
-			idle = above_min;
-		if (idle > n)
-			n = idle;
+		if (trim > idle)
+			trim = idle;
+		if (trim > n)
+			n = trim;
 	}
 	return n < lbp->ncached ? n : lbp->ncached;
+}
+
+uint32_t fdx__lbp_give_back_idle_locked(struct fdx_lbp *lbp)
+{
+	uint32_t n;
+
+	fdx__spin_lock(&lbp->spin);
+	n = idle_above_min(lbp);
+	if (n)
+		give_back_locked(lbp, n);
+	fdx__spin_unlock(&lbp->spin);
+	return n;
 }
 
 void fdx__lbp_wake_if_starved_locked(struct fdx_lbp *lbp, int need_borrow)
@@ -166,10 +188,12 @@ FDX_API int fdx_lbp_create(struct fdx_nbp *nbp, const struct fdx_lbp_opts *o, st
 	lbp->min = o->min;
 	lbp->max = o->max;
 	lbp->keep = 2 * nbp->batch;
+	lbp->cap = o->max;
+	lbp->hungry = &nbp->hungry;
 	lbp->efd = -1;
 	atomic_init(&lbp->blocked_ns, 0);
 	err = -ENOMEM;
-	lbp->stack = malloc(nbp->seg_count * sizeof(*lbp->stack));
+	lbp->stack = malloc(lbp->cap * sizeof(*lbp->stack));
 	if (!lbp->stack)
 		goto err_free;
 	pthread_condattr_init(&ca);
@@ -180,6 +204,8 @@ FDX_API int fdx_lbp_create(struct fdx_nbp *nbp, const struct fdx_lbp_opts *o, st
 		goto err_free_stack;
 
 	pthread_mutex_lock(&nbp->lock);
+	if (nbp->nfree < o->min)
+		fdx__nbp_reclaim_idle_locked(nbp, NULL);
 	nfree = nbp->nfree;
 	if (nfree < o->min) {
 		pthread_mutex_unlock(&nbp->lock);
@@ -235,14 +261,14 @@ FDX_API void fdx_lbp_destroy(struct fdx_lbp *lbp)
 	lbp->closed = 1;
 	fdx__spin_unlock(&lbp->spin);
 	pthread_cond_broadcast(&lbp->cond);
-	/* Blocked threads see closed, leave, and the last one signals us. */
+	/* Threads in the slow path see closed, leave, and the last one signals us. */
 	for (;;) {
-		uint32_t waiters;
+		uint32_t busy;
 
 		fdx__spin_lock(&lbp->spin);
-		waiters = lbp->waiters;
+		busy = lbp->busy;
 		fdx__spin_unlock(&lbp->spin);
-		if (!waiters)
+		if (!busy)
 			break;
 		pthread_cond_wait(&lbp->cond, &nbp->lock);
 	}
@@ -279,9 +305,19 @@ FDX_API void fdx_lbp_destroy(struct fdx_lbp *lbp)
 	free(lbp);
 }
 
+/* The deadline for timeout_us from start; 0 means none (negative or beyond any clock). */
+static uint64_t deadline_after(uint64_t start, int64_t timeout_us)
+{
+	if (timeout_us < 0 || (uint64_t)timeout_us > (UINT64_MAX - start) / 1000u)
+		return 0;
+	return start + (uint64_t)timeout_us * 1000u;
+}
+
 /*
- * The slow path of request and wait: nbp->lock held, borrow or block. With
- * out NULL it only waits for availability. timeout_us < 0 waits forever.
+ * The slow path of request and wait: nbp->lock held, borrow, reclaim or
+ * block. With out NULL it only waits for availability. The caller counted
+ * this thread in lbp->busy under the spinlock, so fdx_lbp_destroy() waits for
+ * it even before it gets nbp->lock; it is uncounted here, under both locks.
  */
 static int request_slow(struct fdx_lbp *lbp, int64_t timeout_us, struct fdx_buf *out)
 {
@@ -302,6 +338,16 @@ static int request_slow(struct fdx_lbp *lbp, int64_t timeout_us, struct fdx_buf 
 				take_cached(lbp, out);
 			break;
 		}
+		if (lbp->owned < lbp->max && nbp->nfree == 0) {
+			uint32_t got;
+
+			/* The nbp is dry: take back what other pools hold idle. */
+			fdx__spin_unlock(&lbp->spin);
+			got = fdx__nbp_reclaim_idle_locked(nbp, lbp);
+			fdx__spin_lock(&lbp->spin);
+			if (got)
+				continue;
+		}
 		lbp->starved = 1;
 		if (!counted && out)
 			lbp->empty_requests++;
@@ -312,8 +358,7 @@ static int request_slow(struct fdx_lbp *lbp, int64_t timeout_us, struct fdx_buf 
 		}
 		if (!start) {
 			start = now_ns();
-			if (timeout_us > 0)
-				deadline = start + (uint64_t)timeout_us * 1000u;
+			deadline = deadline_after(start, timeout_us);
 		} else if (deadline && now_ns() >= deadline) {
 			err = -ETIMEDOUT;
 			break;
@@ -329,9 +374,10 @@ static int request_slow(struct fdx_lbp *lbp, int64_t timeout_us, struct fdx_buf 
 		}
 		fdx__spin_lock(&lbp->spin);
 		lbp->waiters--;
-		if (lbp->closed && lbp->waiters == 0)
-			pthread_cond_broadcast(&lbp->cond); /* lets fdx_lbp_destroy() go on */
 	}
+	lbp->busy--;
+	if (lbp->closed && lbp->busy == 0)
+		pthread_cond_broadcast(&lbp->cond); /* lets fdx_lbp_destroy() go on */
 	fdx__spin_unlock(&lbp->spin);
 	/* Before unlocking: once unlocked, a closed pool may be freed by its destroyer. */
 	if (start && out)
@@ -350,6 +396,7 @@ FDX_API int fdx_lbp_request(struct fdx_lbp *lbp, int64_t timeout_us, struct fdx_
 		fdx__spin_unlock(&lbp->spin);
 		return 0;
 	}
+	lbp->busy++;
 	fdx__spin_unlock(&lbp->spin);
 	return request_slow(lbp, timeout_us, out);
 }
@@ -363,6 +410,9 @@ FDX_API int fdx_lbp_wait(struct fdx_lbp *lbp, int64_t timeout_us)
 {
 	if (!lbp)
 		return -EINVAL;
+	fdx__spin_lock(&lbp->spin);
+	lbp->busy++;
+	fdx__spin_unlock(&lbp->spin);
 	return request_slow(lbp, timeout_us, NULL);
 }
 
@@ -387,8 +437,10 @@ FDX_API int fdx_lbp_recycle(struct fdx_lbp *lbp, uint64_t offset)
 	lbp->stack[lbp->ncached++] = (uint32_t)idx;
 	lbp->in_use--;
 	lbp->recycles++;
+	/* Relaxed hungry: ordered by this spinlock, see H1 in fdx__nbp_reclaim_idle_locked(). */
 	slow = lbp->starved || lbp->owned > lbp->max ||
-	       (lbp->ncached > lbp->keep && lbp->owned > lbp->min);
+	       (lbp->owned > lbp->min &&
+		(lbp->ncached > lbp->keep || fdx_load_relaxed_u32(lbp->hungry)));
 	fdx__spin_unlock(&lbp->spin);
 	if (slow)
 		recycle_slow(lbp);
@@ -404,6 +456,7 @@ FDX_API void *fdx_lbp_ptr(const struct fdx_lbp *lbp, uint64_t offset)
 
 FDX_API int fdx_lbp_set_max(struct fdx_lbp *lbp, uint32_t max)
 {
+	uint32_t *grown = NULL, *old = NULL;
 	struct fdx_nbp *nbp;
 	uint32_t n;
 
@@ -412,8 +465,21 @@ FDX_API int fdx_lbp_set_max(struct fdx_lbp *lbp, uint32_t max)
 	nbp = lbp->nbp;
 	if (max == 0 || max < lbp->min || max > nbp->seg_count)
 		return -EINVAL;
+	/* The cache can hold at most max segments: grow it before taking the locks. */
+	if (max > lbp->cap) {
+		grown = malloc(max * sizeof(*grown));
+		if (!grown)
+			return -ENOMEM;
+	}
 	pthread_mutex_lock(&nbp->lock);
 	fdx__spin_lock(&lbp->spin);
+	if (grown && max > lbp->cap) {
+		memcpy(grown, lbp->stack, lbp->ncached * sizeof(*grown));
+		old = lbp->stack;
+		lbp->stack = grown;
+		lbp->cap = max;
+		grown = NULL;
+	}
 	lbp->max = max;
 	n = surplus_locked(lbp);
 	if (n)
@@ -424,6 +490,8 @@ FDX_API int fdx_lbp_set_max(struct fdx_lbp *lbp, uint32_t max)
 	if (n)
 		fdx__nbp_wake_starved_locked(nbp);
 	pthread_mutex_unlock(&nbp->lock);
+	free(old);
+	free(grown); /* another set_max grew it meanwhile */
 	return 0;
 }
 

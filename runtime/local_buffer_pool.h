@@ -21,19 +21,23 @@ struct fdx_lbp {
 	uint32_t in_use;
 	uint32_t max;
 	uint32_t waiters; /* threads blocked in request or wait */
+	uint32_t busy; /* threads in the slow path of request or wait (>= waiters) */
 	uint32_t starved; /* a request found the pool empty since the last wake */
 	uint32_t closed;
 	uint64_t requests;
 	uint64_t recycles;
 	uint64_t empty_requests;
-
-	/* Cold: fixed at creation, or under nbp->lock. */
-	alignas(FDX_CACHELINE) struct fdx_nbp *nbp;
-	const struct fdx_region *region;
-	_Atomic uint32_t *seg_state; /* the nbp's ownership table */
+	uint32_t cap; /* entries in stack: the largest max so far */
+	/* Read by the fast path, fixed at creation. */
 	uint32_t id;
 	uint32_t min;
 	uint32_t keep; /* cached segments kept before returning a batch */
+	const _Atomic uint32_t *hungry; /* &nbp->hungry, read on every recycle */
+	_Atomic uint32_t *seg_state; /* the nbp's ownership table */
+	const struct fdx_region *region;
+
+	/* Cold: under nbp->lock, or for the slow paths. */
+	alignas(FDX_CACHELINE) struct fdx_nbp *nbp;
 	int efd; /* eventfd, -1 until asked for; under nbp->lock */
 	fdx_lbp_avail_fn cb; /* under nbp->lock */
 	void *cb_ud;
@@ -48,5 +52,8 @@ struct fdx_lbp {
  * blocked threads, its event fd and its callback.
  */
 void fdx__lbp_wake_if_starved_locked(struct fdx_lbp *lbp, int need_borrow);
+
+/* With nbp->lock held: give every cached segment of lbp above its min back; the count. */
+uint32_t fdx__lbp_give_back_idle_locked(struct fdx_lbp *lbp);
 
 #endif /* FDX_RUNTIME_LOCAL_BUFFER_POOL_H */

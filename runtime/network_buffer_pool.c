@@ -20,7 +20,7 @@ FDX_API int fdx_nbp_create(const struct fdx_nbp_opts *o, struct fdx_nbp **out)
 		*out = NULL;
 	if (!o || !out || o->size < sizeof(*o) || o->hugepages > FDX_HUGEPAGE_NEVER)
 		return -EINVAL;
-	if (o->seg_count && o->total_bytes)
+	if ((o->seg_count && o->total_bytes) || o->batch > FDX_SEG_COUNT_MAX)
 		return -EINVAL;
 	seg_size = o->seg_size ? o->seg_size : FDX_SEG_SIZE_DEFAULT;
 	if (o->total_bytes)
@@ -37,6 +37,7 @@ FDX_API int fdx_nbp_create(const struct fdx_nbp_opts *o, struct fdx_nbp **out)
 	nbp->batch = o->batch ? o->batch : FDX_NBP_BATCH_DEFAULT;
 	nbp->seg_count = (uint32_t)count;
 	nbp->next_lbp_id = 1;
+	atomic_init(&nbp->hungry, 0);
 
 	memset(&ro, 0, sizeof(ro));
 	ro.size = sizeof(ro);
@@ -134,4 +135,25 @@ void fdx__nbp_wake_starved_locked(struct fdx_nbp *nbp)
 {
 	for (struct fdx_lbp *l = nbp->lbps; l && nbp->nfree; l = l->next)
 		fdx__lbp_wake_if_starved_locked(l, 1);
+	/* Relaxed: read and written under nbp->lock, or see H1 in reclaim below. */
+	if (nbp->nfree)
+		fdx_store_relaxed_u32(&nbp->hungry, 0);
+}
+
+uint32_t fdx__nbp_reclaim_idle_locked(struct fdx_nbp *nbp, const struct fdx_lbp *except)
+{
+	uint32_t n = 0;
+
+	/*
+	 * H1: set before visiting any lbp. A recycler that pushes into its cache
+	 * after our visit took its spinlock after we released it, so it sees
+	 * hungry (the spinlock orders it) and takes its slow path, which gives
+	 * the segment back and wakes us; one that pushed before our visit had
+	 * its segment reclaimed by the visit.
+	 */
+	fdx_store_relaxed_u32(&nbp->hungry, 1);
+	for (struct fdx_lbp *l = nbp->lbps; l; l = l->next)
+		if (l != except)
+			n += fdx__lbp_give_back_idle_locked(l);
+	return n;
 }

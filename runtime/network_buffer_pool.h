@@ -15,6 +15,12 @@
  * owns it (and the nbp lock too when it moves between nbp and lbp), so an lbp
  * reading its own segments' state under its spinlock sees a stable value;
  * other segments may change under it, hence the relaxed atomics.
+ *
+ * Idle borrowed segments: an lbp keeps up to 2 * batch cached segments above
+ * its min so that its common path need not visit the nbp. When the nbp runs
+ * dry and an lbp below its max wants more, it sets hungry and reclaims every
+ * other lbp's idle segments above their min; while hungry is set, every
+ * recycle gives its pool's idle segments above min back and wakes the starved.
  */
 #ifndef FDX_RUNTIME_NETWORK_BUFFER_POOL_H
 #define FDX_RUNTIME_NETWORK_BUFFER_POOL_H
@@ -35,6 +41,7 @@ struct fdx_nbp {
 	struct fdx__log log;
 	uint32_t batch;
 	uint32_t seg_count;
+	_Atomic uint32_t hungry; /* an lbp starves for lack of nbp segments; see above */
 	_Atomic uint32_t *seg_state;
 
 	pthread_mutex_t lock;
@@ -58,7 +65,16 @@ static inline uint32_t fdx__seg_lent(uint32_t lbp_id)
 	return (lbp_id << 1) | 1u;
 }
 
-/* With nbp->lock held: notify every lbp that waits for the nbp to have free segments. */
+/*
+ * With nbp->lock held: notify every lbp that waits for the nbp to have free
+ * segments; clears hungry once the nbp has some.
+ */
 void fdx__nbp_wake_starved_locked(struct fdx_nbp *nbp);
+
+/*
+ * With nbp->lock held and no lbp spinlock: set hungry, then take back every
+ * idle segment above min from every lbp but except. Returns the count.
+ */
+uint32_t fdx__nbp_reclaim_idle_locked(struct fdx_nbp *nbp, const struct fdx_lbp *except);
 
 #endif /* FDX_RUNTIME_NETWORK_BUFFER_POOL_H */

@@ -20,6 +20,8 @@
 #include "region.h"
 
 #define FDX_REQUIRED_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+/* What a creator applies and an attacher requires. */
+#define FDX_SHARED_SEALS (FDX_REQUIRED_SEALS | F_SEAL_FUTURE_WRITE)
 
 int fdx__region_check_geometry(uint32_t seg_size, uint64_t seg_count)
 {
@@ -110,20 +112,15 @@ static int map_prefaulted(struct fdx_region *r)
 	return 0;
 }
 
+/*
+ * F_SEAL_FUTURE_WRITE (5.1+) keeps the creator's existing writable mapping but
+ * forbids every new one, and forbids punching holes, whichever descriptor a
+ * peer gets: a reader can never be made to fault on a page taken away.
+ */
 static int add_seals(struct fdx_region *r)
 {
-	/*
-	 * F_SEAL_FUTURE_WRITE (5.1+) keeps the creator's existing writable mapping
-	 * but forbids every new one, whichever descriptor a peer gets.
-	 */
-	if (fcntl(r->fd, F_ADD_SEALS, FDX_REQUIRED_SEALS | F_SEAL_FUTURE_WRITE) == 0) {
-		r->future_write = 1;
+	if (fcntl(r->fd, F_ADD_SEALS, FDX_SHARED_SEALS) == 0)
 		return 0;
-	}
-	if (fcntl(r->fd, F_ADD_SEALS, FDX_REQUIRED_SEALS) == 0) {
-		FDX_LOG_DEBUG(&r->log, "region: F_SEAL_FUTURE_WRITE not supported");
-		return 0;
-	}
 	return -errno;
 }
 
@@ -223,7 +220,9 @@ FDX_API int fdx_region_create(const struct fdx_region_opts *o, struct fdx_region
 
 	err = add_seals(r);
 	if (err < 0) {
-		FDX_LOG_ERR(&r->log, "region: cannot seal memfd: %s", fdx_strerror(err));
+		FDX_LOG_ERR(&r->log,
+			    "region: cannot seal memfd (F_SEAL_FUTURE_WRITE needs Linux 5.1): %s",
+			    fdx_strerror(err));
 		goto err_unmap;
 	}
 	FDX_LOG_INFO(&r->log, "region: %llu bytes, %u segments of %u bytes, %llu-byte %s pages",
@@ -328,12 +327,25 @@ FDX_API int fdx_region_attach(int fd, uint64_t expected_size, fdx_log_fn log_fn,
 		FDX_LOG_ERR(&r->log, "region: fd %d refused: %s", fd, fdx_strerror(err));
 		goto err_free;
 	}
-	if ((seals & FDX_REQUIRED_SEALS) != FDX_REQUIRED_SEALS) {
-		FDX_LOG_ERR(&r->log, "region: memfd refused: seals %#x lack%s%s%s", (unsigned)seals,
-			    (seals & F_SEAL_SHRINK) ? "" : " F_SEAL_SHRINK",
+	if ((seals & FDX_REQUIRED_SEALS) != FDX_REQUIRED_SEALS ||
+	    !(seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))) { /* either stops hole punching */
+		FDX_LOG_ERR(&r->log, "region: memfd refused: seals %#x lack%s%s%s%s",
+			    (unsigned)seals, (seals & F_SEAL_SHRINK) ? "" : " F_SEAL_SHRINK",
 			    (seals & F_SEAL_GROW) ? "" : " F_SEAL_GROW",
-			    (seals & F_SEAL_SEAL) ? "" : " F_SEAL_SEAL");
+			    (seals & F_SEAL_SEAL) ? "" : " F_SEAL_SEAL",
+			    (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
+				    ? ""
+				    : " F_SEAL_FUTURE_WRITE");
 		err = FDX_EUNSEALED;
+		goto err_free;
+	}
+	/*
+	 * Only now is the size fixed: a size read before the seals were checked
+	 * could be stale (the peer may shrink, then seal), and mapping a stale
+	 * size would fault with SIGBUS on the first read past the real end.
+	 */
+	if (fstat(fd, &st) < 0) {
+		err = -errno;
 		goto err_free;
 	}
 	if ((uint64_t)st.st_size != expected_size) {

@@ -53,7 +53,6 @@ struct fdx_region {
 	int fd;
 	int hugetlb;
 	int readonly;
-	int future_write; /* F_SEAL_FUTURE_WRITE applied: no new writable mapping */
 	struct fdx__log log;
 };
 

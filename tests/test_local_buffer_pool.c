@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include "runtime/local_buffer_pool.h"
+
 #define SEG 4096u
 
 struct fixture {
@@ -236,12 +238,14 @@ struct blocker {
 	int wait_only;
 	int ret;
 	struct fdx_buf buf;
+	_Atomic pid_t tid;
 };
 
 static void *blocker_main(void *arg)
 {
 	struct blocker *b = arg;
 
+	atomic_store(&b->tid, gettid());
 	if (b->wait_only)
 		b->ret = fdx_lbp_wait(b->lbp, b->timeout_us);
 	else
@@ -501,6 +505,158 @@ static void test_lbp_stats_and_null_arguments(void **state)
 	fdx_lbp_destroy(lbp);
 }
 
+/*
+ * Idle borrowed segments held by one pool come back when another starves:
+ * at once for a request, and through the next recycle for a blocked one.
+ */
+static void test_lbp_reclaims_idle_segments_another_pool_hoards(void **state)
+{
+	struct fixture *f = *state;
+	struct fdx_lbp *hoarder = lbp_new(f, 0, 32), *starved = lbp_new(f, 0, 8), *late;
+	struct blocker bl = {.lbp = starved, .timeout_us = 5000000};
+	struct fdx_lbp_opts o = {.size = sizeof(o), .min = 4, .max = 4};
+	struct fdx_buf held[32], b;
+	pthread_t t;
+
+	/* The hoarder borrows everything, then leaves it all idle in its cache. */
+	for (int i = 0; i < 32; i++)
+		assert_int_equal(fdx_lbp_try_request(hoarder, &held[i]), 0);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(fdx_lbp_recycle(hoarder, held[i].offset), 0);
+	assert_int_equal(nbp_free(f), 0);
+	assert_int_equal(lbp_stats(hoarder).cached, 8);
+	/* A request of another pool takes them back instead of failing. */
+	assert_int_equal(fdx_lbp_try_request(starved, &b), 0);
+	assert_int_equal(lbp_stats(hoarder).cached, 0);
+	assert_int_equal(fdx_lbp_recycle(starved, b.offset), 0);
+
+	/* Now with nothing idle: the starved pool blocks... */
+	fdx_lbp_destroy(starved);
+	starved = lbp_new(f, 0, 8);
+	bl.lbp = starved;
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(fdx_lbp_try_request(hoarder, &held[i]), 0);
+	assert_int_equal(nbp_free(f), 0);
+	assert_int_equal(pthread_create(&t, NULL, blocker_main, &bl), 0);
+	TEST_WAIT_UNTIL(waiting(starved) == 1);
+	/* ...and one recycle of the hoarder, far below its keep, wakes it. */
+	assert_int_equal(fdx_lbp_recycle(hoarder, held[0].offset), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(bl.ret, 0);
+	assert_int_equal(fdx_lbp_recycle(starved, bl.buf.offset), 0);
+
+	/* A new pool's minimum is met from idle segments too. */
+	for (int i = 1; i < 32; i++)
+		assert_int_equal(fdx_lbp_recycle(hoarder, held[i].offset), 0);
+	assert_int_equal(fdx_lbp_create(f->nbp, &o, &late), 0);
+	fdx_lbp_destroy(late);
+	fdx_lbp_destroy(hoarder);
+	fdx_lbp_destroy(starved);
+}
+
+/* A timeout too large for the clock means no bound, not an instant timeout. */
+static void test_lbp_huge_timeout_waits(void **state)
+{
+	struct fixture *f = *state;
+	struct fdx_lbp *lbp = lbp_new(f, 1, 1);
+	struct blocker bl = {.lbp = lbp, .timeout_us = INT64_MAX};
+	struct fdx_buf a;
+	pthread_t t;
+
+	assert_int_equal(fdx_lbp_request(lbp, -1, &a), 0);
+	assert_int_equal(pthread_create(&t, NULL, blocker_main, &bl), 0);
+	TEST_WAIT_UNTIL(waiting(lbp) == 1 || bl.ret != 0);
+	assert_int_equal(fdx_lbp_recycle(lbp, a.offset), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(bl.ret, 0);
+	assert_int_equal(fdx_lbp_recycle(lbp, bl.buf.offset), 0);
+	fdx_lbp_destroy(lbp);
+}
+
+/* Growing max beyond the size at creation grows the pool's cache. */
+static void test_lbp_set_max_grows_beyond_the_creation_max(void **state)
+{
+	struct fixture *f = *state;
+	struct fdx_lbp *lbp = lbp_new(f, 0, 2);
+	struct fdx_buf b[24];
+
+	assert_int_equal(fdx_lbp_set_max(lbp, 24), 0);
+	for (int i = 0; i < 24; i++)
+		assert_int_equal(fdx_lbp_try_request(lbp, &b[i]), 0);
+	for (int i = 0; i < 24; i++)
+		assert_int_equal(fdx_lbp_recycle(lbp, b[i].offset), 0);
+	assert_int_equal(lbp_stats(lbp).owned + nbp_free(f), 32);
+	fdx_lbp_destroy(lbp);
+}
+
+struct destroyer {
+	struct fdx_lbp *lbp;
+	_Atomic pid_t tid;
+};
+
+static void *destroy_main(void *arg)
+{
+	struct destroyer *d = arg;
+
+	atomic_store(&d->tid, gettid());
+	fdx_lbp_destroy(d->lbp);
+	return NULL;
+}
+
+/* Is thread tid of this process asleep (state S: here, queued on a mutex)? */
+static int thread_sleeping(pid_t tid)
+{
+	char path[64], buf[256], *p;
+	FILE *fp;
+	size_t n;
+
+	if (tid == 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	fp = fopen(path, "re");
+	if (!fp)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] == 'S';
+}
+
+/*
+ * Destroy while a requester has missed the fast path but not yet reached the
+ * nbp lock: destroy must wait for that thread, which then returns FDX_ECLOSED.
+ * The test holds the nbp lock and queues the destroyer on it before the
+ * requester, so the destroyer runs first; a use after free would crash or be
+ * reported by ASan.
+ */
+static void test_lbp_destroy_waits_for_a_requester_entering_the_slow_path(void **state)
+{
+	struct fixture *f = *state;
+
+	for (int round = 0; round < 20; round++) {
+		struct fdx_lbp *lbp = lbp_new(f, 1, 1);
+		struct blocker bl = {.lbp = lbp, .timeout_us = -1};
+		struct destroyer d = {.lbp = lbp};
+		struct fdx_buf a;
+		pthread_t t, dt;
+
+		assert_int_equal(fdx_lbp_request(lbp, -1, &a), 0);
+		pthread_mutex_lock(&f->nbp->lock);
+		assert_int_equal(pthread_create(&dt, NULL, destroy_main, &d), 0);
+		TEST_WAIT_UNTIL(thread_sleeping(atomic_load(&d.tid)));
+		assert_int_equal(pthread_create(&t, NULL, blocker_main, &bl), 0);
+		TEST_WAIT_UNTIL(thread_sleeping(atomic_load(&bl.tid)));
+		fdx__spin_lock(&lbp->spin);
+		assert_int_equal(lbp->busy, 1); /* past the fast path, queued on the nbp lock */
+		fdx__spin_unlock(&lbp->spin);
+		pthread_mutex_unlock(&f->nbp->lock);
+		assert_int_equal(pthread_join(dt, NULL), 0);
+		assert_int_equal(pthread_join(t, NULL), 0);
+		assert_int_equal(bl.ret, FDX_ECLOSED);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -518,6 +674,10 @@ int main(void)
 		T(test_lbp_borrows_and_is_woken_by_another_pools_return),
 		T(test_lbp_set_max_shrinks_and_grows),
 		T(test_lbp_stats_and_null_arguments),
+		T(test_lbp_reclaims_idle_segments_another_pool_hoards),
+		T(test_lbp_huge_timeout_waits),
+		T(test_lbp_set_max_grows_beyond_the_creation_max),
+		T(test_lbp_destroy_waits_for_a_requester_entering_the_slow_path),
 #undef T
 	};
 	return cmocka_run_group_tests_name("local_buffer_pool", tests, NULL, NULL);

@@ -83,6 +83,9 @@ static void test_nbp_create_rejects_bad_options(void **state)
 	o = nbp_opts(4096, FDX_SEG_COUNT_MAX + 1, NULL);
 	assert_int_equal(fdx_nbp_create(&o, &nbp), -EINVAL);
 	o = nbp_opts(4096, 8, NULL);
+	o.batch = FDX_SEG_COUNT_MAX + 1;
+	assert_int_equal(fdx_nbp_create(&o, &nbp), -EINVAL);
+	o = nbp_opts(4096, 8, NULL);
 	o.hugepages = 7;
 	assert_int_equal(fdx_nbp_create(&o, &nbp), -EINVAL);
 	o = nbp_opts(4096, 8, NULL);

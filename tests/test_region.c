@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -303,7 +304,7 @@ static int sealed_memfd(uint64_t size, int seals)
 static void test_region_attach_refuses_what_it_cannot_trust(void **state)
 {
 	struct fdx_region_opts o = opts(FDX_HUGEPAGE_NEVER, NULL);
-	const int all = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+	const int all = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL;
 	struct test_log lg = {0};
 	struct fdx_region *r, *peer = (void *)1;
 	int fds0 = test_count_fds(), fd, p[2];
@@ -323,6 +324,12 @@ static void test_region_attach_refuses_what_it_cannot_trust(void **state)
 	assert_int_equal(fdx_region_attach(fd, fdx_region_size(r), test_log_fn, &lg, &peer),
 			 FDX_EUNSEALED);
 	assert_non_null(strstr(lg.last, "F_SEAL_SEAL"));
+	close(fd);
+	/* Resize sealed, but holes could still be punched: refused too. */
+	fd = sealed_memfd(fdx_region_size(r), F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+	assert_int_equal(fdx_region_attach(fd, fdx_region_size(r), test_log_fn, &lg, &peer),
+			 FDX_EUNSEALED);
+	assert_non_null(strstr(lg.last, "F_SEAL_FUTURE_WRITE"));
 	close(fd);
 
 	/* Sealed but not the announced size: shorter, and longer. */
@@ -381,13 +388,68 @@ static void test_region_attach_refuses_a_lying_header(void **state)
 	memcpy(h, fdx_region_ptr(r, 0, sizeof(*h)), sizeof(*h));
 	h->seg_count = COUNT * 4;
 	munmap(h, 4096);
-	assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), 0);
+	assert_int_equal(fcntl(fd, F_ADD_SEALS,
+			       F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL),
+			 0);
 	assert_int_equal(fdx_region_attach(fd, fdx_region_size(r), test_log_fn, &lg, &peer),
 			 FDX_EBADREGION);
 	assert_null(peer);
 	assert_non_null(strstr(lg.last, "do not fit"));
 	close(fd);
 	fdx_region_destroy(r);
+}
+
+struct shrinker {
+	int fd;
+	unsigned spin;
+	_Atomic int go;
+};
+
+static void *shrink_then_seal(void *arg)
+{
+	struct shrinker *s = arg;
+
+	while (!atomic_load(&s->go))
+		;
+	for (volatile unsigned i = 0; i < s->spin; i++)
+		;
+	if (ftruncate(s->fd, 0) == 0)
+		fcntl(s->fd, F_ADD_SEALS,
+		      F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL);
+	return NULL;
+}
+
+/*
+ * A peer shrinks its memfd and only then seals it, racing our checks: the
+ * size must be read after the seals, or we would map a stale size and fault
+ * (SIGBUS) reading the header. Bounded by count and time.
+ */
+static void test_region_attach_survives_a_peer_that_shrinks_then_seals(void **state)
+{
+	uint64_t end = test_now_ns() + 3000000000ull;
+	int refused = 0;
+
+	(void)state;
+	srand(7);
+	for (int it = 0; it < 3000 && test_now_ns() < end; it++) {
+		struct shrinker s = {.spin = (unsigned)(rand() % 20000)};
+		struct fdx_region *r = NULL;
+		pthread_t t;
+		int err;
+
+		s.fd = sealed_memfd(8192, 0);
+		atomic_init(&s.go, 0);
+		assert_int_equal(pthread_create(&t, NULL, shrink_then_seal, &s), 0);
+		atomic_store(&s.go, 1);
+		err = fdx_region_attach(s.fd, 8192, NULL, NULL, &r);
+		assert_int_equal(pthread_join(t, NULL), 0);
+		close(s.fd);
+		/* Never accepted (the header is zero), never a crash. */
+		assert_true(err == FDX_EUNSEALED || err == FDX_ESIZE || err == FDX_EBADREGION);
+		assert_null(r);
+		refused++;
+	}
+	assert_true(refused > 0);
 }
 
 int main(void)
@@ -406,6 +468,7 @@ int main(void)
 		cmocka_unit_test(test_region_attach_maps_read_only),
 		cmocka_unit_test(test_region_attach_refuses_what_it_cannot_trust),
 		cmocka_unit_test(test_region_attach_refuses_a_lying_header),
+		cmocka_unit_test(test_region_attach_survives_a_peer_that_shrinks_then_seals),
 	};
 	return cmocka_run_group_tests_name("region", tests, NULL, NULL);
 }

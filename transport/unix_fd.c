@@ -107,9 +107,20 @@ int fdx__unix_recv_fd(int sock, void *buf, size_t len, int *fd, const struct fdx
 			if (errno == EINTR)
 				continue;
 			err = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+			if (err == -EAGAIN && p != (char *)buf) {
+				/* Part of a message, then silence: the stream is out of step. */
+				FDX_LOG_ERR(lg, "socket %d: message cut short", sock);
+				err = FDX_EPROTO;
+			}
 			break;
 		}
 		bad |= collect_fds(&msg, &got, &nfds);
+		if (msg.msg_flags & MSG_TRUNC) {
+			/* A datagram longer than the message: not ours. */
+			FDX_LOG_ERR(lg, "socket %d: message longer than %zu bytes", sock, len);
+			err = FDX_EPROTO;
+			break;
+		}
 		if (n == 0) {
 			err = -ECONNRESET;
 			break;

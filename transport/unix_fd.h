@@ -18,9 +18,10 @@ int fdx__unix_send_fd(int sock, int fd, const void *buf, size_t len);
  * Receive exactly len bytes and the one descriptor that came with them
  * (close-on-exec). Every descriptor received that is not returned is closed.
  * Returns 0 with *fd set; FDX_EPROTO if no descriptor, more than one, or
- * truncated or foreign control data came (the cause is logged to lg, which
- * may be NULL); -ECONNRESET if the peer closed first; -EAGAIN on a receive
- * timeout; another -errno of recvmsg.
+ * truncated or foreign control data came, a datagram was longer than len, or
+ * a timeout struck in the middle of the message (the cause is logged to lg,
+ * which may be NULL); -ECONNRESET if the peer closed first; -EAGAIN on a
+ * receive timeout before any byte; another -errno of recvmsg.
  */
 int fdx__unix_recv_fd(int sock, void *buf, size_t len, int *fd, const struct fdx__log *lg);
 

@@ -9,7 +9,8 @@
  * Ownership: a segment is owned by exactly one of the nbp, an lbp's free
  * cache, or the caller that requested it (until it recycles it). The min
  * segments are reserved at creation; up to max are borrowed from the nbp on
- * demand and returned to it in batches when they sit unused.
+ * demand and returned to it in batches when they sit unused, or at once when
+ * another pool starves for lack of free segments in the nbp.
  *
  * Availability: a thread can block in fdx_lbp_request() or fdx_lbp_wait(); an
  * event loop can poll fdx_lbp_event_fd(); a callback can be registered with
@@ -80,8 +81,9 @@ struct fdx_lbp_stats {
  * @return 0 on success;
  *   -EINVAL if an argument is NULL, o->size is too small, max is 0, min > max
  *     or max exceeds the nbp's segment count;
- *   FDX_ENOSEGMENTS if the nbp has fewer free segments than min (the log says
- *     how many were needed and how many were free);
+ *   FDX_ENOSEGMENTS if the nbp has fewer free segments than min, even after
+ *     taking back the idle segments other pools borrowed (the log says how
+ *     many were needed and how many were free);
  *   -ENOMEM if memory for the pool cannot be had.
  * Thread-safe.
  */
@@ -115,7 +117,7 @@ FDX_API int fdx_lbp_try_request(struct fdx_lbp *lbp, struct fdx_buf *out);
  *
  * @param lbp the pool.
  * @param timeout_us the longest wait in microseconds; 0 does not block; < 0
- *   waits without a bound.
+ *   (or a value too large for the clock) waits without a bound.
  * @param out receives the buffer on success (unchanged otherwise).
  * @return 0 on success; -ETIMEDOUT if the timeout passed (-EAGAIN when
  *   timeout_us is 0); FDX_ECLOSED if the pool was destroyed while waiting;
@@ -165,7 +167,8 @@ FDX_API void *fdx_lbp_ptr(const struct fdx_lbp *lbp, uint64_t offset);
  * in-use segments as they are recycled.
  *
  * @return 0 on success; -EINVAL if lbp is NULL, max is 0, max < min, or max
- *   exceeds the nbp's segment count.
+ *   exceeds the nbp's segment count; -ENOMEM if the pool's larger cache
+ *   cannot be allocated (nothing changes).
  * Thread-safe.
  */
 FDX_API int fdx_lbp_set_max(struct fdx_lbp *lbp, uint32_t max);

@@ -60,7 +60,7 @@ struct fdx_nbp_stats {
  * @return 0 on success;
  *   -EINVAL if o or out is NULL, o->size is too small, seg_size is not a power
  *     of two in range, both seg_count and total_bytes are set, the segment
- *     count is above FDX_SEG_COUNT_MAX, or the policy is unknown;
+ *     count or batch is above FDX_SEG_COUNT_MAX, or the policy is unknown;
  *   FDX_ENOHUGEPAGES, -ENOMEM or another error of fdx_region_create().
  * Thread-safe.
  */

@@ -64,8 +64,8 @@ struct fdx_region_opts {
  * Create a region: a memfd (MFD_HUGETLB per the policy), sized to hold the
  * header slot and seg_count segments (rounded up to the page size), allocated,
  * mapped read-write, pre-faulted, given its header and sealed with
- * F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL (and F_SEAL_FUTURE_WRITE where the
- * kernel has it, so peers can never map it writable). Logs the page size
+ * F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL (Linux 5.1+),
+ * so no peer can resize it, map it writable or punch holes in it. Logs the page size
  * obtained at FDX_LOG_INFO, and the fallback to small pages at FDX_LOG_WARN.
  *
  * @param o options (borrowed).
@@ -77,15 +77,17 @@ struct fdx_region_opts {
  *   FDX_ENOHUGEPAGES if the policy is FDX_HUGEPAGE_REQUIRE and not enough
  *     hugepages are free;
  *   -ENOMEM if the memory cannot be allocated;
- *   another -errno from memfd_create, ftruncate, fallocate, mmap or fcntl.
+ *   another -errno from memfd_create, ftruncate, fallocate, mmap or fcntl
+ *     (-EINVAL from fcntl on a kernel without F_SEAL_FUTURE_WRITE).
  * Thread-safe.
  */
 FDX_API int fdx_region_create(const struct fdx_region_opts *o, struct fdx_region **out);
 
 /**
  * Map a region that another process created, read-only. Before mapping,
- * checks that fd is a memfd, that it carries F_SEAL_SHRINK, F_SEAL_GROW and
- * F_SEAL_SEAL, and that its size equals expected_size; after mapping, checks
+ * checks that fd is a memfd, that it carries F_SEAL_SHRINK, F_SEAL_GROW,
+ * F_SEAL_SEAL and F_SEAL_FUTURE_WRITE (or F_SEAL_WRITE), and then that its
+ * size equals expected_size; after mapping, checks
  * the header's magic, layout version and geometry. The region keeps its own
  * duplicate of fd; the caller keeps ownership of fd.
  *
@@ -152,9 +154,7 @@ FDX_API void *fdx_region_ptr(const struct fdx_region *r, uint64_t offset, uint64
  *
  * @param r the region (borrowed).
  * @param sock a connected AF_UNIX socket (borrowed).
- * @return 0 on success; -EINVAL if r is NULL or sock < 0; -EPERM if no
- *   read-only descriptor can be made (no /proc) and the kernel lacks
- *   F_SEAL_FUTURE_WRITE, so the peer could write; -EPIPE if the peer
+ * @return 0 on success; -EINVAL if r is NULL or sock < 0; -EPIPE if the peer
  *   is gone; another -errno from sendmsg (-EAGAIN on a non-blocking socket
  *   that is full, -ENOTSOCK, ...). Thread-safe.
  */
