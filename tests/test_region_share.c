@@ -155,17 +155,23 @@ static struct announce announce_of(const struct fdx_region *r)
 	return a;
 }
 
-/* The same 24-byte little-endian message as fdx_region_send(), with nfds copies of fd. */
-static int send_announce(int sock, const struct announce *a, int fd, int nfds)
+/* The same 24-byte little-endian encoding as fdx_region_send(), into m. */
+static void encode_announce(uint8_t *m, const struct announce *a)
 {
-	uint8_t m[MSG_SIZE];
-
 	put_le(m + 0, a->magic, 4);
 	put_le(m + 4, a->version, 2);
 	put_le(m + 6, a->msg_size, 2);
 	put_le(m + 8, a->region_size, 8);
 	put_le(m + 16, a->seg_size, 4);
 	put_le(m + 20, a->seg_count, 4);
+}
+
+/* The announcement message of fdx_region_send(), with nfds copies of fd. */
+static int send_announce(int sock, const struct announce *a, int fd, int nfds)
+{
+	uint8_t m[MSG_SIZE];
+
+	encode_announce(m, a);
 	return send_with_fds(sock, m, sizeof(m), fd, nfds);
 }
 
@@ -1082,12 +1088,7 @@ static void test_region_recv_refuses_oversized_datagram(void **state)
 	/* A datagram that starts as a valid announcement but is longer: not ours. */
 	assert_int_equal(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
 	memset(m, 0xab, sizeof(m));
-	put_le(m + 0, a.magic, 4);
-	put_le(m + 4, a.version, 2);
-	put_le(m + 6, a.msg_size, 2);
-	put_le(m + 8, a.region_size, 8);
-	put_le(m + 16, a.seg_size, 4);
-	put_le(m + 20, a.seg_count, 4);
+	encode_announce(m, &a);
 	assert_int_equal(send_with_fds(sv[0], m, sizeof(m), fdx_region_fd(fx->valid), 1), 0);
 	before = test_count_fds();
 	assert_int_equal(fdx_region_recv(sv[1], test_log_fn, &lg, &r), FDX_EPROTO);
