@@ -31,6 +31,12 @@ FDX_API const char *fdx_strerror(int err)
 		return "pool was destroyed";
 	case FDX_EPROTO:
 		return "malformed message from peer";
+	case FDX_EVERSION:
+		return "peer speaks another protocol version";
+	case FDX_EREFUSED:
+		return "refused by or refusing the peer";
+	case FDX_EPEERGONE:
+		return "peer went away";
 	}
 	if (err < 0 && err > -4096) {
 		/* strerrordesc_np() returns a static string: thread-safe, unlike strerror(). */

@@ -35,6 +35,12 @@ enum fdx_error {
 	FDX_ECLOSED = -5009,
 	/** A message received from a peer is malformed. */
 	FDX_EPROTO = -5010,
+	/** The peer speaks another protocol version. */
+	FDX_EVERSION = -5011,
+	/** The peer refused us, or was refused (credentials, handshake). */
+	FDX_EREFUSED = -5012,
+	/** The peer went away (process died, socket closed, stream ended). */
+	FDX_EPEERGONE = -5013,
 };
 
 /**

@@ -15,5 +15,6 @@
 #include <fdx/region.h>
 #include <fdx/network_buffer_pool.h>
 #include <fdx/local_buffer_pool.h>
+#include <fdx/exchange.h>
 
 #endif /* FDX_FDX_FDX_H */

@@ -1,0 +1,1174 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The exchange's control plane on gRPC C core.
+ *
+ * Threads and ownership:
+ * - The completion-queue thread (cq_main) owns every call: it alone reacts to
+ *   completions, and it frees a session or a peer once none of its operations
+ *   is outstanding.
+ * - The owner thread creates peers in fdx_exchange_connect() and waits for
+ *   their handshake; ex->lock protects the peer list, each peer's state and
+ *   the counters the owner reads. Sessions (incoming streams) are touched by
+ *   the cq thread only.
+ * - For a Unix socket, accept_main accepts connections, checks SO_PEERCRED
+ *   against the allowed uids, and only then hands the socket to gRPC.
+ *
+ * gRPC C core allows one send and one receive in flight per call: each call
+ * object keeps its own queue of packed frames, sent one after the other.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_posix.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include <fdx/error.h>
+#include <fdx/exchange.h>
+
+#include "../runtime/log.h"
+#include "exchange.pb-c.h"
+
+#define METHOD "/fdx.DataExchange/ExchangeData"
+#define DESTROY_BUDGET_MS 900
+#define CONNECT_TIMEOUT_DEFAULT_MS 5000
+
+enum tag_kind {
+	TAG_REQUEST_CALL,
+	TAG_SERVER_SHUTDOWN,
+	TAG_SESSION_RECV,
+	TAG_SESSION_SEND,
+	TAG_SESSION_CLOSE,
+	TAG_SESSION_STATUS,
+	TAG_PEER_RECV,
+	TAG_PEER_SEND,
+	TAG_PEER_STATUS,
+};
+
+struct tag {
+	enum tag_kind kind;
+	void *obj;
+};
+
+/* A packed frame waiting for its turn to be sent on a call. */
+struct outframe {
+	grpc_byte_buffer *bb;
+	struct outframe *next;
+};
+
+struct sendq {
+	struct outframe *head, *tail;
+	int busy; /* a SEND_MESSAGE (or the initial metadata) is in flight */
+};
+
+/* An incoming stream, served by the cq thread. */
+struct session {
+	struct fdx_exchange *ex;
+	grpc_call *call;
+	struct tag t_recv, t_send, t_close, t_status;
+	grpc_byte_buffer *recv_bb;
+	struct sendq q;
+	int pending; /* operations in flight */
+	int cancelled; /* set by RECV_CLOSE_ON_SERVER */
+	int greeted; /* a valid hello came */
+	int finishing; /* a final status is wanted */
+	int status_sent; /* SEND_STATUS_FROM_SERVER started */
+	grpc_status_code final_code;
+	char final_msg[256];
+	char peer_tm[64];
+	struct session *prev, *next;
+};
+
+enum peer_state { PEER_CONNECTING, PEER_UP, PEER_FAILED };
+
+/* An outgoing stream to one peer TaskManager. */
+struct peer {
+	struct fdx_exchange *ex;
+	char *addr;
+	grpc_channel *channel;
+	grpc_call *call;
+	struct tag t_recv, t_send, t_status;
+	grpc_byte_buffer *recv_bb;
+	grpc_metadata_array initial_md, trailing_md;
+	grpc_status_code status;
+	grpc_slice status_details;
+	struct sendq q;
+	int pending;
+	enum peer_state state; /* under ex->lock */
+	int result; /* why it failed, under ex->lock */
+	int got_initial_md;
+	int waiters; /* owner threads in fdx_exchange_connect() on it; under ex->lock */
+	int over; /* every operation completed; under ex->lock */
+	char remote_tm[64];
+	struct peer *prev, *next;
+};
+
+struct fdx_exchange {
+	struct fdx__log log;
+	uint32_t version;
+	char *tm_id;
+	char *address; /* as peers dial it */
+	char *sock_path; /* Unix socket file we created, or NULL */
+	uint32_t allow_uids[FDX_EXCHANGE_MAX_UIDS];
+	uint32_t n_allow_uids;
+
+	grpc_completion_queue *cq;
+	grpc_server *server;
+	int grpc_up; /* grpc_init() called */
+	int server_started; /* grpc_server_start() called */
+	int cq_running; /* cq_thread started */
+	pthread_t cq_thread;
+	int listen_fd;
+	pthread_t accept_thread;
+	int accepting;
+
+	/* The pending grpc_server_request_call. */
+	grpc_call *new_call;
+	grpc_call_details details;
+	grpc_metadata_array request_md;
+	struct tag t_request, t_shutdown;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* peer state changes, teardown progress */
+	struct peer *peers;
+	struct session *sessions; /* cq thread only; counts under lock */
+	int stopping;
+	int server_down;
+	uint32_t n_peers, n_sessions, peers_up;
+	struct fdx_exchange_stats st;
+};
+
+static void deadline_in(struct timespec *ts, int ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+/* ---- frames -------------------------------------------------------------- */
+
+static grpc_byte_buffer *pack_frame(const Fdx__ControlFrame *f)
+{
+	size_t n = fdx__control_frame__get_packed_size(f);
+	grpc_slice s = grpc_slice_malloc(n);
+	grpc_byte_buffer *bb;
+
+	fdx__control_frame__pack(f, GRPC_SLICE_START_PTR(s));
+	bb = grpc_raw_byte_buffer_create(&s, 1);
+	grpc_slice_unref(s);
+	return bb;
+}
+
+/* Unpack a received message; NULL if it is not a ControlFrame. */
+static Fdx__ControlFrame *unpack_frame(grpc_byte_buffer *bb)
+{
+	grpc_byte_buffer_reader r;
+	Fdx__ControlFrame *f;
+	grpc_slice s;
+
+	if (!grpc_byte_buffer_reader_init(&r, bb))
+		return NULL;
+	s = grpc_byte_buffer_reader_readall(&r);
+	grpc_byte_buffer_reader_destroy(&r);
+	f = fdx__control_frame__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+	grpc_slice_unref(s);
+	return f;
+}
+
+/*
+ * Start a batch, counting it in *pending first: the completion may be
+ * processed by the cq thread before grpc_call_start_batch() even returns.
+ * Everything written before the call happens-before its completion event.
+ */
+static int start_batch(grpc_call *call, const grpc_op *ops, size_t n, struct tag *t, int *pending)
+{
+	(*pending)++;
+	if (grpc_call_start_batch(call, ops, n, t, NULL) == GRPC_CALL_OK)
+		return 1;
+	(*pending)--;
+	return 0;
+}
+
+static void sendq_push(struct sendq *q, grpc_byte_buffer *bb)
+{
+	struct outframe *o = calloc(1, sizeof(*o));
+
+	if (!o) {
+		/* Out of memory for a control frame: drop it; the stream's status tells. */
+		grpc_byte_buffer_destroy(bb);
+		return;
+	}
+	o->bb = bb;
+	if (q->tail)
+		q->tail->next = o;
+	else
+		q->head = o;
+	q->tail = o;
+}
+
+static grpc_byte_buffer *sendq_pop(struct sendq *q)
+{
+	struct outframe *o = q->head;
+	grpc_byte_buffer *bb;
+
+	if (!o)
+		return NULL;
+	q->head = o->next;
+	if (!q->head)
+		q->tail = NULL;
+	bb = o->bb;
+	free(o);
+	return bb;
+}
+
+static void sendq_clear(struct sendq *q)
+{
+	grpc_byte_buffer *bb;
+
+	while ((bb = sendq_pop(q)))
+		grpc_byte_buffer_destroy(bb);
+}
+
+/* Start a SEND_MESSAGE of the next queued frame if none is in flight; 1 if started. */
+static int send_next(grpc_call *call, struct sendq *q, struct tag *t, int *pending)
+{
+	grpc_byte_buffer *bb;
+	grpc_op op;
+
+	if (q->busy || !(bb = sendq_pop(q)))
+		return 0;
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_SEND_MESSAGE;
+	op.data.send_message.send_message = bb;
+	q->busy = 1;
+	if (!start_batch(call, &op, 1, t, pending))
+		q->busy = 0;
+	/* gRPC holds its own reference to the message until the batch completes. */
+	grpc_byte_buffer_destroy(bb);
+	return q->busy;
+}
+
+static void count(struct fdx_exchange *ex, uint64_t *field)
+{
+	pthread_mutex_lock(&ex->lock);
+	(*field)++;
+	pthread_mutex_unlock(&ex->lock);
+}
+
+/* ---- server side: sessions ----------------------------------------------- */
+
+static void session_send_status(struct session *s)
+{
+	grpc_slice details;
+	grpc_op op;
+
+	if (s->status_sent || s->q.busy)
+		return;
+	details = grpc_slice_from_copied_string(s->final_msg);
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+	op.data.send_status_from_server.status = s->final_code;
+	op.data.send_status_from_server.status_details = &details;
+	start_batch(s->call, &op, 1, &s->t_status, &s->pending);
+	grpc_slice_unref(details);
+	s->status_sent = 1;
+}
+
+/* End the stream with a status (after what is queued); the first reason wins. */
+static void session_finish(struct session *s, grpc_status_code code, const char *msg)
+{
+	if (!s->finishing) {
+		s->finishing = 1;
+		s->final_code = code;
+		snprintf(s->final_msg, sizeof(s->final_msg), "%s", msg);
+	}
+	if (!s->q.busy && !s->q.head)
+		session_send_status(s);
+}
+
+static void session_send(struct session *s, const Fdx__ControlFrame *f)
+{
+	sendq_push(&s->q, pack_frame(f));
+	send_next(s->call, &s->q, &s->t_send, &s->pending);
+	count(s->ex, &s->ex->st.frames_out);
+}
+
+static void session_on_hello(struct session *s, const Fdx__Hello *h)
+{
+	struct fdx_exchange *ex = s->ex;
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__HelloAck ack = FDX__HELLO_ACK__INIT;
+	char msg[256];
+
+	snprintf(s->peer_tm, sizeof(s->peer_tm), "%s", h->taskmanager_id ? h->taskmanager_id : "?");
+	if (h->protocol_version != ex->version) {
+		snprintf(msg, sizeof(msg),
+			 "protocol version %u not supported: TaskManager %s speaks version %u",
+			 h->protocol_version, ex->tm_id, ex->version);
+		FDX_LOG_WARN(&ex->log, "exchange %s: refused TaskManager %s (pid %u): %s",
+			     ex->tm_id, s->peer_tm, h->pid, msg);
+		count(ex, &ex->st.handshakes_refused);
+		session_finish(s, GRPC_STATUS_FAILED_PRECONDITION, msg);
+		return;
+	}
+	s->greeted = 1;
+	ack.protocol_version = ex->version;
+	ack.taskmanager_id = ex->tm_id;
+	ack.link = FDX__LINK__LINK_UNSPECIFIED;
+	f.frame_case = FDX__CONTROL_FRAME__FRAME_HELLO_ACK;
+	f.hello_ack = &ack;
+	/* Counted before the answer leaves: whoever got the answer sees the count. */
+	count(ex, &ex->st.handshakes_served);
+	session_send(s, &f);
+	FDX_LOG_INFO(&ex->log, "exchange %s: TaskManager %s (pid %u, uid %u) connected", ex->tm_id,
+		     s->peer_tm, h->pid, h->uid);
+}
+
+static void session_on_frame(struct session *s, grpc_byte_buffer *bb)
+{
+	struct fdx_exchange *ex = s->ex;
+	Fdx__ControlFrame *f = unpack_frame(bb);
+
+	if (!f) {
+		count(ex, &ex->st.bad_frames);
+		FDX_LOG_WARN(&ex->log, "exchange %s: a frame from %s does not parse; stream failed",
+			     ex->tm_id, s->greeted ? s->peer_tm : "an unknown peer");
+		session_finish(s, GRPC_STATUS_INVALID_ARGUMENT, "frame does not parse");
+		return;
+	}
+	count(ex, &ex->st.frames_in);
+	if (f->frame_case == FDX__CONTROL_FRAME__FRAME_HELLO && !s->greeted)
+		session_on_hello(s, f->hello);
+	else if (!s->greeted)
+		session_finish(s, GRPC_STATUS_FAILED_PRECONDITION,
+			       "the first frame must be a hello");
+	else
+		session_finish(s, GRPC_STATUS_UNIMPLEMENTED, "frame not handled yet");
+	fdx__control_frame__free_unpacked(f, NULL);
+}
+
+static void session_post_recv(struct session *s)
+{
+	grpc_op op;
+
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_MESSAGE;
+	op.data.recv_message.recv_message = &s->recv_bb;
+	start_batch(s->call, &op, 1, &s->t_recv, &s->pending);
+}
+
+static void session_start(struct fdx_exchange *ex, grpc_call *call)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	grpc_op op;
+
+	if (!s) {
+		grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory",
+					     NULL);
+		grpc_call_unref(call);
+		return;
+	}
+	s->ex = ex;
+	s->call = call;
+	s->t_recv = (struct tag){TAG_SESSION_RECV, s};
+	s->t_send = (struct tag){TAG_SESSION_SEND, s};
+	s->t_close = (struct tag){TAG_SESSION_CLOSE, s};
+	s->t_status = (struct tag){TAG_SESSION_STATUS, s};
+	s->next = ex->sessions;
+	if (ex->sessions)
+		ex->sessions->prev = s;
+	ex->sessions = s;
+	pthread_mutex_lock(&ex->lock);
+	ex->n_sessions++;
+	pthread_mutex_unlock(&ex->lock);
+
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_SEND_INITIAL_METADATA;
+	s->q.busy = start_batch(call, &op, 1, &s->t_send, &s->pending);
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	op.data.recv_close_on_server.cancelled = &s->cancelled;
+	start_batch(call, &op, 1, &s->t_close, &s->pending);
+	session_post_recv(s);
+}
+
+static void session_maybe_free(struct session *s)
+{
+	struct fdx_exchange *ex = s->ex;
+
+	if (s->pending)
+		return;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		ex->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	sendq_clear(&s->q);
+	grpc_call_unref(s->call);
+	free(s);
+	pthread_mutex_lock(&ex->lock);
+	ex->n_sessions--;
+	pthread_cond_broadcast(&ex->cond);
+	pthread_mutex_unlock(&ex->lock);
+}
+
+static void session_event(struct session *s, enum tag_kind kind, int ok)
+{
+	s->pending--;
+	switch (kind) {
+	case TAG_SESSION_RECV:
+		if (!ok || !s->recv_bb) {
+			/* Half-close or a dead call: nothing more will come. */
+			session_finish(s, GRPC_STATUS_OK, "");
+			break;
+		}
+		session_on_frame(s, s->recv_bb);
+		grpc_byte_buffer_destroy(s->recv_bb);
+		s->recv_bb = NULL;
+		if (!s->finishing)
+			session_post_recv(s);
+		break;
+	case TAG_SESSION_SEND:
+		s->q.busy = 0;
+		if (!ok) {
+			sendq_clear(&s->q);
+			session_finish(s, GRPC_STATUS_CANCELLED, "send failed");
+		} else if (!send_next(s->call, &s->q, &s->t_send, &s->pending) && s->finishing) {
+			session_send_status(s);
+		}
+		break;
+	case TAG_SESSION_CLOSE:
+		/* The client is gone or cancelled: end our side too. */
+		session_finish(s, GRPC_STATUS_CANCELLED, "peer closed the stream");
+		break;
+	case TAG_SESSION_STATUS:
+	default:
+		break;
+	}
+	session_maybe_free(s);
+}
+
+/* ---- client side: peers ---------------------------------------------------- */
+
+/*
+ * Peers are set up by the owner and served by the cq thread: everything about
+ * a peer, its operation count included, is under ex->lock (once per control
+ * message, never per credit).
+ */
+static void peer_set_state_locked(struct peer *p, enum peer_state st, int result)
+{
+	struct fdx_exchange *ex = p->ex;
+
+	if (p->state == PEER_UP && st != PEER_UP)
+		ex->peers_up--;
+	if (p->state != PEER_UP && st == PEER_UP)
+		ex->peers_up++;
+	p->state = st;
+	p->result = result;
+	pthread_cond_broadcast(&ex->cond);
+}
+
+static void peer_post_recv(struct peer *p)
+{
+	grpc_op ops[2];
+	size_t n = 0;
+
+	memset(ops, 0, sizeof(ops));
+	if (!p->got_initial_md) {
+		ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+		ops[n].data.recv_initial_metadata.recv_initial_metadata = &p->initial_md;
+		n++;
+		p->got_initial_md = 1;
+	}
+	ops[n].op = GRPC_OP_RECV_MESSAGE;
+	ops[n].data.recv_message.recv_message = &p->recv_bb;
+	n++;
+	start_batch(p->call, ops, n, &p->t_recv, &p->pending);
+}
+
+static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
+{
+	struct fdx_exchange *ex = p->ex;
+	Fdx__ControlFrame *f = unpack_frame(bb);
+
+	if (!f) {
+		ex->st.bad_frames++;
+		FDX_LOG_ERR(&ex->log, "exchange %s: a frame from %s does not parse; stream failed",
+			    ex->tm_id, p->addr);
+		grpc_call_cancel_with_status(p->call, GRPC_STATUS_INVALID_ARGUMENT,
+					     "frame does not parse", NULL);
+		return;
+	}
+	ex->st.frames_in++;
+	if (f->frame_case == FDX__CONTROL_FRAME__FRAME_HELLO_ACK) {
+		snprintf(p->remote_tm, sizeof(p->remote_tm), "%s",
+			 f->hello_ack->taskmanager_id ? f->hello_ack->taskmanager_id : "?");
+		FDX_LOG_INFO(&ex->log, "exchange %s: connected to TaskManager %s at %s", ex->tm_id,
+			     p->remote_tm, p->addr);
+		peer_set_state_locked(p, PEER_UP, 0);
+	}
+	fdx__control_frame__free_unpacked(f, NULL);
+}
+
+/* Map the final status of a stream to an fdx code. */
+static int status_to_err(grpc_status_code code, int was_up)
+{
+	switch (code) {
+	case GRPC_STATUS_FAILED_PRECONDITION:
+		return was_up ? FDX_EPEERGONE : FDX_EVERSION;
+	case GRPC_STATUS_PERMISSION_DENIED:
+	case GRPC_STATUS_UNAUTHENTICATED:
+		return FDX_EREFUSED;
+	case GRPC_STATUS_UNAVAILABLE:
+		return was_up ? FDX_EPEERGONE : -ECONNREFUSED;
+	case GRPC_STATUS_DEADLINE_EXCEEDED:
+		return -ETIMEDOUT;
+	default:
+		return FDX_EPEERGONE;
+	}
+}
+
+static void peer_on_status_locked(struct peer *p)
+{
+	struct fdx_exchange *ex = p->ex;
+	char *details = grpc_slice_to_c_string(p->status_details);
+	int was_up = p->state == PEER_UP, err;
+
+	err = status_to_err(p->status, was_up);
+	if (was_up || !ex->stopping)
+		FDX_LOG_ERR(&ex->log, "exchange %s: stream to TaskManager %s at %s ended: %s (%s)",
+			    ex->tm_id, p->remote_tm[0] ? p->remote_tm : "?", p->addr,
+			    details && details[0] ? details : "no details", fdx_strerror(err));
+	gpr_free(details);
+	peer_set_state_locked(p, PEER_FAILED, err);
+}
+
+static void peer_free(struct peer *p)
+{
+	sendq_clear(&p->q);
+	if (p->call)
+		grpc_call_unref(p->call);
+	if (p->channel)
+		grpc_channel_destroy(p->channel);
+	grpc_metadata_array_destroy(&p->initial_md);
+	grpc_metadata_array_destroy(&p->trailing_md);
+	grpc_slice_unref(p->status_details);
+	free(p->addr);
+	free(p);
+}
+
+/* With ex->lock held: unlink p; the caller frees it after unlocking. */
+static void peer_unlink_locked(struct fdx_exchange *ex, struct peer *p)
+{
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		ex->peers = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	ex->n_peers--;
+	pthread_cond_broadcast(&ex->cond);
+}
+
+static void peer_event(struct peer *p, enum tag_kind kind, int ok)
+{
+	struct fdx_exchange *ex = p->ex;
+	int done;
+
+	pthread_mutex_lock(&ex->lock);
+	p->pending--;
+	switch (kind) {
+	case TAG_PEER_RECV:
+		if (ok && p->recv_bb) {
+			peer_on_frame_locked(p, p->recv_bb);
+			grpc_byte_buffer_destroy(p->recv_bb);
+			p->recv_bb = NULL;
+			peer_post_recv(p);
+		}
+		break;
+	case TAG_PEER_SEND:
+		p->q.busy = 0;
+		if (ok)
+			send_next(p->call, &p->q, &p->t_send, &p->pending);
+		else
+			sendq_clear(&p->q);
+		break;
+	case TAG_PEER_STATUS:
+		peer_on_status_locked(p);
+		break;
+	default:
+		break;
+	}
+	if (p->pending) {
+		pthread_mutex_unlock(&ex->lock);
+		return;
+	}
+	/* Every operation has completed: the stream is over. Forget the peer. */
+	p->over = 1;
+	p->state = PEER_FAILED;
+	done = p->waiters == 0; /* else the last waiter frees it */
+	if (done)
+		peer_unlink_locked(ex, p);
+	pthread_mutex_unlock(&ex->lock);
+	if (done)
+		peer_free(p);
+}
+
+/* With ex->lock held: create the stream to addr and send our hello. */
+static int peer_start_locked(struct fdx_exchange *ex, const char *addr, struct peer **out)
+{
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__Hello h = FDX__HELLO__INIT;
+	grpc_channel_credentials *creds;
+	grpc_slice method;
+	struct peer *p;
+	grpc_op ops[2];
+
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->addr = strdup(addr);
+	if (!p->addr) {
+		free(p);
+		return -ENOMEM;
+	}
+	p->ex = ex;
+	p->t_recv = (struct tag){TAG_PEER_RECV, p};
+	p->t_send = (struct tag){TAG_PEER_SEND, p};
+	p->t_status = (struct tag){TAG_PEER_STATUS, p};
+	p->status_details = grpc_empty_slice();
+	grpc_metadata_array_init(&p->initial_md);
+	grpc_metadata_array_init(&p->trailing_md);
+
+	creds = grpc_insecure_credentials_create();
+	p->channel = grpc_channel_create(addr, creds, NULL);
+	grpc_channel_credentials_release(creds);
+	method = grpc_slice_from_static_string(METHOD);
+	p->call = grpc_channel_create_call(p->channel, NULL, GRPC_PROPAGATE_DEFAULTS, ex->cq,
+					   method, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	if (!p->call) {
+		peer_free(p);
+		return -ENOMEM;
+	}
+
+	h.protocol_version = ex->version;
+	h.taskmanager_id = ex->tm_id;
+	h.uid = (uint32_t)geteuid();
+	h.pid = (uint32_t)getpid();
+	f.frame_case = FDX__CONTROL_FRAME__FRAME_HELLO;
+	f.hello = &h;
+
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = pack_frame(&f);
+	p->q.busy = 1;
+	if (!start_batch(p->call, ops, 2, &p->t_send, &p->pending))
+		p->q.busy = 0;
+	grpc_byte_buffer_destroy(ops[1].data.send_message.send_message);
+	ex->st.frames_out++;
+	peer_post_recv(p);
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[0].data.recv_status_on_client.trailing_metadata = &p->trailing_md;
+	ops[0].data.recv_status_on_client.status = &p->status;
+	ops[0].data.recv_status_on_client.status_details = &p->status_details;
+	start_batch(p->call, ops, 1, &p->t_status, &p->pending);
+
+	p->state = PEER_CONNECTING;
+	p->next = ex->peers;
+	if (ex->peers)
+		ex->peers->prev = p;
+	ex->peers = p;
+	ex->n_peers++;
+	*out = p;
+	return 0;
+}
+
+FDX_API int fdx_exchange_connect(struct fdx_exchange *ex, const char *addr, int timeout_ms)
+{
+	struct timespec deadline;
+	struct peer *p;
+	int err = 0;
+
+	if (!ex || !addr)
+		return -EINVAL;
+	if (timeout_ms <= 0)
+		timeout_ms = CONNECT_TIMEOUT_DEFAULT_MS;
+	deadline_in(&deadline, timeout_ms);
+	pthread_mutex_lock(&ex->lock);
+	for (p = ex->peers; p; p = p->next)
+		if (p->state != PEER_FAILED && !p->over && strcmp(p->addr, addr) == 0)
+			break;
+	if (!p)
+		err = peer_start_locked(ex, addr, &p);
+	if (err) {
+		pthread_mutex_unlock(&ex->lock);
+		return err;
+	}
+	p->waiters++;
+	while (!err && p->state == PEER_CONNECTING) {
+		if (pthread_cond_timedwait(&ex->cond, &ex->lock, &deadline) == ETIMEDOUT &&
+		    p->state == PEER_CONNECTING) {
+			err = -ETIMEDOUT;
+			grpc_call_cancel(p->call, NULL);
+		}
+	}
+	if (!err && p->state == PEER_FAILED)
+		err = p->result;
+	if (--p->waiters == 0 && p->over)
+		peer_unlink_locked(ex, p);
+	else
+		p = NULL;
+	pthread_mutex_unlock(&ex->lock);
+	if (p)
+		peer_free(p);
+	if (err == -ETIMEDOUT)
+		FDX_LOG_ERR(&ex->log, "exchange %s: no handshake from %s within %d ms", ex->tm_id,
+			    addr, timeout_ms);
+	return err;
+}
+
+/* ---- the completion-queue thread ------------------------------------------ */
+
+static void request_next_call(struct fdx_exchange *ex)
+{
+	grpc_call_details_init(&ex->details);
+	grpc_metadata_array_init(&ex->request_md);
+	ex->new_call = NULL;
+	if (grpc_server_request_call(ex->server, &ex->new_call, &ex->details, &ex->request_md,
+				     ex->cq, ex->cq, &ex->t_request) != GRPC_CALL_OK)
+		FDX_LOG_ERR(&ex->log, "exchange %s: cannot request calls", ex->tm_id);
+}
+
+static void on_request_call(struct fdx_exchange *ex, int ok)
+{
+	grpc_call *call = ex->new_call;
+	int ours = ok && grpc_slice_str_cmp(ex->details.method, METHOD) == 0;
+
+	grpc_call_details_destroy(&ex->details);
+	grpc_metadata_array_destroy(&ex->request_md);
+	if (!ok)
+		return; /* the server is shutting down */
+	if (!ours) {
+		grpc_call_cancel_with_status(call, GRPC_STATUS_UNIMPLEMENTED, "unknown method",
+					     NULL);
+		grpc_call_unref(call);
+	} else {
+		session_start(ex, call);
+	}
+	request_next_call(ex);
+}
+
+static void *cq_main(void *arg)
+{
+	struct fdx_exchange *ex = arg;
+
+	for (;;) {
+		grpc_event ev = grpc_completion_queue_next(
+			ex->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		struct tag *t;
+
+		if (ev.type == GRPC_QUEUE_SHUTDOWN)
+			break;
+		if (ev.type != GRPC_OP_COMPLETE)
+			continue;
+		t = ev.tag;
+		switch (t->kind) {
+		case TAG_REQUEST_CALL:
+			on_request_call(ex, ev.success);
+			break;
+		case TAG_SERVER_SHUTDOWN:
+			pthread_mutex_lock(&ex->lock);
+			ex->server_down = 1;
+			pthread_cond_broadcast(&ex->cond);
+			pthread_mutex_unlock(&ex->lock);
+			break;
+		case TAG_SESSION_RECV:
+		case TAG_SESSION_SEND:
+		case TAG_SESSION_CLOSE:
+		case TAG_SESSION_STATUS:
+			session_event(t->obj, t->kind, ev.success);
+			break;
+		case TAG_PEER_RECV:
+		case TAG_PEER_SEND:
+		case TAG_PEER_STATUS:
+			peer_event(t->obj, t->kind, ev.success);
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* ---- the Unix socket: own accept with SO_PEERCRED --------------------------- */
+
+static int uid_allowed(const struct fdx_exchange *ex, uint32_t uid)
+{
+	for (uint32_t i = 0; i < ex->n_allow_uids; i++)
+		if (ex->allow_uids[i] == uid)
+			return 1;
+	return 0;
+}
+
+static void *accept_main(void *arg)
+{
+	struct fdx_exchange *ex = arg;
+
+	for (;;) {
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+		grpc_server_credentials *creds;
+		int fd = accept4(ex->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				/* Out of descriptors: back off rather than spin. */
+				FDX_LOG_ERR(&ex->log, "exchange %s: accept: %s", ex->tm_id,
+					    fdx_strerror(-errno));
+				usleep(10000);
+				continue;
+			}
+			break; /* shut down by fdx_exchange_destroy() */
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+		    !uid_allowed(ex, (uint32_t)cred.uid)) {
+			FDX_LOG_WARN(
+				&ex->log,
+				"exchange %s: refused a Unix peer (pid %d, uid %d): uid not allowed",
+				ex->tm_id, (int)cred.pid, (int)cred.uid);
+			count(ex, &ex->st.peers_refused);
+			close(fd);
+			continue;
+		}
+		creds = grpc_insecure_server_credentials_create();
+		grpc_server_add_channel_from_fd(ex->server, fd, creds); /* takes fd */
+		grpc_server_credentials_release(creds);
+	}
+	return NULL;
+}
+
+/* The default socket directory: ours alone, created if missing. */
+static int default_sock_dir(struct fdx_exchange *ex, char *dir, size_t n)
+{
+	const char *run = getenv("XDG_RUNTIME_DIR");
+	struct stat st;
+
+	if (run && run[0] == '/')
+		snprintf(dir, n, "%s/fdx", run);
+	else
+		snprintf(dir, n, "/tmp/fdx-%u", (unsigned)geteuid());
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	if (lstat(dir, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
+		FDX_LOG_ERR(&ex->log,
+			    "exchange: socket directory %s is not a directory of ours that only we "
+			    "can enter (mode %o, owner %u)",
+			    dir, (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid);
+		return -EPERM;
+	}
+	return 0;
+}
+
+static int listen_unix(struct fdx_exchange *ex, const char *path)
+{
+	struct sockaddr_un sa;
+	int fd, err;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, path, strlen(path));
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int probe;
+
+		if (errno != EADDRINUSE)
+			goto err_close;
+		/* A stale file from a dead exchange may be replaced; a live one may not. */
+		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			close(probe);
+			close(fd);
+			return -EADDRINUSE;
+		}
+		if (probe >= 0)
+			close(probe);
+		unlink(path);
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			goto err_close;
+	}
+	if (listen(fd, 64) < 0)
+		goto err_close;
+	ex->listen_fd = fd;
+	return 0;
+
+err_close:
+	err = -errno;
+	close(fd);
+	return err;
+}
+
+/* ---- lifecycle -------------------------------------------------------------- */
+
+static int parse_listen(struct fdx_exchange *ex, const char *listen, char **unix_path)
+{
+	static _Atomic unsigned serial;
+	char dir[200], buf[256];
+	int err;
+
+	*unix_path = NULL;
+	if (!listen) {
+		err = default_sock_dir(ex, dir, sizeof(dir));
+		if (err < 0)
+			return err;
+		snprintf(buf, sizeof(buf), "%s/tm-%d-%u.sock", dir, (int)getpid(), serial++);
+		*unix_path = strdup(buf);
+		return *unix_path ? 0 : -ENOMEM;
+	}
+	if (strncmp(listen, "unix:", 5) == 0) {
+		if (listen[5] == '\0')
+			return -EINVAL;
+		*unix_path = strdup(listen + 5);
+		return *unix_path ? 0 : -ENOMEM;
+	}
+	/* HOST:PORT, with a port. */
+	const char *colon = strrchr(listen, ':');
+
+	if (!colon || colon == listen || colon[1] == '\0')
+		return -EINVAL;
+	return 0;
+}
+
+static int start_server(struct fdx_exchange *ex, const char *listen)
+{
+	grpc_server_credentials *creds;
+	char *path = NULL, buf[300];
+	int err, port;
+
+	err = parse_listen(ex, listen, &path);
+	if (err < 0)
+		return err;
+	ex->server = grpc_server_create(NULL, NULL);
+	grpc_server_register_completion_queue(ex->server, ex->cq, NULL);
+	if (!path) {
+		creds = grpc_insecure_server_credentials_create();
+		port = grpc_server_add_http2_port(ex->server, listen, creds);
+		grpc_server_credentials_release(creds);
+		if (port <= 0) {
+			FDX_LOG_ERR(&ex->log, "exchange: cannot serve %s", listen);
+			return -EADDRINUSE;
+		}
+		snprintf(buf, sizeof(buf), "%.*s:%d", (int)(strrchr(listen, ':') - listen), listen,
+			 port);
+		ex->address = strdup(buf);
+	} else {
+		err = listen_unix(ex, path);
+		if (err < 0) {
+			FDX_LOG_ERR(&ex->log, "exchange: cannot serve unix:%s: %s", path,
+				    fdx_strerror(err));
+			free(path);
+			return err;
+		}
+		ex->sock_path = path;
+		snprintf(buf, sizeof(buf), "unix:%s", path);
+		ex->address = strdup(buf);
+	}
+	if (!ex->address)
+		return -ENOMEM;
+	grpc_server_start(ex->server);
+	ex->server_started = 1;
+	return 0;
+}
+
+static void stop_server(struct fdx_exchange *ex)
+{
+	struct timespec deadline;
+
+	if (!ex->server)
+		return;
+	if (!ex->server_started || !ex->cq_running) {
+		if (ex->server_started) {
+			grpc_server_shutdown_and_notify(ex->server, ex->cq, &ex->t_shutdown);
+			grpc_server_cancel_all_calls(ex->server);
+			/* No cq thread: drain up to the shutdown tag here. */
+			for (;;) {
+				grpc_event ev = grpc_completion_queue_next(
+					ex->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+
+				if (ev.type != GRPC_OP_COMPLETE || ev.tag == &ex->t_shutdown)
+					break;
+			}
+		}
+		grpc_server_destroy(ex->server);
+		ex->server = NULL;
+		return;
+	}
+	grpc_server_shutdown_and_notify(ex->server, ex->cq, &ex->t_shutdown);
+	grpc_server_cancel_all_calls(ex->server);
+	deadline_in(&deadline, DESTROY_BUDGET_MS);
+	pthread_mutex_lock(&ex->lock);
+	while (!ex->server_down || ex->n_sessions || ex->n_peers)
+		if (pthread_cond_timedwait(&ex->cond, &ex->lock, &deadline) == ETIMEDOUT)
+			break;
+	if (!ex->server_down || ex->n_sessions || ex->n_peers)
+		FDX_LOG_ERR(&ex->log, "exchange %s: streams still open after %d ms", ex->tm_id,
+			    DESTROY_BUDGET_MS);
+	pthread_mutex_unlock(&ex->lock);
+	grpc_server_destroy(ex->server);
+	ex->server = NULL;
+}
+
+FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
+{
+	if (!ex)
+		return;
+	pthread_mutex_lock(&ex->lock);
+	ex->stopping = 1;
+	for (struct peer *p = ex->peers; p; p = p->next)
+		grpc_call_cancel(p->call, NULL);
+	pthread_mutex_unlock(&ex->lock);
+	if (ex->accepting) {
+		shutdown(ex->listen_fd, SHUT_RDWR);
+		pthread_join(ex->accept_thread, NULL);
+	}
+	if (ex->listen_fd >= 0)
+		close(ex->listen_fd);
+	if (ex->sock_path)
+		unlink(ex->sock_path);
+	stop_server(ex);
+	if (ex->cq) {
+		grpc_completion_queue_shutdown(ex->cq);
+		if (ex->cq_running)
+			pthread_join(ex->cq_thread, NULL);
+		else
+			while (grpc_completion_queue_next(ex->cq,
+							  gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+				       .type != GRPC_QUEUE_SHUTDOWN)
+				;
+		grpc_completion_queue_destroy(ex->cq);
+	}
+	if (ex->grpc_up)
+		grpc_shutdown();
+	pthread_cond_destroy(&ex->cond);
+	pthread_mutex_destroy(&ex->lock);
+	free(ex->sock_path);
+	free(ex->address);
+	free(ex->tm_id);
+	free(ex);
+}
+
+FDX_API int fdx_exchange_create(const struct fdx_exchange_opts *o, struct fdx_exchange **out)
+{
+	struct fdx_exchange *ex;
+	pthread_condattr_t ca;
+	char id[64];
+	int err;
+
+	if (out)
+		*out = NULL;
+	if (!o || !out || o->size < sizeof(*o) || o->n_allow_uids > FDX_EXCHANGE_MAX_UIDS ||
+	    (o->n_allow_uids && !o->allow_uids))
+		return -EINVAL;
+	ex = calloc(1, sizeof(*ex));
+	if (!ex)
+		return -ENOMEM;
+	fdx__log_init(&ex->log, o->log_fn, o->log_ud, o->log_level);
+	ex->listen_fd = -1;
+	ex->version = o->protocol_version ? o->protocol_version : FDX_PROTOCOL_VERSION;
+	snprintf(id, sizeof(id), "tm-%d", (int)getpid());
+	ex->tm_id = strdup(o->tm_id ? o->tm_id : id);
+	if (o->n_allow_uids) {
+		memcpy(ex->allow_uids, o->allow_uids, o->n_allow_uids * sizeof(uint32_t));
+		ex->n_allow_uids = o->n_allow_uids;
+	} else {
+		ex->allow_uids[0] = (uint32_t)geteuid();
+		ex->n_allow_uids = 1;
+	}
+	ex->t_request = (struct tag){TAG_REQUEST_CALL, ex};
+	ex->t_shutdown = (struct tag){TAG_SERVER_SHUTDOWN, ex};
+	pthread_mutex_init(&ex->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&ex->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	if (!ex->tm_id) {
+		err = -ENOMEM;
+		goto err_destroy;
+	}
+
+	grpc_init();
+	ex->grpc_up = 1;
+	ex->cq = grpc_completion_queue_create_for_next(NULL);
+	err = start_server(ex, o->listen);
+	if (err < 0)
+		goto err_destroy;
+	err = -pthread_create(&ex->cq_thread, NULL, cq_main, ex);
+	if (err < 0)
+		goto err_destroy;
+	ex->cq_running = 1;
+	request_next_call(ex);
+	if (ex->listen_fd >= 0) {
+		err = -pthread_create(&ex->accept_thread, NULL, accept_main, ex);
+		if (err < 0)
+			goto err_destroy;
+		ex->accepting = 1;
+	}
+	FDX_LOG_INFO(&ex->log, "exchange %s: serving %s (protocol version %u)", ex->tm_id,
+		     ex->address, ex->version);
+	*out = ex;
+	return 0;
+
+err_destroy:
+	/* The destroy path undoes whatever part was set up, by the flags above. */
+	fdx_exchange_destroy(ex);
+	return err;
+}
+
+FDX_API const char *fdx_exchange_address(const struct fdx_exchange *ex)
+{
+	return ex ? ex->address : NULL;
+}
+
+FDX_API int fdx_exchange_stats(struct fdx_exchange *ex, struct fdx_exchange_stats *st)
+{
+	struct fdx_exchange_stats s;
+	uint32_t n;
+
+	if (!ex || !st || st->size < 8)
+		return -EINVAL;
+	pthread_mutex_lock(&ex->lock);
+	s = ex->st;
+	s.peers_up = ex->peers_up;
+	s.sessions = ex->n_sessions;
+	pthread_mutex_unlock(&ex->lock);
+	s.size = st->size;
+	n = st->size < sizeof(s) ? st->size : (uint32_t)sizeof(s);
+	memcpy(st, &s, n);
+	return 0;
+}
