@@ -3,13 +3,13 @@
  * The exchange's control plane on gRPC C core.
  *
  * Threads and ownership:
- * - The completion-queue thread (cq_main) owns every call: it alone reacts to
- *   completions, and it frees a session or a peer once none of its operations
- *   is outstanding.
- * - The owner thread creates peers in fdx_exchange_connect() and waits for
- *   their handshake; ex->lock protects the peer list, each peer's state and
- *   the counters the owner reads. Sessions (incoming streams) are touched by
- *   the cq thread only.
+ * - The completion-queue thread (cq_main) reacts to every completion, with
+ *   ex->lock held (once per control message, never per credit), and frees a
+ *   session or a peer once none of its operations is outstanding.
+ * - The owner thread calls the public functions, which take ex->lock too:
+ *   open streams and channels, queue credits. Events travel the other way,
+ *   from the cq thread to the owner, through a lock-free queue and an
+ *   eventfd: fdx_exchange_poll() takes no lock.
  * - For a Unix socket, accept_main accepts connections, checks SO_PEERCRED
  *   against the allowed uids, and only then hands the socket to gRPC.
  *
@@ -18,10 +18,12 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -41,10 +43,14 @@
 
 #include "../runtime/log.h"
 #include "exchange.pb-c.h"
+#include "mpsc_queue.h"
 
 #define METHOD "/fdx.DataExchange/ExchangeData"
 #define DESTROY_BUDGET_MS 900
 #define CONNECT_TIMEOUT_DEFAULT_MS 5000
+#define GATE_CHANNELS_MAX 65536u
+/* Most returned offsets in one CreditUpdate (about 80 KiB on the wire). */
+#define CREDIT_MSG_OFFSETS_MAX 8192u
 
 enum tag_kind {
 	TAG_REQUEST_CALL,
@@ -74,7 +80,49 @@ struct sendq {
 	int busy; /* a SEND_MESSAGE (or the initial metadata) is in flight */
 };
 
-/* An incoming stream, served by the cq thread. */
+struct session;
+struct peer;
+
+/* Consumer side: an input channel a producer opened on a session. */
+struct srv_chan {
+	struct session *s;
+	uint32_t id; /* the producer's OpenChannel.id */
+	uint32_t gate, gate_channel;
+	/* Credit and offsets not yet sent, coalesced until the next send. */
+	uint64_t pending_added;
+	uint64_t *offs;
+	uint32_t n_offs, cap_offs;
+	int dirty;
+	struct srv_chan *next_dirty;
+};
+
+struct gate {
+	uint32_t id, n_channels, initial_credit;
+	struct srv_chan **chans; /* by gate channel; NULL when not open */
+	struct gate *next;
+};
+
+enum chan_state { CHAN_OPENING, CHAN_OPEN, CHAN_FAILED };
+
+/* Producer side: a channel opened on the stream to a peer. */
+struct cli_chan {
+	struct peer *p;
+	uint32_t id, gate, gate_channel, subpartition;
+	enum chan_state state;
+	int result;
+	uint32_t initial;
+	uint64_t credits; /* granted so far, initial included */
+};
+
+/* An event on its way to the owner, with its offsets. */
+struct evnode {
+	struct fdx__mpsc_node link;
+	struct evnode *retired_next;
+	struct fdx_exchange_event ev;
+	uint64_t offsets[];
+};
+
+/* An incoming stream. */
 struct session {
 	struct fdx_exchange *ex;
 	grpc_call *call;
@@ -89,6 +137,9 @@ struct session {
 	grpc_status_code final_code;
 	char final_msg[256];
 	char peer_tm[64];
+	struct srv_chan **ids; /* open addressing by id; power-of-two size */
+	uint32_t ids_cap, n_chans;
+	struct srv_chan *dirty_head, *dirty_tail;
 	struct session *prev, *next;
 };
 
@@ -142,9 +193,18 @@ struct fdx_exchange {
 	struct tag t_request, t_shutdown;
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond; /* peer state changes, teardown progress */
+	pthread_cond_t cond; /* peer and channel state changes, teardown progress */
 	struct peer *peers;
-	struct session *sessions; /* cq thread only; counts under lock */
+	struct session *sessions;
+	struct gate *gates;
+	struct cli_chan **cchans; /* by channel id; index 0 unused */
+	uint32_t n_cchans, cap_cchans;
+
+	/* cq thread -> owner */
+	struct fdx__mpsc events;
+	struct evnode *retired; /* returned by the last poll; owner only */
+	int efd;
+	int events_pushed; /* since the last eventfd write; under lock */
 	int stopping;
 	int server_down;
 	uint32_t n_peers, n_sessions, peers_up;
@@ -265,11 +325,127 @@ static int send_next(grpc_call *call, struct sendq *q, struct tag *t, int *pendi
 	return q->busy;
 }
 
-static void count(struct fdx_exchange *ex, uint64_t *field)
+/* ---- events to the owner ------------------------------------------------- */
+
+/* With ex->lock held: queue an event (offsets copied) for fdx_exchange_poll(). */
+static void ev_push_locked(struct fdx_exchange *ex, const struct fdx_exchange_event *ev,
+			   const uint64_t *offsets, uint32_t n)
 {
-	pthread_mutex_lock(&ex->lock);
-	(*field)++;
-	pthread_mutex_unlock(&ex->lock);
+	struct evnode *e = malloc(sizeof(*e) + (size_t)n * sizeof(uint64_t));
+
+	if (!e) {
+		FDX_LOG_ERR(&ex->log, "exchange %s: out of memory: an event was lost", ex->tm_id);
+		return;
+	}
+	e->ev = *ev;
+	e->ev.n_offsets = n;
+	e->ev.offsets = NULL;
+	if (n)
+		memcpy(e->offsets, offsets, (size_t)n * sizeof(uint64_t));
+	fdx__mpsc_push(&ex->events, &e->link);
+	ex->events_pushed = 1;
+}
+
+/* With ex->lock held: one eventfd write for all the events of one message. */
+static void events_flush_locked(struct fdx_exchange *ex)
+{
+	uint64_t one = 1;
+
+	if (!ex->events_pushed)
+		return;
+	ex->events_pushed = 0;
+	if (write(ex->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		FDX_LOG_ERR(&ex->log, "exchange %s: eventfd: %s", ex->tm_id, fdx_strerror(-errno));
+}
+
+static void ev_channel_failed_locked(struct fdx_exchange *ex, uint32_t chan, uint32_t gate,
+				     uint32_t gate_channel, int err, const char *peer,
+				     const char *why)
+{
+	struct fdx_exchange_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.type = FDX_EV_CHANNEL_FAILED;
+	ev.channel = chan;
+	ev.gate = gate;
+	ev.gate_channel = gate_channel;
+	ev.error = err;
+	snprintf(ev.peer, sizeof(ev.peer), "%s", peer);
+	snprintf(ev.message, sizeof(ev.message), "%s", why);
+	ev_push_locked(ex, &ev, NULL, 0);
+}
+
+/* ---- consumer side: gates and input channels ------------------------------ */
+
+static struct gate *gate_find(struct fdx_exchange *ex, uint32_t id)
+{
+	for (struct gate *g = ex->gates; g; g = g->next)
+		if (g->id == id)
+			return g;
+	return NULL;
+}
+
+static struct srv_chan *session_chan(const struct session *s, uint32_t id)
+{
+	if (!s->ids_cap)
+		return NULL;
+	for (uint32_t i = id & (s->ids_cap - 1);; i = (i + 1) & (s->ids_cap - 1)) {
+		if (!s->ids[i])
+			return NULL;
+		if (s->ids[i]->id == id)
+			return s->ids[i];
+	}
+}
+
+static int session_chan_insert(struct session *s, struct srv_chan *c)
+{
+	if (2 * (s->n_chans + 1) > s->ids_cap) {
+		uint32_t cap = s->ids_cap ? 2 * s->ids_cap : 16;
+		struct srv_chan **ids = calloc(cap, sizeof(*ids)), **old = s->ids;
+		uint32_t oldcap = s->ids_cap;
+
+		if (!ids)
+			return -ENOMEM;
+		s->ids = ids;
+		s->ids_cap = cap;
+		s->n_chans = 0;
+		for (uint32_t i = 0; i < oldcap; i++)
+			if (old[i])
+				session_chan_insert(s, old[i]);
+		free(old);
+	}
+	for (uint32_t i = c->id & (s->ids_cap - 1);; i = (i + 1) & (s->ids_cap - 1)) {
+		if (!s->ids[i]) {
+			s->ids[i] = c;
+			s->n_chans++;
+			return 0;
+		}
+	}
+}
+
+/* With ex->lock held: close every input channel of s and tell the owner why. */
+static void session_drop_channels(struct session *s, int err, const char *why)
+{
+	struct fdx_exchange *ex = s->ex;
+	char msg[192];
+
+	for (uint32_t i = 0; i < s->ids_cap; i++) {
+		struct srv_chan *c = s->ids[i];
+		struct gate *g;
+
+		if (!c)
+			continue;
+		g = gate_find(ex, c->gate);
+		if (g && g->chans[c->gate_channel] == c)
+			g->chans[c->gate_channel] = NULL;
+		snprintf(msg, sizeof(msg), "TaskManager %s: %s", s->peer_tm, why);
+		ev_channel_failed_locked(ex, 0, c->gate, c->gate_channel, err, s->peer_tm, msg);
+		free(c->offs);
+		free(c);
+		s->ids[i] = NULL;
+	}
+	s->n_chans = 0;
+	s->dirty_head = s->dirty_tail = NULL;
 }
 
 /* ---- server side: sessions ----------------------------------------------- */
@@ -298,6 +474,12 @@ static void session_finish(struct session *s, grpc_status_code code, const char 
 		s->finishing = 1;
 		s->final_code = code;
 		snprintf(s->final_msg, sizeof(s->final_msg), "%s", msg);
+		session_drop_channels(s,
+				      code == GRPC_STATUS_INVALID_ARGUMENT ||
+						      code == GRPC_STATUS_FAILED_PRECONDITION
+					      ? FDX_EPROTO
+					      : FDX_EPEERGONE,
+				      msg[0] ? msg : "closed its stream");
 	}
 	if (!s->q.busy && !s->q.head)
 		session_send_status(s);
@@ -307,7 +489,146 @@ static void session_send(struct session *s, const Fdx__ControlFrame *f)
 {
 	sendq_push(&s->q, pack_frame(f));
 	send_next(s->call, &s->q, &s->t_send, &s->pending);
-	count(s->ex, &s->ex->st.frames_out);
+	s->ex->st.frames_out++;
+}
+
+/*
+ * With ex->lock held: when nothing is being sent on s, send every credit and
+ * returned offset that accumulated, as one CreditUpdate (at most
+ * CREDIT_MSG_OFFSETS_MAX offsets; the rest go in the next one).
+ */
+static void session_flush_credits(struct session *s)
+{
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__CreditUpdate cu = FDX__CREDIT_UPDATE__INIT;
+	uint32_t n = 0, budget = CREDIT_MSG_OFFSETS_MAX;
+	Fdx__Credit *cr, **crp;
+	struct srv_chan *c;
+
+	if (s->q.busy || s->q.head || !s->dirty_head || s->finishing)
+		return;
+	for (c = s->dirty_head; c; c = c->next_dirty)
+		n++;
+	cr = calloc(n, sizeof(*cr));
+	crp = calloc(n, sizeof(*crp));
+	if (!cr || !crp) {
+		free(cr);
+		free(crp);
+		return; /* tried again after the next send or credit */
+	}
+	n = 0;
+	for (c = s->dirty_head; c && budget; c = c->next_dirty) {
+		uint32_t k = c->n_offs < budget ? c->n_offs : budget;
+
+		fdx__credit__init(&cr[n]);
+		cr[n].channel = c->id;
+		cr[n].added = (uint32_t)c->pending_added;
+		cr[n].n_returned_offsets = k;
+		cr[n].returned_offsets = c->offs;
+		crp[n] = &cr[n];
+		s->ex->st.credits_out += c->pending_added;
+		budget -= k;
+		n++;
+	}
+	cu.n_credits = n;
+	cu.credits = crp;
+	f.frame_case = FDX__CONTROL_FRAME__FRAME_CREDIT;
+	f.credit = &cu;
+	sendq_push(&s->q, pack_frame(&f));
+	s->ex->st.credit_msgs_out++;
+	s->ex->st.frames_out++;
+	/* Take what was packed off the channels; partly sent ones stay dirty, first. */
+	c = s->dirty_head;
+	for (uint32_t i = 0; i < n; i++) {
+		struct srv_chan *next = c->next_dirty;
+		uint32_t k = (uint32_t)cr[i].n_returned_offsets;
+
+		c->pending_added = 0;
+		if (k && k < c->n_offs)
+			memmove(c->offs, c->offs + k, (size_t)(c->n_offs - k) * sizeof(uint64_t));
+		c->n_offs -= k;
+		if (c->n_offs) {
+			next = c; /* budget ran out within this channel */
+			break;
+		}
+		c->dirty = 0;
+		c->next_dirty = NULL;
+		c = next;
+	}
+	s->dirty_head = c;
+	if (!c)
+		s->dirty_tail = NULL;
+	free(cr);
+	free(crp);
+	send_next(s->call, &s->q, &s->t_send, &s->pending);
+}
+
+static void session_error(struct session *s, int code, uint32_t chan, const char *msg)
+{
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__Error e = FDX__ERROR__INIT;
+
+	e.code = code;
+	e.message = (char *)msg;
+	e.channel = chan;
+	f.frame_case = FDX__CONTROL_FRAME__FRAME_ERROR;
+	f.error = &e;
+	session_send(s, &f);
+}
+
+static void session_on_open(struct session *s, const Fdx__OpenChannel *o)
+{
+	struct fdx_exchange *ex = s->ex;
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__OpenChannelAck ack = FDX__OPEN_CHANNEL_ACK__INIT;
+	struct fdx_exchange_event ev;
+	struct gate *g = gate_find(ex, o->gate);
+	struct srv_chan *c;
+	char msg[160];
+
+	if (session_chan(s, o->id)) {
+		snprintf(msg, sizeof(msg), "channel id %u opened twice", o->id);
+		ex->st.bad_frames++;
+		session_finish(s, GRPC_STATUS_INVALID_ARGUMENT, msg);
+		return;
+	}
+	if (!g || o->gate_channel >= g->n_channels) {
+		snprintf(msg, sizeof(msg), "TaskManager %s has no input channel %u of gate %u",
+			 ex->tm_id, o->gate_channel, o->gate);
+		session_error(s, -ENOENT, o->id, msg);
+		return;
+	}
+	if (g->chans[o->gate_channel]) {
+		snprintf(msg, sizeof(msg), "input channel %u of gate %u is open already",
+			 o->gate_channel, o->gate);
+		session_error(s, -EBUSY, o->id, msg);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c)
+		c->id = o->id;
+	if (!c || session_chan_insert(s, c) < 0) {
+		free(c);
+		session_error(s, -ENOMEM, o->id, "out of memory");
+		return;
+	}
+	c->s = s;
+	c->gate = o->gate;
+	c->gate_channel = o->gate_channel;
+	g->chans[o->gate_channel] = c;
+	/* The initial credit travels in the answer: nobody waits for a first record. */
+	ack.id = o->id;
+	ack.initial_credit = g->initial_credit;
+	f.frame_case = FDX__CONTROL_FRAME__FRAME_OPEN_ACK;
+	f.open_ack = &ack;
+	session_send(s, &f);
+	memset(&ev, 0, sizeof(ev));
+	ev.type = FDX_EV_CHANNEL_OPENED;
+	ev.gate = o->gate;
+	ev.gate_channel = o->gate_channel;
+	ev.subpartition = o->subpartition;
+	snprintf(ev.peer, sizeof(ev.peer), "%s", s->peer_tm);
+	ev_push_locked(ex, &ev, NULL, 0);
 }
 
 static void session_on_hello(struct session *s, const Fdx__Hello *h)
@@ -324,7 +645,7 @@ static void session_on_hello(struct session *s, const Fdx__Hello *h)
 			 h->protocol_version, ex->tm_id, ex->version);
 		FDX_LOG_WARN(&ex->log, "exchange %s: refused TaskManager %s (pid %u): %s",
 			     ex->tm_id, s->peer_tm, h->pid, msg);
-		count(ex, &ex->st.handshakes_refused);
+		ex->st.handshakes_refused++;
 		session_finish(s, GRPC_STATUS_FAILED_PRECONDITION, msg);
 		return;
 	}
@@ -335,10 +656,49 @@ static void session_on_hello(struct session *s, const Fdx__Hello *h)
 	f.frame_case = FDX__CONTROL_FRAME__FRAME_HELLO_ACK;
 	f.hello_ack = &ack;
 	/* Counted before the answer leaves: whoever got the answer sees the count. */
-	count(ex, &ex->st.handshakes_served);
+	ex->st.handshakes_served++;
 	session_send(s, &f);
 	FDX_LOG_INFO(&ex->log, "exchange %s: TaskManager %s (pid %u, uid %u) connected", ex->tm_id,
 		     s->peer_tm, h->pid, h->uid);
+}
+
+/* A frame after the handshake, from a producer. */
+static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame *f)
+{
+	struct fdx_exchange *ex = s->ex;
+	uint32_t id = 0;
+	char msg[160];
+
+	switch (f->frame_case) {
+	case FDX__CONTROL_FRAME__FRAME_OPEN:
+		session_on_open(s, f->open);
+		return;
+	case FDX__CONTROL_FRAME__FRAME_BACKLOG:
+		id = f->backlog->channel;
+		break;
+	case FDX__CONTROL_FRAME__FRAME_CLOSE:
+		id = f->close->channel;
+		break;
+	case FDX__CONTROL_FRAME__FRAME_CREDIT:
+		ex->st.bad_frames++;
+		session_finish(s, GRPC_STATUS_INVALID_ARGUMENT,
+			       "credit flows from the consumer to the producer, not back");
+		return;
+	default:
+		snprintf(msg, sizeof(msg), "unexpected frame (case %d) from a producer",
+			 (int)f->frame_case);
+		ex->st.bad_frames++;
+		session_finish(s, GRPC_STATUS_INVALID_ARGUMENT, msg);
+		return;
+	}
+	if (!session_chan(s, id)) {
+		snprintf(msg, sizeof(msg), "unknown channel %u", id);
+		ex->st.bad_frames++;
+		FDX_LOG_WARN(&ex->log, "exchange %s: TaskManager %s named %s; stream failed",
+			     ex->tm_id, s->peer_tm, msg);
+		session_finish(s, GRPC_STATUS_INVALID_ARGUMENT, msg);
+	}
+	/* Backlog and close of known channels: used by the data plane (issue 4). */
 }
 
 static void session_on_frame(struct session *s, grpc_byte_buffer *bb)
@@ -347,20 +707,20 @@ static void session_on_frame(struct session *s, grpc_byte_buffer *bb)
 	Fdx__ControlFrame *f = unpack_frame(bb);
 
 	if (!f) {
-		count(ex, &ex->st.bad_frames);
+		ex->st.bad_frames++;
 		FDX_LOG_WARN(&ex->log, "exchange %s: a frame from %s does not parse; stream failed",
 			     ex->tm_id, s->greeted ? s->peer_tm : "an unknown peer");
 		session_finish(s, GRPC_STATUS_INVALID_ARGUMENT, "frame does not parse");
 		return;
 	}
-	count(ex, &ex->st.frames_in);
+	ex->st.frames_in++;
 	if (f->frame_case == FDX__CONTROL_FRAME__FRAME_HELLO && !s->greeted)
 		session_on_hello(s, f->hello);
 	else if (!s->greeted)
 		session_finish(s, GRPC_STATUS_FAILED_PRECONDITION,
 			       "the first frame must be a hello");
 	else
-		session_finish(s, GRPC_STATUS_UNIMPLEMENTED, "frame not handled yet");
+		session_on_greeted_frame(s, f);
 	fdx__control_frame__free_unpacked(f, NULL);
 }
 
@@ -395,9 +755,7 @@ static void session_start(struct fdx_exchange *ex, grpc_call *call)
 	if (ex->sessions)
 		ex->sessions->prev = s;
 	ex->sessions = s;
-	pthread_mutex_lock(&ex->lock);
 	ex->n_sessions++;
-	pthread_mutex_unlock(&ex->lock);
 
 	memset(&op, 0, sizeof(op));
 	op.op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -423,11 +781,10 @@ static void session_maybe_free(struct session *s)
 		s->next->prev = s->prev;
 	sendq_clear(&s->q);
 	grpc_call_unref(s->call);
+	free(s->ids);
 	free(s);
-	pthread_mutex_lock(&ex->lock);
 	ex->n_sessions--;
 	pthread_cond_broadcast(&ex->cond);
-	pthread_mutex_unlock(&ex->lock);
 }
 
 static void session_event(struct session *s, enum tag_kind kind, int ok)
@@ -451,8 +808,11 @@ static void session_event(struct session *s, enum tag_kind kind, int ok)
 		if (!ok) {
 			sendq_clear(&s->q);
 			session_finish(s, GRPC_STATUS_CANCELLED, "send failed");
-		} else if (!send_next(s->call, &s->q, &s->t_send, &s->pending) && s->finishing) {
-			session_send_status(s);
+		} else if (!send_next(s->call, &s->q, &s->t_send, &s->pending)) {
+			if (s->finishing)
+				session_send_status(s);
+			else
+				session_flush_credits(s);
 		}
 		break;
 	case TAG_SESSION_CLOSE:
@@ -504,26 +864,117 @@ static void peer_post_recv(struct peer *p)
 	start_batch(p->call, ops, n, &p->t_recv, &p->pending);
 }
 
+/* The producer's channel id on p's stream, or NULL if p never opened it. */
+static struct cli_chan *peer_chan(struct peer *p, uint32_t id)
+{
+	struct fdx_exchange *ex = p->ex;
+
+	if (id == 0 || id >= ex->n_cchans || !ex->cchans[id] || ex->cchans[id]->p != p)
+		return NULL;
+	return ex->cchans[id];
+}
+
+/* A consumer broke the protocol: fail the stream; its status will fail the channels. */
+static void peer_fail(struct peer *p, const char *msg)
+{
+	struct fdx_exchange *ex = p->ex;
+
+	ex->st.bad_frames++;
+	FDX_LOG_ERR(&ex->log, "exchange %s: TaskManager %s at %s: %s; stream failed", ex->tm_id,
+		    p->remote_tm[0] ? p->remote_tm : "?", p->addr, msg);
+	grpc_call_cancel_with_status(p->call, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL);
+}
+
+static void peer_on_credit(struct peer *p, const Fdx__CreditUpdate *cu)
+{
+	struct fdx_exchange *ex = p->ex;
+	struct fdx_exchange_event ev;
+	char msg[160];
+
+	for (size_t i = 0; i < cu->n_credits; i++) {
+		const Fdx__Credit *cr = cu->credits[i];
+		struct cli_chan *c = peer_chan(p, cr->channel);
+
+		if (!c || c->state != CHAN_OPEN) {
+			snprintf(msg, sizeof(msg), "credit for unknown channel %u", cr->channel);
+			peer_fail(p, msg);
+			return;
+		}
+		if (c->credits + cr->added > UINT32_MAX) {
+			snprintf(msg, sizeof(msg), "credit on channel %u would overflow",
+				 cr->channel);
+			peer_fail(p, msg);
+			return;
+		}
+		if (cr->n_returned_offsets > UINT32_MAX) {
+			peer_fail(p, "too many returned offsets");
+			return;
+		}
+		c->credits += cr->added;
+		ex->st.credits_in += cr->added;
+		memset(&ev, 0, sizeof(ev));
+		ev.type = FDX_EV_CREDIT;
+		ev.channel = c->id;
+		ev.gate = c->gate;
+		ev.gate_channel = c->gate_channel;
+		ev.credits = cr->added;
+		snprintf(ev.peer, sizeof(ev.peer), "%s", p->remote_tm);
+		ev_push_locked(ex, &ev, cr->returned_offsets, (uint32_t)cr->n_returned_offsets);
+	}
+}
+
 static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 {
 	struct fdx_exchange *ex = p->ex;
 	Fdx__ControlFrame *f = unpack_frame(bb);
+	struct cli_chan *c;
+	char msg[160];
 
 	if (!f) {
-		ex->st.bad_frames++;
-		FDX_LOG_ERR(&ex->log, "exchange %s: a frame from %s does not parse; stream failed",
-			    ex->tm_id, p->addr);
-		grpc_call_cancel_with_status(p->call, GRPC_STATUS_INVALID_ARGUMENT,
-					     "frame does not parse", NULL);
+		peer_fail(p, "frame does not parse");
 		return;
 	}
 	ex->st.frames_in++;
-	if (f->frame_case == FDX__CONTROL_FRAME__FRAME_HELLO_ACK) {
+	switch (f->frame_case) {
+	case FDX__CONTROL_FRAME__FRAME_HELLO_ACK:
 		snprintf(p->remote_tm, sizeof(p->remote_tm), "%s",
 			 f->hello_ack->taskmanager_id ? f->hello_ack->taskmanager_id : "?");
 		FDX_LOG_INFO(&ex->log, "exchange %s: connected to TaskManager %s at %s", ex->tm_id,
 			     p->remote_tm, p->addr);
 		peer_set_state_locked(p, PEER_UP, 0);
+		break;
+	case FDX__CONTROL_FRAME__FRAME_OPEN_ACK:
+		c = peer_chan(p, f->open_ack->id);
+		if (!c || c->state != CHAN_OPENING) {
+			snprintf(msg, sizeof(msg), "answer for unknown channel %u",
+				 f->open_ack->id);
+			peer_fail(p, msg);
+			break;
+		}
+		c->state = CHAN_OPEN;
+		c->initial = f->open_ack->initial_credit;
+		c->credits = c->initial;
+		pthread_cond_broadcast(&ex->cond);
+		break;
+	case FDX__CONTROL_FRAME__FRAME_ERROR:
+		c = peer_chan(p, f->error->channel);
+		FDX_LOG_WARN(&ex->log, "exchange %s: TaskManager %s refused: %s", ex->tm_id,
+			     p->remote_tm, f->error->message ? f->error->message : "");
+		if (c && c->state == CHAN_OPENING) {
+			c->state = CHAN_FAILED;
+			c->result = f->error->code < 0 && f->error->code > -4096 ? f->error->code
+										 : FDX_EREFUSED;
+			pthread_cond_broadcast(&ex->cond);
+		}
+		break;
+	case FDX__CONTROL_FRAME__FRAME_CREDIT:
+		peer_on_credit(p, f->credit);
+		break;
+	default:
+		snprintf(msg, sizeof(msg), "unexpected frame (case %d) from a consumer",
+			 (int)f->frame_case);
+		peer_fail(p, msg);
+		break;
 	}
 	fdx__control_frame__free_unpacked(f, NULL);
 }
@@ -557,6 +1008,23 @@ static void peer_on_status_locked(struct peer *p)
 		FDX_LOG_ERR(&ex->log, "exchange %s: stream to TaskManager %s at %s ended: %s (%s)",
 			    ex->tm_id, p->remote_tm[0] ? p->remote_tm : "?", p->addr,
 			    details && details[0] ? details : "no details", fdx_strerror(err));
+	for (uint32_t id = 1; id < ex->n_cchans; id++) {
+		struct cli_chan *c = ex->cchans[id];
+		char msg[192];
+
+		if (!c || c->p != p || c->state == CHAN_FAILED)
+			continue;
+		if (c->state == CHAN_OPEN) {
+			snprintf(msg, sizeof(msg), "TaskManager %s at %s went away: %s",
+				 p->remote_tm[0] ? p->remote_tm : "?", p->addr,
+				 details && details[0] ? details : fdx_strerror(err));
+			ev_channel_failed_locked(ex, id, c->gate, c->gate_channel, err,
+						 p->remote_tm, msg);
+		}
+		c->state = CHAN_FAILED;
+		c->result = err;
+		c->p = NULL;
+	}
 	gpr_free(details);
 	peer_set_state_locked(p, PEER_FAILED, err);
 }
@@ -588,12 +1056,11 @@ static void peer_unlink_locked(struct fdx_exchange *ex, struct peer *p)
 	pthread_cond_broadcast(&ex->cond);
 }
 
-static void peer_event(struct peer *p, enum tag_kind kind, int ok)
+/* Returns p when it is over and must be freed (after ex->lock is released). */
+static struct peer *peer_event(struct peer *p, enum tag_kind kind, int ok)
 {
 	struct fdx_exchange *ex = p->ex;
-	int done;
 
-	pthread_mutex_lock(&ex->lock);
 	p->pending--;
 	switch (kind) {
 	case TAG_PEER_RECV:
@@ -617,19 +1084,15 @@ static void peer_event(struct peer *p, enum tag_kind kind, int ok)
 	default:
 		break;
 	}
-	if (p->pending) {
-		pthread_mutex_unlock(&ex->lock);
-		return;
-	}
+	if (p->pending)
+		return NULL;
 	/* Every operation has completed: the stream is over. Forget the peer. */
 	p->over = 1;
 	p->state = PEER_FAILED;
-	done = p->waiters == 0; /* else the last waiter frees it */
-	if (done)
-		peer_unlink_locked(ex, p);
-	pthread_mutex_unlock(&ex->lock);
-	if (done)
-		peer_free(p);
+	if (p->waiters)
+		return NULL; /* the last waiter frees it */
+	peer_unlink_locked(ex, p);
+	return p;
 }
 
 /* With ex->lock held: create the stream to addr and send our hello. */
@@ -703,30 +1166,26 @@ static int peer_start_locked(struct fdx_exchange *ex, const char *addr, struct p
 	return 0;
 }
 
-FDX_API int fdx_exchange_connect(struct fdx_exchange *ex, const char *addr, int timeout_ms)
+/*
+ * With ex->lock held: the peer at addr once its handshake is done, started if
+ * needed. On success *out is the peer (up); on failure the error.
+ */
+static int connect_locked(struct fdx_exchange *ex, const char *addr,
+			  const struct timespec *deadline, int timeout_ms, struct peer **out)
 {
-	struct timespec deadline;
-	struct peer *p;
+	struct peer *p, *dead = NULL;
 	int err = 0;
 
-	if (!ex || !addr)
-		return -EINVAL;
-	if (timeout_ms <= 0)
-		timeout_ms = CONNECT_TIMEOUT_DEFAULT_MS;
-	deadline_in(&deadline, timeout_ms);
-	pthread_mutex_lock(&ex->lock);
 	for (p = ex->peers; p; p = p->next)
 		if (p->state != PEER_FAILED && !p->over && strcmp(p->addr, addr) == 0)
 			break;
 	if (!p)
 		err = peer_start_locked(ex, addr, &p);
-	if (err) {
-		pthread_mutex_unlock(&ex->lock);
+	if (err)
 		return err;
-	}
 	p->waiters++;
 	while (!err && p->state == PEER_CONNECTING) {
-		if (pthread_cond_timedwait(&ex->cond, &ex->lock, &deadline) == ETIMEDOUT &&
+		if (pthread_cond_timedwait(&ex->cond, &ex->lock, deadline) == ETIMEDOUT &&
 		    p->state == PEER_CONNECTING) {
 			err = -ETIMEDOUT;
 			grpc_call_cancel(p->call, NULL);
@@ -734,17 +1193,238 @@ FDX_API int fdx_exchange_connect(struct fdx_exchange *ex, const char *addr, int 
 	}
 	if (!err && p->state == PEER_FAILED)
 		err = p->result;
-	if (--p->waiters == 0 && p->over)
+	if (--p->waiters == 0 && p->over) {
 		peer_unlink_locked(ex, p);
-	else
-		p = NULL;
-	pthread_mutex_unlock(&ex->lock);
-	if (p)
-		peer_free(p);
+		dead = p;
+	}
+	if (dead) {
+		/* Freeing needs no lock, but keeps it short: the peer is unlinked. */
+		pthread_mutex_unlock(&ex->lock);
+		peer_free(dead);
+		pthread_mutex_lock(&ex->lock);
+	}
 	if (err == -ETIMEDOUT)
 		FDX_LOG_ERR(&ex->log, "exchange %s: no handshake from %s within %d ms", ex->tm_id,
 			    addr, timeout_ms);
+	*out = err ? NULL : p;
 	return err;
+}
+
+FDX_API int fdx_exchange_connect(struct fdx_exchange *ex, const char *addr, int timeout_ms)
+{
+	struct timespec deadline;
+	struct peer *p;
+	int err;
+
+	if (!ex || !addr)
+		return -EINVAL;
+	if (timeout_ms <= 0)
+		timeout_ms = CONNECT_TIMEOUT_DEFAULT_MS;
+	deadline_in(&deadline, timeout_ms);
+	pthread_mutex_lock(&ex->lock);
+	err = connect_locked(ex, addr, &deadline, timeout_ms, &p);
+	pthread_mutex_unlock(&ex->lock);
+	return err;
+}
+
+FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
+				      const char *partition_id, uint32_t subpartition,
+				      uint32_t gate, uint32_t gate_channel, int timeout_ms,
+				      uint32_t *chan, uint32_t *initial_credit)
+{
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__OpenChannel o = FDX__OPEN_CHANNEL__INIT;
+	struct timespec deadline;
+	struct cli_chan *c;
+	struct peer *p;
+	uint32_t id;
+	int err;
+
+	if (!ex || !addr || !partition_id || !chan)
+		return -EINVAL;
+	if (timeout_ms <= 0)
+		timeout_ms = CONNECT_TIMEOUT_DEFAULT_MS;
+	deadline_in(&deadline, timeout_ms);
+	pthread_mutex_lock(&ex->lock);
+	err = connect_locked(ex, addr, &deadline, timeout_ms, &p);
+	if (err)
+		goto out;
+	if (ex->n_cchans == ex->cap_cchans) {
+		uint32_t cap = ex->cap_cchans ? 2 * ex->cap_cchans : 64;
+		struct cli_chan **a = realloc(ex->cchans, cap * sizeof(*a));
+
+		err = -ENOMEM;
+		if (!a)
+			goto out;
+		ex->cchans = a;
+		ex->cap_cchans = cap;
+		if (ex->n_cchans == 0)
+			ex->cchans[ex->n_cchans++] = NULL; /* id 0 means none */
+	}
+	c = calloc(1, sizeof(*c));
+	err = -ENOMEM;
+	if (!c)
+		goto out;
+	id = ex->n_cchans++;
+	ex->cchans[id] = c;
+	c->p = p;
+	c->id = id;
+	c->gate = gate;
+	c->gate_channel = gate_channel;
+	c->subpartition = subpartition;
+	c->state = CHAN_OPENING;
+	o.id = id;
+	o.partition_id = (char *)partition_id;
+	o.subpartition = subpartition;
+	o.gate = gate;
+	o.gate_channel = gate_channel;
+	f.frame_case = FDX__CONTROL_FRAME__FRAME_OPEN;
+	f.open = &o;
+	sendq_push(&p->q, pack_frame(&f));
+	send_next(p->call, &p->q, &p->t_send, &p->pending);
+	ex->st.frames_out++;
+	err = 0;
+	while (c->state == CHAN_OPENING) {
+		if (pthread_cond_timedwait(&ex->cond, &ex->lock, &deadline) == ETIMEDOUT &&
+		    c->state == CHAN_OPENING) {
+			/* Too late: the answer, if it comes, finds the channel failed. */
+			c->state = CHAN_FAILED;
+			c->result = -ETIMEDOUT;
+		}
+	}
+	if (c->state == CHAN_FAILED) {
+		err = c->result;
+		FDX_LOG_ERR(&ex->log,
+			    "exchange %s: cannot open input channel %u of gate %u at %s: %s",
+			    ex->tm_id, gate_channel, gate, addr, fdx_strerror(err));
+		goto out;
+	}
+	*chan = id;
+	if (initial_credit)
+		*initial_credit = c->initial;
+out:
+	pthread_mutex_unlock(&ex->lock);
+	return err;
+}
+
+FDX_API int fdx_exchange_add_gate(struct fdx_exchange *ex, uint32_t gate, uint32_t n_channels,
+				  uint32_t initial_credit)
+{
+	struct gate *g;
+	int err = 0;
+
+	if (!ex || n_channels == 0 || n_channels > GATE_CHANNELS_MAX)
+		return -EINVAL;
+	g = calloc(1, sizeof(*g));
+	if (g)
+		g->chans = calloc(n_channels, sizeof(*g->chans));
+	if (!g || !g->chans) {
+		if (g)
+			free(g->chans);
+		free(g);
+		return -ENOMEM;
+	}
+	g->id = gate;
+	g->n_channels = n_channels;
+	g->initial_credit = initial_credit;
+	pthread_mutex_lock(&ex->lock);
+	if (gate_find(ex, gate)) {
+		err = -EEXIST;
+	} else {
+		g->next = ex->gates;
+		ex->gates = g;
+	}
+	pthread_mutex_unlock(&ex->lock);
+	if (err) {
+		free(g->chans);
+		free(g);
+	}
+	return err;
+}
+
+FDX_API int fdx_exchange_credit(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
+				uint32_t added, const uint64_t *offsets, uint32_t n_offsets)
+{
+	struct srv_chan *c;
+	struct session *s;
+	struct gate *g;
+	int err = 0;
+
+	if (!ex || (n_offsets && !offsets))
+		return -EINVAL;
+	pthread_mutex_lock(&ex->lock);
+	g = gate_find(ex, gate);
+	c = g && gate_channel < g->n_channels ? g->chans[gate_channel] : NULL;
+	if (!c) {
+		err = -ENOENT;
+		goto out;
+	}
+	if (c->pending_added + added > UINT32_MAX) {
+		err = -EOVERFLOW;
+		goto out;
+	}
+	if (c->n_offs + (uint64_t)n_offsets > c->cap_offs) {
+		uint64_t cap = c->cap_offs ? c->cap_offs : 16;
+		uint64_t *a;
+
+		while (cap < c->n_offs + (uint64_t)n_offsets)
+			cap *= 2;
+		err = -ENOMEM;
+		if (cap > UINT32_MAX || !(a = realloc(c->offs, cap * sizeof(*a))))
+			goto out;
+		c->offs = a;
+		c->cap_offs = (uint32_t)cap;
+		err = 0;
+	}
+	if (n_offsets)
+		memcpy(c->offs + c->n_offs, offsets, (size_t)n_offsets * sizeof(uint64_t));
+	c->n_offs += n_offsets;
+	c->pending_added += added;
+	s = c->s;
+	if (!c->dirty) {
+		c->dirty = 1;
+		c->next_dirty = NULL;
+		if (s->dirty_tail)
+			s->dirty_tail->next_dirty = c;
+		else
+			s->dirty_head = c;
+		s->dirty_tail = c;
+	}
+	session_flush_credits(s);
+out:
+	pthread_mutex_unlock(&ex->lock);
+	return err;
+}
+
+FDX_API int fdx_exchange_poll(struct fdx_exchange *ex, struct fdx_exchange_event *evs, uint32_t max)
+{
+	struct fdx__mpsc_node *n;
+	uint32_t got = 0;
+
+	if (!ex || !evs)
+		return -EINVAL;
+	/* What the last poll returned is no longer referenced. */
+	while (ex->retired) {
+		struct evnode *e = ex->retired;
+
+		ex->retired = e->retired_next;
+		free(e);
+	}
+	while (got < max && (n = fdx__mpsc_pop(&ex->events))) {
+		struct evnode *e = (struct evnode *)((char *)n - offsetof(struct evnode, link));
+
+		evs[got] = e->ev;
+		evs[got].offsets = e->ev.n_offsets ? e->offsets : NULL;
+		e->retired_next = ex->retired;
+		ex->retired = e;
+		got++;
+	}
+	return (int)got;
+}
+
+FDX_API int fdx_exchange_event_fd(const struct fdx_exchange *ex)
+{
+	return ex ? ex->efd : -EINVAL;
 }
 
 /* ---- the completion-queue thread ------------------------------------------ */
@@ -785,6 +1465,7 @@ static void *cq_main(void *arg)
 	for (;;) {
 		grpc_event ev = grpc_completion_queue_next(
 			ex->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		struct peer *dead = NULL;
 		struct tag *t;
 
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
@@ -792,15 +1473,14 @@ static void *cq_main(void *arg)
 		if (ev.type != GRPC_OP_COMPLETE)
 			continue;
 		t = ev.tag;
+		pthread_mutex_lock(&ex->lock);
 		switch (t->kind) {
 		case TAG_REQUEST_CALL:
 			on_request_call(ex, ev.success);
 			break;
 		case TAG_SERVER_SHUTDOWN:
-			pthread_mutex_lock(&ex->lock);
 			ex->server_down = 1;
 			pthread_cond_broadcast(&ex->cond);
-			pthread_mutex_unlock(&ex->lock);
 			break;
 		case TAG_SESSION_RECV:
 		case TAG_SESSION_SEND:
@@ -811,9 +1491,13 @@ static void *cq_main(void *arg)
 		case TAG_PEER_RECV:
 		case TAG_PEER_SEND:
 		case TAG_PEER_STATUS:
-			peer_event(t->obj, t->kind, ev.success);
+			dead = peer_event(t->obj, t->kind, ev.success);
 			break;
 		}
+		events_flush_locked(ex);
+		pthread_mutex_unlock(&ex->lock);
+		if (dead)
+			peer_free(dead);
 	}
 	return NULL;
 }
@@ -857,7 +1541,9 @@ static void *accept_main(void *arg)
 				&ex->log,
 				"exchange %s: refused a Unix peer (pid %d, uid %d): uid not allowed",
 				ex->tm_id, (int)cred.pid, (int)cred.uid);
-			count(ex, &ex->st.peers_refused);
+			pthread_mutex_lock(&ex->lock);
+			ex->st.peers_refused++;
+			pthread_mutex_unlock(&ex->lock);
 			close(fd);
 			continue;
 		}
@@ -1075,6 +1761,25 @@ FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
 	}
 	if (ex->grpc_up)
 		grpc_shutdown();
+	for (struct fdx__mpsc_node *n; (n = fdx__mpsc_pop(&ex->events));)
+		free((char *)n - offsetof(struct evnode, link));
+	while (ex->retired) {
+		struct evnode *e = ex->retired;
+
+		ex->retired = e->retired_next;
+		free(e);
+	}
+	while (ex->gates) {
+		struct gate *g = ex->gates;
+
+		ex->gates = g->next;
+		free(g->chans);
+		free(g);
+	}
+	for (uint32_t i = 0; i < ex->n_cchans; i++)
+		free(ex->cchans[i]);
+	free(ex->cchans);
+	close(ex->efd);
 	pthread_cond_destroy(&ex->cond);
 	pthread_mutex_destroy(&ex->lock);
 	free(ex->sock_path);
@@ -1109,6 +1814,14 @@ FDX_API int fdx_exchange_create(const struct fdx_exchange_opts *o, struct fdx_ex
 	} else {
 		ex->allow_uids[0] = (uint32_t)geteuid();
 		ex->n_allow_uids = 1;
+	}
+	fdx__mpsc_init(&ex->events);
+	ex->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (ex->efd < 0) {
+		err = -errno;
+		free(ex->tm_id);
+		free(ex);
+		return err;
 	}
 	ex->t_request = (struct tag){TAG_REQUEST_CALL, ex};
 	ex->t_shutdown = (struct tag){TAG_SERVER_SHUTDOWN, ex};
@@ -1166,6 +1879,10 @@ FDX_API int fdx_exchange_stats(struct fdx_exchange *ex, struct fdx_exchange_stat
 	s = ex->st;
 	s.peers_up = ex->peers_up;
 	s.sessions = ex->n_sessions;
+	for (struct session *ss = ex->sessions; ss; ss = ss->next)
+		s.channels_in += ss->n_chans;
+	for (uint32_t i = 1; i < ex->n_cchans; i++)
+		s.channels_out += ex->cchans[i] && ex->cchans[i]->state == CHAN_OPEN;
 	pthread_mutex_unlock(&ex->lock);
 	s.size = st->size;
 	n = st->size < sizeof(s) ? st->size : (uint32_t)sizeof(s);

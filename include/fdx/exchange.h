@@ -100,6 +100,98 @@ FDX_API const char *fdx_exchange_address(const struct fdx_exchange *ex);
  */
 FDX_API int fdx_exchange_connect(struct fdx_exchange *ex, const char *addr, int timeout_ms);
 
+/**
+ * Register an input gate of this TaskManager: producers may then open its
+ * channels 0..n_channels-1, each granted initial_credit when it opens
+ * (Flink's exclusive buffers per channel). Owner thread.
+ *
+ * @return 0; -EINVAL if ex is NULL or n_channels is 0 or above 65536;
+ *   -EEXIST if the gate is registered already; -ENOMEM.
+ */
+FDX_API int fdx_exchange_add_gate(struct fdx_exchange *ex, uint32_t gate, uint32_t n_channels,
+				  uint32_t initial_credit);
+
+/**
+ * Open a channel from this TaskManager (the producer) to input channel
+ * gate_channel of gate at the peer serving addr, over the one stream to that
+ * peer (opened as by fdx_exchange_connect() if needed). Waits for the answer.
+ *
+ * @param ex the exchange.
+ * @param addr the consumer's address (borrowed).
+ * @param partition_id the producing partition's id, a string (borrowed).
+ * @param subpartition the subpartition that feeds this channel.
+ * @param gate the consumer's input gate.
+ * @param gate_channel the input channel of that gate.
+ * @param timeout_ms the longest wait; <= 0 means 5000.
+ * @param chan receives the channel's id, used by every later call and event.
+ * @param initial_credit receives the credit granted at open (may be NULL).
+ * @return 0; -EINVAL if an argument is NULL; -ENOENT if the peer has no such
+ *   gate or channel; -EBUSY if that input channel is open already;
+ *   -ETIMEDOUT; every error of fdx_exchange_connect(); FDX_EPEERGONE if the
+ *   stream failed meanwhile; -ENOMEM.
+ */
+FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
+				      const char *partition_id, uint32_t subpartition,
+				      uint32_t gate, uint32_t gate_channel, int timeout_ms,
+				      uint32_t *chan, uint32_t *initial_credit);
+
+/**
+ * Announce credit to the producer of an open input channel, and hand back
+ * the offsets of its buffers this consumer is done with (in order). Credits
+ * are coalesced: while a message is on its way, what accumulates goes in the
+ * next one. Owner thread; no syscall per call.
+ *
+ * @param offsets n_offsets offsets (borrowed; copied), or NULL when 0.
+ * @return 0; -EINVAL if ex is NULL, or offsets is NULL with n_offsets > 0;
+ *   -ENOENT if no producer has that input channel open; -EOVERFLOW if the
+ *   credit not yet sent would pass 2^32 - 1; -ENOMEM.
+ */
+FDX_API int fdx_exchange_credit(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
+				uint32_t added, const uint64_t *offsets, uint32_t n_offsets);
+
+/** What an event reports; see struct fdx_exchange_event. */
+enum fdx_exchange_event_type {
+	/** Consumer: a producer opened input channel (gate, gate_channel). */
+	FDX_EV_CHANNEL_OPENED = 1,
+	/** Producer: credit and returned offsets for channel. */
+	FDX_EV_CREDIT = 2,
+	/** Either side: the channel is gone; error says why, message names the peer. */
+	FDX_EV_CHANNEL_FAILED = 3,
+};
+
+/** One event, filled by fdx_exchange_poll(). */
+struct fdx_exchange_event {
+	uint32_t type; /**< one of enum fdx_exchange_event_type */
+	uint32_t channel; /**< producer: the channel id; consumer: 0 */
+	uint32_t gate; /**< consumer: the input gate; producer: the peer's gate */
+	uint32_t gate_channel; /**< the input channel of that gate */
+	uint32_t credits; /**< FDX_EV_CREDIT: credit added */
+	uint32_t n_offsets; /**< FDX_EV_CREDIT: buffers handed back */
+	const uint64_t *offsets; /**< their offsets, valid until the next poll */
+	int32_t error; /**< FDX_EV_CHANNEL_FAILED: an fdx code */
+	uint32_t subpartition; /**< FDX_EV_CHANNEL_OPENED: the producer's subpartition */
+	char peer[64]; /**< the peer TaskManager's id */
+	char message[192]; /**< FDX_EV_CHANNEL_FAILED: the reason, naming the peer */
+};
+
+/**
+ * Take up to max pending events, oldest first, without blocking. Events of
+ * one channel come in the order they were sent. The offsets of the events
+ * returned stay valid until the next call. Owner thread only.
+ *
+ * @return the number of events (0 if none); -EINVAL if ex or evs is NULL.
+ */
+FDX_API int fdx_exchange_poll(struct fdx_exchange *ex, struct fdx_exchange_event *evs,
+			      uint32_t max);
+
+/**
+ * A descriptor (owned by the exchange) that is readable while events may be
+ * pending: poll it, read 8 bytes, then call fdx_exchange_poll() until 0.
+ *
+ * @return the descriptor, or -EINVAL if ex is NULL.
+ */
+FDX_API int fdx_exchange_event_fd(const struct fdx_exchange *ex);
+
 /** Counters of an exchange, filled by fdx_exchange_stats(). */
 struct fdx_exchange_stats {
 	uint32_t size; /**< set by the caller: sizeof(struct fdx_exchange_stats) */
@@ -111,7 +203,12 @@ struct fdx_exchange_stats {
 	uint64_t peers_refused; /**< Unix connections refused by credentials */
 	uint64_t frames_in; /**< control frames received */
 	uint64_t frames_out; /**< control frames sent */
-	uint64_t bad_frames; /**< frames that did not parse */
+	uint64_t bad_frames; /**< frames that did not parse or broke the protocol */
+	uint64_t credit_msgs_out; /**< CreditUpdate messages sent */
+	uint64_t credits_out; /**< credit announced in them */
+	uint64_t credits_in; /**< credit received */
+	uint32_t channels_in; /**< input channels open (consumer side) */
+	uint32_t channels_out; /**< channels open (producer side) */
 };
 
 /**
