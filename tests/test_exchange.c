@@ -63,6 +63,8 @@ static void next_update(uint64_t *seed, uint32_t n_channels, struct update *u)
  * s). When credit mode is on, once n_channels channels are open, send the
  * update sequence.
  */
+static int backlogs, closed, last_backlog;
+
 static void child_loop(struct fdx_exchange *ex, uint64_t seed, uint32_t n_updates,
 		       uint32_t n_channels, int *opened, int *failed, int *credit_errors)
 {
@@ -84,6 +86,11 @@ static void child_loop(struct fdx_exchange *ex, uint64_t seed, uint32_t n_update
 			for (int i = 0; i < n; i++) {
 				*opened += evs[i].type == FDX_EV_CHANNEL_OPENED;
 				*failed += evs[i].type == FDX_EV_CHANNEL_FAILED;
+				closed += evs[i].type == FDX_EV_CHANNEL_CLOSED;
+				if (evs[i].type == FDX_EV_BACKLOG) {
+					backlogs++;
+					last_backlog = (int)evs[i].backlog;
+				}
 			}
 		if (n_updates && !sent && *opened == (int)n_channels) {
 			struct update u;
@@ -98,6 +105,31 @@ static void child_loop(struct fdx_exchange *ex, uint64_t seed, uint32_t n_update
 		if (p[0].revents & (POLLIN | POLLHUP))
 			break;
 	}
+}
+
+/* "producer:ADDR:N": open N channels of GATE at ADDR, say "ready", wait. */
+static int run_producer(const char *spec)
+{
+	struct fdx_exchange_opts o = {.size = sizeof(o), .tm_id = "child-producer"};
+	struct fdx_exchange *ex;
+	char addr[256], line[64];
+	unsigned n = 0;
+	uint32_t chan;
+
+	if (sscanf(spec, "producer:%255[^,],%u", addr, &n) != 2)
+		return 2;
+	if (fdx_exchange_create(&o, &ex) < 0)
+		return 1;
+	for (uint32_t gc = 0; gc < n; gc++)
+		if (fdx_exchange_open_channel(ex, addr, "p", gc, GATE, gc, 5000, &chan, NULL) < 0)
+			return 1;
+	printf("ready\n");
+	fflush(stdout);
+	alarm(60);
+	if (!fgets(line, sizeof(line), stdin))
+		line[0] = '\0';
+	fdx_exchange_destroy(ex);
+	return 0;
 }
 
 static int run_child(int argc, char **argv)
@@ -116,6 +148,8 @@ static int run_child(int argc, char **argv)
 
 	if (argc < 5)
 		return 2;
+	if (argc > 5 && strncmp(argv[5], "producer:", 9) == 0)
+		return run_producer(argv[5]);
 	if (argc > 5)
 		sscanf(argv[5], "credits:%llu:%u:%u", &seed, &n_updates, &n_channels);
 	o.listen = argv[2];
@@ -149,13 +183,15 @@ static int run_child(int argc, char **argv)
 	t0 = test_now_ns();
 	fdx_exchange_destroy(ex);
 	printf("served=%llu refused=%llu peers_refused=%llu destroy_ms=%llu log_refused=%d "
-	       "log_uid=%d bad=%llu opened=%d failed=%d credit_errors=%d msgs=%llu\n",
+	       "log_uid=%d bad=%llu opened=%d failed=%d credit_errors=%d msgs=%llu backlogs=%d "
+	       "last_backlog=%d closed=%d\n",
 	       (unsigned long long)st.handshakes_served, (unsigned long long)st.handshakes_refused,
 	       (unsigned long long)st.peers_refused,
 	       (unsigned long long)((test_now_ns() - t0) / 1000000u),
 	       strstr(lg.all, "refused TaskManager") != NULL,
 	       strstr(lg.all, "uid not allowed") != NULL, (unsigned long long)st.bad_frames, opened,
-	       failed, credit_errors, (unsigned long long)st.credit_msgs_out);
+	       failed, credit_errors, (unsigned long long)st.credit_msgs_out, backlogs,
+	       last_backlog, closed);
 	fflush(stdout);
 	return 0;
 }
@@ -168,7 +204,7 @@ struct child {
 	FILE *from; /* its stdout */
 	char addr[256];
 	unsigned long long served, refused, peers_refused, destroy_ms, bad, msgs;
-	int log_refused, log_uid, opened, failed, credit_errors;
+	int log_refused, log_uid, opened, failed, credit_errors, backlogs, last_backlog, closed;
 };
 
 /* Read one line within 10 s; 0 or -1. */
@@ -228,11 +264,12 @@ static void child_stop(struct child *c)
 	assert_int_equal(sscanf(line,
 				"served=%llu refused=%llu peers_refused=%llu destroy_ms=%llu "
 				"log_refused=%d log_uid=%d bad=%llu opened=%d failed=%d "
-				"credit_errors=%d msgs=%llu",
+				"credit_errors=%d msgs=%llu backlogs=%d last_backlog=%d closed=%d",
 				&c->served, &c->refused, &c->peers_refused, &c->destroy_ms,
 				&c->log_refused, &c->log_uid, &c->bad, &c->opened, &c->failed,
-				&c->credit_errors, &c->msgs),
-			 11);
+				&c->credit_errors, &c->msgs, &c->backlogs, &c->last_backlog,
+				&c->closed),
+			 14);
 	close(c->to);
 	fclose(c->from);
 	for (int i = 0; i < 1000 && waitpid(c->pid, &status, WNOHANG) == 0; i++)
@@ -696,7 +733,7 @@ static void test_exchange_open_channel_refusals(void **state)
  * offsets, sent by the consumer as fast as it can: the producer sees exactly
  * the sums and the offsets, per channel, in order.
  */
-static void test_exchange_credits_arrive_exact_and_in_order(void **state)
+static void credits_arrive_exact_and_in_order(const char *listen)
 {
 	enum { NCH = 64, NUPD = 100000 };
 	const uint64_t seed0 = 0x5eed1234abcdull;
@@ -711,7 +748,6 @@ static void test_exchange_credits_arrive_exact_and_in_order(void **state)
 	char mode[96];
 	uint64_t end;
 
-	(void)state;
 	for (int i = 0; i < NCH; i++) {
 		want_offs[i] = malloc(NUPD * 3 * sizeof(uint64_t) / NCH * 2 + 64);
 		assert_non_null(want_offs[i]);
@@ -724,7 +760,7 @@ static void test_exchange_credits_arrive_exact_and_in_order(void **state)
 			want_offs[u.gate_channel][n_want[u.gate_channel]++] = u.offs[k];
 	}
 	snprintf(mode, sizeof(mode), "credits:%llu:%d:%d", (unsigned long long)seed0, NUPD, NCH);
-	child_start_mode(&c, "default", 0, -1, mode);
+	child_start_mode(&c, listen, 0, -1, mode);
 	ex = parent_exchange(&lg);
 	for (uint32_t gc = 0; gc < NCH; gc++) {
 		uint32_t initial = 0;
@@ -777,8 +813,101 @@ static void test_exchange_credits_arrive_exact_and_in_order(void **state)
 	assert_int_equal(c.credit_errors, 0);
 	/* Coalesced: far fewer messages than updates. */
 	assert_true(c.msgs > 0 && c.msgs < NUPD);
-	print_message("credits: %d updates, %llu credit, in %llu messages\n", NUPD,
+	print_message("credits over %s: %d updates, %llu credit, in %llu messages\n", c.addr, NUPD,
 		      (unsigned long long)total, c.msgs);
+	fdx_exchange_destroy(ex);
+}
+
+static void test_exchange_credits_arrive_exact_and_in_order_unix(void **state)
+{
+	(void)state;
+	credits_arrive_exact_and_in_order("default");
+}
+
+static void test_exchange_credits_arrive_exact_and_in_order_tcp(void **state)
+{
+	(void)state;
+	credits_arrive_exact_and_in_order("127.0.0.1:0");
+}
+
+static void test_exchange_backlog_and_close_reach_the_consumer(void **state)
+{
+	struct test_log lg = {0};
+	struct fdx_exchange *ex;
+	uint32_t chan, again;
+	struct child c;
+
+	(void)state;
+	child_start(&c, "default", 0, -1);
+	ex = parent_exchange(&lg);
+	assert_int_equal(fdx_exchange_open_channel(ex, c.addr, "p", 0, GATE, 5, 5000, &chan, NULL),
+			 0);
+	assert_int_equal(fdx_exchange_backlog(ex, chan, 3), 0);
+	assert_int_equal(fdx_exchange_backlog(ex, chan, 9), 0);
+	assert_int_equal(fdx_exchange_close_channel(ex, chan), 0);
+	assert_int_equal(fdx_exchange_backlog(ex, chan, 1), -ENOENT);
+	assert_int_equal(fdx_exchange_close_channel(ex, chan), -ENOENT);
+	assert_int_equal(fdx_exchange_close_channel(ex, 12345), -ENOENT);
+	/* Closed at the consumer too: the input channel can be opened again. */
+	assert_int_equal(fdx_exchange_open_channel(ex, c.addr, "p", 0, GATE, 5, 5000, &again, NULL),
+			 0);
+	assert_int_not_equal(again, chan);
+	child_stop(&c);
+	assert_int_equal(c.opened, 2);
+	assert_int_equal(c.backlogs, 2);
+	assert_int_equal(c.last_backlog, 9);
+	assert_int_equal(c.closed, 1);
+	assert_int_equal(c.bad, 0);
+	fdx_exchange_destroy(ex);
+}
+
+/* The consumer's side of a producer killed with SIGKILL. */
+static void test_exchange_consumer_notices_a_killed_producer(void **state)
+{
+	struct test_log lg = {0};
+	struct fdx_exchange_event evs[8];
+	struct fdx_exchange *ex;
+	struct child c;
+	char mode[300], line[64];
+	int opened = 0, failed = 0, status;
+	uint64_t t0, end;
+
+	(void)state;
+	ex = parent_exchange(&lg);
+	assert_int_equal(fdx_exchange_add_gate(ex, GATE, 4, 2), 0);
+	snprintf(mode, sizeof(mode), "producer:%s,4", fdx_exchange_address(ex));
+	child_start_mode(&c, "default", 0, -1, mode);
+	assert_string_equal(c.addr, "ready");
+	end = test_now_ns() + 5000000000ull;
+	while (opened < 4 && test_now_ns() < end) {
+		int n = fdx_exchange_poll(ex, evs, 8);
+
+		for (int i = 0; i < n; i++)
+			opened += evs[i].type == FDX_EV_CHANNEL_OPENED;
+		if (n == 0)
+			test_sleep_us(1000);
+	}
+	assert_int_equal(opened, 4);
+	t0 = test_now_ns();
+	assert_int_equal(kill(c.pid, SIGKILL), 0);
+	while (failed < 4 && test_now_ns() - t0 < 5000000000ull) {
+		int n = fdx_exchange_poll(ex, evs, 8);
+
+		for (int i = 0; i < n; i++) {
+			assert_int_equal(evs[i].type, FDX_EV_CHANNEL_FAILED);
+			assert_int_equal(evs[i].error, FDX_EPEERGONE);
+			assert_non_null(strstr(evs[i].message, "TaskManager child-producer"));
+			failed++;
+		}
+		if (n == 0)
+			test_sleep_us(1000);
+	}
+	assert_int_equal(failed, 4);
+	assert_true(test_now_ns() - t0 < 1000000000ull);
+	assert_int_equal(waitpid(c.pid, &status, 0), c.pid);
+	(void)line;
+	close(c.to);
+	fclose(c.from);
 	fdx_exchange_destroy(ex);
 }
 
@@ -860,7 +989,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_exchange_notices_a_killed_peer_within_a_second),
 		cmocka_unit_test(test_exchange_protocol_violations_fail_the_stream),
 		cmocka_unit_test(test_exchange_open_channel_refusals),
-		cmocka_unit_test(test_exchange_credits_arrive_exact_and_in_order),
+		cmocka_unit_test(test_exchange_credits_arrive_exact_and_in_order_unix),
+		cmocka_unit_test(test_exchange_credits_arrive_exact_and_in_order_tcp),
+		cmocka_unit_test(test_exchange_backlog_and_close_reach_the_consumer),
+		cmocka_unit_test(test_exchange_consumer_notices_a_killed_producer),
 	};
 
 	if (argc > 1 && strcmp(argv[1], "child") == 0) {

@@ -88,6 +88,7 @@ struct srv_chan {
 	struct session *s;
 	uint32_t id; /* the producer's OpenChannel.id */
 	uint32_t gate, gate_channel;
+	uint32_t backlog; /* the last one announced */
 	/* Credit and offsets not yet sent, coalesced until the next send. */
 	uint64_t pending_added;
 	uint64_t *offs;
@@ -423,6 +424,35 @@ static int session_chan_insert(struct session *s, struct srv_chan *c)
 	}
 }
 
+/* Remove c from s's table (linear probing: re-place the rest of its cluster). */
+static void session_chan_remove(struct session *s, struct srv_chan *c)
+{
+	uint32_t mask = s->ids_cap - 1, i = c->id & mask;
+
+	while (s->ids[i] != c)
+		i = (i + 1) & mask;
+	s->ids[i] = NULL;
+	s->n_chans--;
+	for (i = (i + 1) & mask; s->ids[i]; i = (i + 1) & mask) {
+		struct srv_chan *o = s->ids[i];
+
+		s->ids[i] = NULL;
+		s->n_chans--;
+		session_chan_insert(s, o);
+	}
+	if (c->dirty) {
+		struct srv_chan **pp = &s->dirty_head, *prev = NULL;
+
+		while (*pp != c) {
+			prev = *pp;
+			pp = &(*pp)->next_dirty;
+		}
+		*pp = c->next_dirty;
+		if (s->dirty_tail == c)
+			s->dirty_tail = prev;
+	}
+}
+
 /* With ex->lock held: close every input channel of s and tell the owner why. */
 static void session_drop_channels(struct session *s, int err, const char *why)
 {
@@ -662,16 +692,57 @@ static void session_on_hello(struct session *s, const Fdx__Hello *h)
 		     s->peer_tm, h->pid, h->uid);
 }
 
+/* Answer a statistics request with this stream's input channels. */
+static void session_on_stats(struct session *s)
+{
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__StatsReply r = FDX__STATS_REPLY__INIT;
+	Fdx__ChannelStats *cs = calloc(s->n_chans ? s->n_chans : 1, sizeof(*cs));
+	Fdx__ChannelStats **csp = calloc(s->n_chans ? s->n_chans : 1, sizeof(*csp));
+	size_t n = 0;
+
+	if (!cs || !csp) {
+		free(cs);
+		free(csp);
+		session_error(s, -ENOMEM, 0, "out of memory");
+		return;
+	}
+	for (uint32_t i = 0; i < s->ids_cap; i++) {
+		struct srv_chan *c = s->ids[i];
+
+		if (!c)
+			continue;
+		fdx__channel_stats__init(&cs[n]);
+		cs[n].channel = c->id;
+		cs[n].credits = (uint32_t)c->pending_added;
+		cs[n].backlog = c->backlog;
+		csp[n] = &cs[n];
+		n++;
+	}
+	r.n_channels = n;
+	r.channels = csp;
+	f.frame_case = FDX__CONTROL_FRAME__FRAME_STATS_REPLY;
+	f.stats_reply = &r;
+	session_send(s, &f);
+	free(cs);
+	free(csp);
+}
+
 /* A frame after the handshake, from a producer. */
 static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame *f)
 {
 	struct fdx_exchange *ex = s->ex;
+	struct fdx_exchange_event ev;
+	struct srv_chan *c;
 	uint32_t id = 0;
 	char msg[160];
 
 	switch (f->frame_case) {
 	case FDX__CONTROL_FRAME__FRAME_OPEN:
 		session_on_open(s, f->open);
+		return;
+	case FDX__CONTROL_FRAME__FRAME_STATS_REQUEST:
+		session_on_stats(s);
 		return;
 	case FDX__CONTROL_FRAME__FRAME_BACKLOG:
 		id = f->backlog->channel;
@@ -691,14 +762,34 @@ static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame 
 		session_finish(s, GRPC_STATUS_INVALID_ARGUMENT, msg);
 		return;
 	}
-	if (!session_chan(s, id)) {
+	c = session_chan(s, id);
+	if (!c) {
 		snprintf(msg, sizeof(msg), "unknown channel %u", id);
 		ex->st.bad_frames++;
 		FDX_LOG_WARN(&ex->log, "exchange %s: TaskManager %s named %s; stream failed",
 			     ex->tm_id, s->peer_tm, msg);
 		session_finish(s, GRPC_STATUS_INVALID_ARGUMENT, msg);
+		return;
 	}
-	/* Backlog and close of known channels: used by the data plane (issue 4). */
+	memset(&ev, 0, sizeof(ev));
+	ev.gate = c->gate;
+	ev.gate_channel = c->gate_channel;
+	snprintf(ev.peer, sizeof(ev.peer), "%s", s->peer_tm);
+	if (f->frame_case == FDX__CONTROL_FRAME__FRAME_BACKLOG) {
+		c->backlog = f->backlog->backlog;
+		ev.type = FDX_EV_BACKLOG;
+		ev.backlog = c->backlog;
+	} else {
+		struct gate *g = gate_find(ex, c->gate);
+
+		session_chan_remove(s, c);
+		if (g && g->chans[c->gate_channel] == c)
+			g->chans[c->gate_channel] = NULL;
+		free(c->offs);
+		free(c);
+		ev.type = FDX_EV_CHANNEL_CLOSED;
+	}
+	ev_push_locked(ex, &ev, NULL, 0);
 }
 
 static void session_on_frame(struct session *s, grpc_byte_buffer *bb)
@@ -970,6 +1061,8 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 	case FDX__CONTROL_FRAME__FRAME_CREDIT:
 		peer_on_credit(p, f->credit);
 		break;
+	case FDX__CONTROL_FRAME__FRAME_STATS_REPLY:
+		break; /* asked for by tools (fdx-stat), not by the exchange itself */
 	default:
 		snprintf(msg, sizeof(msg), "unexpected frame (case %d) from a consumer",
 			 (int)f->frame_case);
@@ -1303,6 +1396,71 @@ FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
 	if (initial_credit)
 		*initial_credit = c->initial;
 out:
+	pthread_mutex_unlock(&ex->lock);
+	return err;
+}
+
+/* With ex->lock held: the open channel with that id, or NULL. */
+static struct cli_chan *open_chan_locked(struct fdx_exchange *ex, uint32_t id)
+{
+	if (id == 0 || id >= ex->n_cchans || !ex->cchans[id] || ex->cchans[id]->state != CHAN_OPEN)
+		return NULL;
+	return ex->cchans[id];
+}
+
+static void peer_send_locked(struct peer *p, const Fdx__ControlFrame *f)
+{
+	sendq_push(&p->q, pack_frame(f));
+	send_next(p->call, &p->q, &p->t_send, &p->pending);
+	p->ex->st.frames_out++;
+}
+
+FDX_API int fdx_exchange_backlog(struct fdx_exchange *ex, uint32_t channel, uint32_t backlog)
+{
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__Backlog b = FDX__BACKLOG__INIT;
+	struct cli_chan *c;
+	int err = 0;
+
+	if (!ex)
+		return -EINVAL;
+	pthread_mutex_lock(&ex->lock);
+	c = open_chan_locked(ex, channel);
+	if (!c) {
+		err = -ENOENT;
+	} else {
+		b.channel = channel;
+		b.backlog = backlog;
+		f.frame_case = FDX__CONTROL_FRAME__FRAME_BACKLOG;
+		f.backlog = &b;
+		peer_send_locked(c->p, &f);
+	}
+	pthread_mutex_unlock(&ex->lock);
+	return err;
+}
+
+FDX_API int fdx_exchange_close_channel(struct fdx_exchange *ex, uint32_t channel)
+{
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__CloseChannel cl = FDX__CLOSE_CHANNEL__INIT;
+	struct cli_chan *c;
+	int err = 0;
+
+	if (!ex)
+		return -EINVAL;
+	pthread_mutex_lock(&ex->lock);
+	c = open_chan_locked(ex, channel);
+	if (!c) {
+		err = -ENOENT;
+	} else {
+		cl.channel = channel;
+		f.frame_case = FDX__CONTROL_FRAME__FRAME_CLOSE;
+		f.close = &cl;
+		peer_send_locked(c->p, &f);
+		c->state = CHAN_FAILED;
+		c->result = 0;
+		c->p = NULL;
+	}
 	pthread_mutex_unlock(&ex->lock);
 	return err;
 }

@@ -149,6 +149,22 @@ FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
 FDX_API int fdx_exchange_credit(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
 				uint32_t added, const uint64_t *offsets, uint32_t n_offsets);
 
+/**
+ * Producer: announce how many buffers are queued for channel (its backlog),
+ * so the consumer can hand it floating credit. Owner thread.
+ *
+ * @return 0; -EINVAL if ex is NULL; -ENOENT if channel is not open; -ENOMEM.
+ */
+FDX_API int fdx_exchange_backlog(struct fdx_exchange *ex, uint32_t channel, uint32_t backlog);
+
+/**
+ * Producer: close channel; the consumer is told (FDX_EV_CHANNEL_CLOSED) and
+ * may let another producer open that input channel. Owner thread.
+ *
+ * @return 0; -EINVAL if ex is NULL; -ENOENT if channel is not open.
+ */
+FDX_API int fdx_exchange_close_channel(struct fdx_exchange *ex, uint32_t channel);
+
 /** What an event reports; see struct fdx_exchange_event. */
 enum fdx_exchange_event_type {
 	/** Consumer: a producer opened input channel (gate, gate_channel). */
@@ -157,6 +173,10 @@ enum fdx_exchange_event_type {
 	FDX_EV_CREDIT = 2,
 	/** Either side: the channel is gone; error says why, message names the peer. */
 	FDX_EV_CHANNEL_FAILED = 3,
+	/** Consumer: the producer announced the channel's backlog. */
+	FDX_EV_BACKLOG = 4,
+	/** Consumer: the producer closed the channel. */
+	FDX_EV_CHANNEL_CLOSED = 5,
 };
 
 /** One event, filled by fdx_exchange_poll(). */
@@ -170,6 +190,7 @@ struct fdx_exchange_event {
 	const uint64_t *offsets; /**< their offsets, valid until the next poll */
 	int32_t error; /**< FDX_EV_CHANNEL_FAILED: an fdx code */
 	uint32_t subpartition; /**< FDX_EV_CHANNEL_OPENED: the producer's subpartition */
+	uint32_t backlog; /**< FDX_EV_BACKLOG: buffers queued at the producer */
 	char peer[64]; /**< the peer TaskManager's id */
 	char message[192]; /**< FDX_EV_CHANNEL_FAILED: the reason, naming the peer */
 };
