@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -548,12 +549,16 @@ static grpc_status_code raw_call_n(const char *addr, const grpc_slice *msgs, siz
 		grpc_event ev = grpc_completion_queue_pluck(cq, (void *)2, deadline, NULL);
 		if (bb)
 			grpc_byte_buffer_destroy(bb);
+		if (getenv("FDX_TEST_RAW_DEBUG") &&
+		    (i % 1000 == 0 || ev.type != GRPC_OP_COMPLETE || !ev.success))
+			fprintf(stderr, "raw: message %zu: type %d success %d\n", i, (int)ev.type,
+				ev.success);
 		assert_int_equal(ev.type, GRPC_OP_COMPLETE);
 		if (!ev.success)
 			break;
 	}
-	/* gRPC delivers the status only once every message has been read. */
-	for (int i = 0; i < 1000; i++) {
+	/* gRPC delivers the status only once every message has been read (bounded by the deadline). */
+	for (int i = 0; i < 1000000; i++) {
 		grpc_byte_buffer *in = NULL;
 		grpc_op op;
 
@@ -654,8 +659,11 @@ static void test_exchange_protocol_violations_fail_the_stream(void **state)
 	child_start(&c, "default", 0, -1);
 	grpc_init();
 	m[0] = hello_slice();
-	b.channel = 5;
-	b.backlog = 3;
+	uint32_t five = 5, three = 3;
+	b.n_channels = 1;
+	b.channels = &five;
+	b.n_backlogs = 1;
+	b.backlogs = &three;
 	f.frame_case = FDX__CONTROL_FRAME__FRAME_BACKLOG;
 	f.backlog = &b;
 	m[1] = frame_slice(&f);
@@ -740,6 +748,7 @@ static void credits_arrive_exact_and_in_order(const char *listen)
 	struct test_log lg = {0};
 	struct fdx_exchange_event evs[256];
 	uint64_t want_sum[NCH] = {0}, got_sum[NCH] = {0}, total = 0, got_total = 0, seed = seed0;
+	uint64_t offs_total = 0, offs_got = 0;
 	uint64_t *want_offs[NCH];
 	uint32_t n_want[NCH] = {0}, n_got[NCH] = {0}, by_chan[NCH + 1], chan_of[NCH];
 	struct fdx_exchange *ex;
@@ -756,6 +765,7 @@ static void credits_arrive_exact_and_in_order(const char *listen)
 		next_update(&seed, NCH, &u);
 		want_sum[u.gate_channel] += u.added;
 		total += u.added;
+		offs_total += u.n;
 		for (uint32_t k = 0; k < u.n; k++)
 			want_offs[u.gate_channel][n_want[u.gate_channel]++] = u.offs[k];
 	}
@@ -773,7 +783,8 @@ static void credits_arrive_exact_and_in_order(const char *listen)
 		by_chan[chan_of[gc]] = gc;
 	}
 	end = test_now_ns() + 60000000000ull;
-	while (got_total < total && test_now_ns() < end) {
+	/* Until every credit and every offset came: some updates carry offsets only. */
+	while ((got_total < total || offs_got < offs_total) && test_now_ns() < end) {
 		struct pollfd p = {.fd = fdx_exchange_event_fd(ex), .events = POLLIN};
 		uint64_t v;
 		int n;
@@ -796,6 +807,7 @@ static void credits_arrive_exact_and_in_order(const char *listen)
 					assert_int_equal(evs[i].offsets[k],
 							 want_offs[gc][n_got[gc]]);
 					n_got[gc]++;
+					offs_got++;
 				}
 			}
 		}
@@ -834,7 +846,7 @@ static void test_exchange_backlog_and_close_reach_the_consumer(void **state)
 {
 	struct test_log lg = {0};
 	struct fdx_exchange *ex;
-	uint32_t chan, again;
+	uint32_t chan, again, other;
 	struct child c;
 
 	(void)state;
@@ -843,7 +855,11 @@ static void test_exchange_backlog_and_close_reach_the_consumer(void **state)
 	assert_int_equal(fdx_exchange_open_channel(ex, c.addr, "p", 0, GATE, 5, 5000, &chan, NULL),
 			 0);
 	assert_int_equal(fdx_exchange_backlog(ex, chan, 3), 0);
-	assert_int_equal(fdx_exchange_backlog(ex, chan, 9), 0);
+	for (uint32_t v = 4; v <= 10000; v++) /* coalesced: the latest value wins */
+		assert_int_equal(fdx_exchange_backlog(ex, chan, v), 0);
+	/* A round trip on the stream: every backlog has left before the close. */
+	assert_int_equal(fdx_exchange_open_channel(ex, c.addr, "p", 1, GATE, 6, 5000, &other, NULL),
+			 0);
 	assert_int_equal(fdx_exchange_close_channel(ex, chan), 0);
 	assert_int_equal(fdx_exchange_backlog(ex, chan, 1), -ENOENT);
 	assert_int_equal(fdx_exchange_close_channel(ex, chan), -ENOENT);
@@ -853,9 +869,9 @@ static void test_exchange_backlog_and_close_reach_the_consumer(void **state)
 			 0);
 	assert_int_not_equal(again, chan);
 	child_stop(&c);
-	assert_int_equal(c.opened, 2);
-	assert_int_equal(c.backlogs, 2);
-	assert_int_equal(c.last_backlog, 9);
+	assert_int_equal(c.opened, 3);
+	assert_true(c.backlogs >= 2 && c.backlogs < 10000);
+	assert_int_equal(c.last_backlog, 10000);
 	assert_int_equal(c.closed, 1);
 	assert_int_equal(c.bad, 0);
 	fdx_exchange_destroy(ex);
@@ -917,6 +933,237 @@ static uint32_t peers_up(struct fdx_exchange *ex)
 
 	assert_int_equal(fdx_exchange_stats(ex, &st), 0);
 	return st.peers_up;
+}
+
+/* Two exchanges in this process: a consumer with GATE and a producer. */
+struct pair {
+	struct test_log lc, lp;
+	struct fdx_exchange *cons, *prod;
+};
+
+static void pair_open(struct pair *pr)
+{
+	struct fdx_exchange_opts o = {.size = sizeof(o), .tm_id = "consumer"};
+
+	memset(pr, 0, sizeof(*pr));
+	o.log_fn = test_log_fn;
+	o.log_ud = &pr->lc;
+	assert_int_equal(fdx_exchange_create(&o, &pr->cons), 0);
+	assert_int_equal(fdx_exchange_add_gate(pr->cons, GATE, 8, 2), 0);
+	o.tm_id = "producer";
+	o.log_ud = &pr->lp;
+	assert_int_equal(fdx_exchange_create(&o, &pr->prod), 0);
+}
+
+/* Poll ex until an event of type comes (5 s at most); copied to *out. */
+static void wait_event(struct fdx_exchange *ex, uint32_t type, struct fdx_exchange_event *out)
+{
+	uint64_t end = test_now_ns() + 5000000000ull;
+	struct fdx_exchange_event ev;
+
+	while (test_now_ns() < end) {
+		if (fdx_exchange_poll(ex, &ev, 1) == 1) {
+			if (ev.type == type) {
+				*out = ev;
+				return;
+			}
+			continue;
+		}
+		test_sleep_us(200);
+	}
+	fail_msg("no event of type %u", type);
+}
+
+/* Credit is counted per message, not over the channel's life. */
+static void test_exchange_huge_credit_does_not_fail_the_stream(void **state)
+{
+	struct fdx_exchange_event ev;
+	struct pair pr;
+	uint32_t chan;
+
+	(void)state;
+	pair_open(&pr);
+	assert_int_equal(fdx_exchange_open_channel(pr.prod, fdx_exchange_address(pr.cons), "p", 0,
+						   GATE, 0, 5000, &chan, NULL),
+			 0);
+	wait_event(pr.cons, FDX_EV_CHANNEL_OPENED, &ev);
+	assert_int_equal(fdx_exchange_credit(pr.cons, GATE, 0, UINT32_MAX, NULL, 0), 0);
+	wait_event(pr.prod, FDX_EV_CREDIT, &ev);
+	assert_int_equal(ev.credits, UINT32_MAX);
+	assert_int_equal(fdx_exchange_credit(pr.cons, GATE, 0, 1, NULL, 0), 0);
+	wait_event(pr.prod, FDX_EV_CREDIT, &ev);
+	assert_int_equal(ev.credits, 1);
+	assert_int_equal(peers_up(pr.prod), 1);
+	fdx_exchange_destroy(pr.prod);
+	fdx_exchange_destroy(pr.cons);
+}
+
+/* Closing one channel while its credit is on the way fails nothing else. */
+static void test_exchange_close_with_credit_in_flight(void **state)
+{
+	struct fdx_exchange_event ev, evs[64];
+	uint64_t got = 0, end;
+	struct pair pr;
+	uint32_t a, b;
+	int failed = 0;
+
+	(void)state;
+	pair_open(&pr);
+	assert_int_equal(fdx_exchange_open_channel(pr.prod, fdx_exchange_address(pr.cons), "p", 0,
+						   GATE, 0, 5000, &a, NULL),
+			 0);
+	assert_int_equal(fdx_exchange_open_channel(pr.prod, fdx_exchange_address(pr.cons), "p", 1,
+						   GATE, 1, 5000, &b, NULL),
+			 0);
+	wait_event(pr.cons, FDX_EV_CHANNEL_OPENED, &ev);
+	wait_event(pr.cons, FDX_EV_CHANNEL_OPENED, &ev);
+	/* Credit on both, queued before the close reaches the consumer. */
+	for (int i = 0; i < 1000; i++) {
+		assert_int_equal(fdx_exchange_credit(pr.cons, GATE, 0, 1, NULL, 0), 0);
+		assert_int_equal(fdx_exchange_credit(pr.cons, GATE, 1, 1, NULL, 0), 0);
+	}
+	assert_int_equal(fdx_exchange_close_channel(pr.prod, a), 0);
+	end = test_now_ns() + 5000000000ull;
+	while (got < 1000 && test_now_ns() < end) {
+		int n = fdx_exchange_poll(pr.prod, evs, 64);
+
+		for (int i = 0; i < n; i++) {
+			failed += evs[i].type == FDX_EV_CHANNEL_FAILED;
+			if (evs[i].type == FDX_EV_CREDIT && evs[i].channel == b)
+				got += evs[i].credits;
+		}
+		if (n == 0)
+			test_sleep_us(200);
+	}
+	assert_int_equal(got, 1000);
+	assert_int_equal(failed, 0);
+	wait_event(pr.cons, FDX_EV_CHANNEL_CLOSED, &ev);
+	assert_int_equal(ev.gate_channel, 0);
+	assert_int_equal(fdx_exchange_backlog(pr.prod, b, 1), 0); /* the stream is up */
+	assert_int_equal(peers_up(pr.prod), 1);
+	fdx_exchange_destroy(pr.prod);
+	fdx_exchange_destroy(pr.cons);
+}
+
+struct holder {
+	struct fdx_exchange *ex;
+	uint64_t *offs;
+	uint32_t n;
+	int ret;
+};
+
+/* Holds the consumer's lock for a long time: one huge credit call. */
+static void *hold_lock(void *arg)
+{
+	struct holder *h = arg;
+
+	h->ret = fdx_exchange_credit(h->ex, GATE, 0, 1, h->offs, h->n);
+	return NULL;
+}
+
+/*
+ * An open that times out while the consumer is busy: its late answer is
+ * closed again; the stream and the other channels live on, and the input
+ * channel can be opened again.
+ */
+static void test_exchange_late_answer_to_an_abandoned_open(void **state)
+{
+	struct holder h = {.n = 20u << 20};
+	struct fdx_exchange_event ev;
+	struct pair pr;
+	uint32_t a, c2 = 0;
+	pthread_t t;
+	int err = -1;
+
+	(void)state;
+	pair_open(&pr);
+	h.ex = pr.cons;
+	h.offs = calloc(h.n, sizeof(uint64_t));
+	assert_non_null(h.offs);
+	assert_int_equal(fdx_exchange_open_channel(pr.prod, fdx_exchange_address(pr.cons), "p", 0,
+						   GATE, 0, 5000, &a, NULL),
+			 0);
+	wait_event(pr.cons, FDX_EV_CHANNEL_OPENED, &ev);
+	/*
+	 * 160 MiB copied under the consumer's lock: a 1 ms open cannot be answered
+	 * meanwhile. If the holder had not taken the lock yet, the open succeeds:
+	 * close it and try again (bounded).
+	 */
+	for (int attempt = 0; attempt < 20 && err != -ETIMEDOUT; attempt++) {
+		assert_int_equal(pthread_create(&t, NULL, hold_lock, &h), 0);
+		err = fdx_exchange_open_channel(pr.prod, fdx_exchange_address(pr.cons), "p", 1,
+						GATE, 1, 1, &c2, NULL);
+		assert_int_equal(pthread_join(t, NULL), 0);
+		assert_int_equal(h.ret, 0);
+		if (err == 0) {
+			assert_int_equal(fdx_exchange_close_channel(pr.prod, c2), 0);
+			wait_event(pr.cons, FDX_EV_CHANNEL_CLOSED, &ev);
+		}
+	}
+	assert_int_equal(err, -ETIMEDOUT);
+	free(h.offs);
+	/* The late answer is closed again; then the input channel is free. */
+	wait_event(pr.cons, FDX_EV_CHANNEL_CLOSED, &ev);
+	assert_int_equal(ev.gate_channel, 1);
+	err = -1;
+	for (int i = 0; i < 100 && err != 0; i++)
+		err = fdx_exchange_open_channel(pr.prod, fdx_exchange_address(pr.cons), "p", 1,
+						GATE, 1, 5000, &c2, NULL);
+	assert_int_equal(err, 0);
+	assert_int_equal(fdx_exchange_backlog(pr.prod, a, 1), 0);
+	assert_int_equal(peers_up(pr.prod), 1);
+	fdx_exchange_destroy(pr.prod);
+	fdx_exchange_destroy(pr.cons);
+}
+
+/*
+ * A client that asks and asks but never reads is cut off, not buffered for.
+ * It opens 64 channels, so each answer lists 64: 20 000 unread answers
+ * (about 14 MiB) exceed any flow-control window gRPC may grow to.
+ */
+static void test_exchange_cuts_off_a_peer_that_does_not_read(void **state)
+{
+	enum { NOPEN = 64, NSTATS = 20000, N = 1 + NOPEN + NSTATS };
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__StatsRequest sr = FDX__STATS_REQUEST__INIT;
+	Fdx__OpenChannel o = FDX__OPEN_CHANNEL__INIT;
+	grpc_slice *m = calloc(N, sizeof(*m));
+	char details[256];
+	struct child c;
+	int k = 0;
+
+	(void)state;
+	assert_non_null(m);
+	child_start(&c, "default", 0, -1);
+	grpc_init();
+	m[k++] = hello_slice();
+	for (uint32_t i = 0; i < NOPEN; i++) {
+		o.id = i + 1;
+		o.partition_id = "raw";
+		o.gate = GATE;
+		o.gate_channel = i;
+		f.frame_case = FDX__CONTROL_FRAME__FRAME_OPEN;
+		f.open = &o;
+		m[k++] = frame_slice(&f);
+	}
+	f.frame_case = FDX__CONTROL_FRAME__FRAME_STATS_REQUEST;
+	f.stats_request = &sr;
+	m[k++] = frame_slice(&f);
+	while (k < N) {
+		m[k] = grpc_slice_ref(m[k - 1]);
+		k++;
+	}
+	assert_int_equal(raw_call_n(c.addr, m, N, details, sizeof(details)),
+			 GRPC_STATUS_RESOURCE_EXHAUSTED);
+	assert_string_equal(details, "peer does not read its stream");
+	for (int i = 0; i < N; i++)
+		grpc_slice_unref(m[i]);
+	free(m);
+	grpc_shutdown();
+	child_stop(&c);
+	assert_int_equal(c.bad, 1);
+	assert_int_equal(c.opened, NOPEN);
+	assert_int_equal(c.failed, NOPEN); /* its channels went with it */
 }
 
 static void test_exchange_notices_a_killed_peer_within_a_second(void **state)
@@ -993,6 +1240,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_exchange_credits_arrive_exact_and_in_order_tcp),
 		cmocka_unit_test(test_exchange_backlog_and_close_reach_the_consumer),
 		cmocka_unit_test(test_exchange_consumer_notices_a_killed_producer),
+		cmocka_unit_test(test_exchange_huge_credit_does_not_fail_the_stream),
+		cmocka_unit_test(test_exchange_close_with_credit_in_flight),
+		cmocka_unit_test(test_exchange_late_answer_to_an_abandoned_open),
+		cmocka_unit_test(test_exchange_cuts_off_a_peer_that_does_not_read),
 	};
 
 	if (argc > 1 && strcmp(argv[1], "child") == 0) {

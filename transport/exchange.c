@@ -77,8 +77,16 @@ struct outframe {
 
 struct sendq {
 	struct outframe *head, *tail;
+	uint32_t len; /* frames queued, not counting the one in flight */
 	int busy; /* a SEND_MESSAGE (or the initial metadata) is in flight */
 };
+
+/*
+ * Most frames queued on one stream. Our own frames are coalesced or bounded
+ * by what the owner asks; only a peer that does not read its stream while it
+ * keeps asking for answers can reach this, and it is cut off.
+ */
+#define SENDQ_MAX 1024u
 
 struct session;
 struct peer;
@@ -103,16 +111,26 @@ struct gate {
 	struct gate *next;
 };
 
-enum chan_state { CHAN_OPENING, CHAN_OPEN, CHAN_FAILED };
+/*
+ * Producer-side channel states. CLOSED: closed by us, credit and returned
+ * offsets sent before the consumer saw the close still arrive. ABANDONED: the
+ * open timed out; a late answer is closed again. FAILED: refused or the
+ * stream ended; freed once its opener has read why.
+ */
+enum chan_state { CHAN_OPENING, CHAN_OPEN, CHAN_CLOSED, CHAN_ABANDONED, CHAN_FAILED };
 
 /* Producer side: a channel opened on the stream to a peer. */
 struct cli_chan {
-	struct peer *p;
+	struct peer *p; /* NULL once failed */
+	struct cli_chan *pnext; /* in p->chans */
 	uint32_t id, gate, gate_channel, subpartition;
 	enum chan_state state;
 	int result;
+	int opening; /* its opener waits on it: it frees it */
 	uint32_t initial;
-	uint64_t credits; /* granted so far, initial included */
+	uint32_t backlog; /* the latest, not yet sent if bl_dirty */
+	int bl_dirty;
+	struct cli_chan *bl_next;
 };
 
 /* An event on its way to the owner, with its offsets. */
@@ -159,6 +177,8 @@ struct peer {
 	grpc_slice status_details;
 	struct sendq q;
 	int pending;
+	struct cli_chan *chans; /* every channel opened on this stream */
+	struct cli_chan *bl_dirty; /* channels whose backlog changed */
 	enum peer_state state; /* under ex->lock */
 	int result; /* why it failed, under ex->lock */
 	int got_initial_md;
@@ -200,6 +220,7 @@ struct fdx_exchange {
 	struct gate *gates;
 	struct cli_chan **cchans; /* by channel id; index 0 unused */
 	uint32_t n_cchans, cap_cchans;
+	uint32_t open_out; /* channels in state CHAN_OPEN */
 
 	/* cq thread -> owner */
 	struct fdx__mpsc events;
@@ -277,6 +298,7 @@ static void sendq_push(struct sendq *q, grpc_byte_buffer *bb)
 		return;
 	}
 	o->bb = bb;
+	q->len++;
 	if (q->tail)
 		q->tail->next = o;
 	else
@@ -292,6 +314,7 @@ static grpc_byte_buffer *sendq_pop(struct sendq *q)
 	if (!o)
 		return NULL;
 	q->head = o->next;
+	q->len--;
 	if (!q->head)
 		q->tail = NULL;
 	bb = o->bb;
@@ -517,9 +540,23 @@ static void session_finish(struct session *s, grpc_status_code code, const char 
 
 static void session_send(struct session *s, const Fdx__ControlFrame *f)
 {
+	struct fdx_exchange *ex = s->ex;
+
+	if (s->q.len >= SENDQ_MAX) {
+		/* It asks and never reads: cut it off rather than queue without bound. */
+		FDX_LOG_WARN(&ex->log,
+			     "exchange %s: TaskManager %s does not read its stream; stream failed",
+			     ex->tm_id, s->peer_tm);
+		ex->st.bad_frames++;
+		sendq_clear(&s->q);
+		session_finish(s, GRPC_STATUS_RESOURCE_EXHAUSTED, "peer does not read its stream");
+		grpc_call_cancel_with_status(s->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+					     "peer does not read its stream", NULL);
+		return;
+	}
 	sendq_push(&s->q, pack_frame(f));
 	send_next(s->call, &s->q, &s->t_send, &s->pending);
-	s->ex->st.frames_out++;
+	ex->st.frames_out++;
 }
 
 /*
@@ -728,6 +765,41 @@ static void session_on_stats(struct session *s)
 	free(csp);
 }
 
+/* The latest backlog of some channels; an unknown one fails the stream. */
+static void session_on_backlog(struct session *s, const Fdx__Backlog *b)
+{
+	struct fdx_exchange *ex = s->ex;
+	struct fdx_exchange_event ev;
+	char msg[160];
+
+	if (b->n_channels != b->n_backlogs) {
+		ex->st.bad_frames++;
+		session_finish(s, GRPC_STATUS_INVALID_ARGUMENT, "backlog lists differ in length");
+		return;
+	}
+	for (size_t i = 0; i < b->n_channels; i++) {
+		struct srv_chan *c = session_chan(s, b->channels[i]);
+
+		if (!c) {
+			snprintf(msg, sizeof(msg), "unknown channel %u", b->channels[i]);
+			ex->st.bad_frames++;
+			FDX_LOG_WARN(&ex->log,
+				     "exchange %s: TaskManager %s named %s; stream failed",
+				     ex->tm_id, s->peer_tm, msg);
+			session_finish(s, GRPC_STATUS_INVALID_ARGUMENT, msg);
+			return;
+		}
+		c->backlog = b->backlogs[i];
+		memset(&ev, 0, sizeof(ev));
+		ev.type = FDX_EV_BACKLOG;
+		ev.gate = c->gate;
+		ev.gate_channel = c->gate_channel;
+		ev.backlog = c->backlog;
+		snprintf(ev.peer, sizeof(ev.peer), "%s", s->peer_tm);
+		ev_push_locked(ex, &ev, NULL, 0);
+	}
+}
+
 /* A frame after the handshake, from a producer. */
 static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame *f)
 {
@@ -745,8 +817,8 @@ static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame 
 		session_on_stats(s);
 		return;
 	case FDX__CONTROL_FRAME__FRAME_BACKLOG:
-		id = f->backlog->channel;
-		break;
+		session_on_backlog(s, f->backlog);
+		return;
 	case FDX__CONTROL_FRAME__FRAME_CLOSE:
 		id = f->close->channel;
 		break;
@@ -772,23 +844,17 @@ static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame 
 		return;
 	}
 	memset(&ev, 0, sizeof(ev));
+	ev.type = FDX_EV_CHANNEL_CLOSED;
 	ev.gate = c->gate;
 	ev.gate_channel = c->gate_channel;
 	snprintf(ev.peer, sizeof(ev.peer), "%s", s->peer_tm);
-	if (f->frame_case == FDX__CONTROL_FRAME__FRAME_BACKLOG) {
-		c->backlog = f->backlog->backlog;
-		ev.type = FDX_EV_BACKLOG;
-		ev.backlog = c->backlog;
-	} else {
-		struct gate *g = gate_find(ex, c->gate);
+	struct gate *g = gate_find(ex, c->gate);
 
-		session_chan_remove(s, c);
-		if (g && g->chans[c->gate_channel] == c)
-			g->chans[c->gate_channel] = NULL;
-		free(c->offs);
-		free(c);
-		ev.type = FDX_EV_CHANNEL_CLOSED;
-	}
+	session_chan_remove(s, c);
+	if (g && g->chans[c->gate_channel] == c)
+		g->chans[c->gate_channel] = NULL;
+	free(c->offs);
+	free(c);
 	ev_push_locked(ex, &ev, NULL, 0);
 }
 
@@ -888,7 +954,9 @@ static void session_event(struct session *s, enum tag_kind kind, int ok)
 			session_finish(s, GRPC_STATUS_OK, "");
 			break;
 		}
-		session_on_frame(s, s->recv_bb);
+		/* Once the stream is ending, what still comes is dropped unread. */
+		if (!s->finishing)
+			session_on_frame(s, s->recv_bb);
 		grpc_byte_buffer_destroy(s->recv_bb);
 		s->recv_bb = NULL;
 		if (!s->finishing)
@@ -965,6 +1033,75 @@ static struct cli_chan *peer_chan(struct peer *p, uint32_t id)
 	return ex->cchans[id];
 }
 
+/* With ex->lock held: take c off its peer's lists (it stays in ex->cchans). */
+static void chan_detach_locked(struct cli_chan *c)
+{
+	struct peer *p = c->p;
+	struct cli_chan **pp;
+
+	if (!p)
+		return;
+	for (pp = &p->chans; *pp; pp = &(*pp)->pnext)
+		if (*pp == c) {
+			*pp = c->pnext;
+			break;
+		}
+	if (c->bl_dirty)
+		for (pp = &p->bl_dirty; *pp; pp = &(*pp)->bl_next)
+			if (*pp == c) {
+				*pp = c->bl_next;
+				break;
+			}
+	c->bl_dirty = 0;
+	c->p = NULL;
+}
+
+/* With ex->lock held: forget c entirely. */
+static void chan_free_locked(struct fdx_exchange *ex, struct cli_chan *c)
+{
+	chan_detach_locked(c);
+	if (ex->cchans[c->id] == c)
+		ex->cchans[c->id] = NULL;
+	if (c->state == CHAN_OPEN)
+		ex->open_out--;
+	free(c);
+}
+
+/* With ex->lock held: send the changed backlogs together, when p's stream is idle. */
+static void peer_flush_backlog(struct peer *p)
+{
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__Backlog b = FDX__BACKLOG__INIT;
+	uint32_t n = 0, *ids, *bls;
+	struct cli_chan *c;
+
+	if (p->q.busy || p->q.head || !p->bl_dirty)
+		return;
+	for (c = p->bl_dirty; c; c = c->bl_next)
+		n++;
+	ids = calloc(n, sizeof(*ids));
+	bls = calloc(n, sizeof(*bls));
+	if (ids && bls) {
+		n = 0;
+		for (c = p->bl_dirty; c; c = c->bl_next) {
+			ids[n] = c->id;
+			bls[n++] = c->backlog;
+			c->bl_dirty = 0;
+		}
+		p->bl_dirty = NULL;
+		b.n_channels = b.n_backlogs = n;
+		b.channels = ids;
+		b.backlogs = bls;
+		f.frame_case = FDX__CONTROL_FRAME__FRAME_BACKLOG;
+		f.backlog = &b;
+		sendq_push(&p->q, pack_frame(&f));
+		send_next(p->call, &p->q, &p->t_send, &p->pending);
+		p->ex->st.frames_out++;
+	}
+	free(ids);
+	free(bls);
+}
+
 /* A consumer broke the protocol: fail the stream; its status will fail the channels. */
 static void peer_fail(struct peer *p, const char *msg)
 {
@@ -986,22 +1123,18 @@ static void peer_on_credit(struct peer *p, const Fdx__CreditUpdate *cu)
 		const Fdx__Credit *cr = cu->credits[i];
 		struct cli_chan *c = peer_chan(p, cr->channel);
 
-		if (!c || c->state != CHAN_OPEN) {
+		if (!c || c->state == CHAN_OPENING || c->state == CHAN_FAILED) {
 			snprintf(msg, sizeof(msg), "credit for unknown channel %u", cr->channel);
 			peer_fail(p, msg);
 			return;
 		}
-		if (c->credits + cr->added > UINT32_MAX) {
-			snprintf(msg, sizeof(msg), "credit on channel %u would overflow",
-				 cr->channel);
-			peer_fail(p, msg);
-			return;
-		}
+		if (c->state == CHAN_ABANDONED)
+			continue; /* its late answer is being closed again */
 		if (cr->n_returned_offsets > UINT32_MAX) {
 			peer_fail(p, "too many returned offsets");
 			return;
 		}
-		c->credits += cr->added;
+		/* Credit and offsets sent before the consumer saw our close still count. */
 		ex->st.credits_in += cr->added;
 		memset(&ev, 0, sizeof(ev));
 		ev.type = FDX_EV_CREDIT;
@@ -1036,6 +1169,20 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 		break;
 	case FDX__CONTROL_FRAME__FRAME_OPEN_ACK:
 		c = peer_chan(p, f->open_ack->id);
+		if (c && c->state == CHAN_ABANDONED) {
+			/* The opener gave up: close what the consumer opened meanwhile. */
+			Fdx__ControlFrame cf = FDX__CONTROL_FRAME__INIT;
+			Fdx__CloseChannel cl = FDX__CLOSE_CHANNEL__INIT;
+
+			cl.channel = c->id;
+			cf.frame_case = FDX__CONTROL_FRAME__FRAME_CLOSE;
+			cf.close = &cl;
+			sendq_push(&p->q, pack_frame(&cf));
+			send_next(p->call, &p->q, &p->t_send, &p->pending);
+			ex->st.frames_out++;
+			c->state = CHAN_CLOSED;
+			break;
+		}
 		if (!c || c->state != CHAN_OPENING) {
 			snprintf(msg, sizeof(msg), "answer for unknown channel %u",
 				 f->open_ack->id);
@@ -1043,8 +1190,8 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 			break;
 		}
 		c->state = CHAN_OPEN;
+		ex->open_out++;
 		c->initial = f->open_ack->initial_credit;
-		c->credits = c->initial;
 		pthread_cond_broadcast(&ex->cond);
 		break;
 	case FDX__CONTROL_FRAME__FRAME_ERROR:
@@ -1055,7 +1202,10 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 			c->state = CHAN_FAILED;
 			c->result = f->error->code < 0 && f->error->code > -4096 ? f->error->code
 										 : FDX_EREFUSED;
+			chan_detach_locked(c); /* its opener frees it */
 			pthread_cond_broadcast(&ex->cond);
+		} else if (c && c->state == CHAN_ABANDONED) {
+			chan_free_locked(ex, c);
 		}
 		break;
 	case FDX__CONTROL_FRAME__FRAME_CREDIT:
@@ -1101,22 +1251,25 @@ static void peer_on_status_locked(struct peer *p)
 		FDX_LOG_ERR(&ex->log, "exchange %s: stream to TaskManager %s at %s ended: %s (%s)",
 			    ex->tm_id, p->remote_tm[0] ? p->remote_tm : "?", p->addr,
 			    details && details[0] ? details : "no details", fdx_strerror(err));
-	for (uint32_t id = 1; id < ex->n_cchans; id++) {
-		struct cli_chan *c = ex->cchans[id];
+	/* Every channel of the stream goes: the open ones tell the owner why. */
+	while (p->chans) {
+		struct cli_chan *c = p->chans;
 		char msg[192];
 
-		if (!c || c->p != p || c->state == CHAN_FAILED)
-			continue;
 		if (c->state == CHAN_OPEN) {
 			snprintf(msg, sizeof(msg), "TaskManager %s at %s went away: %s",
 				 p->remote_tm[0] ? p->remote_tm : "?", p->addr,
 				 details && details[0] ? details : fdx_strerror(err));
-			ev_channel_failed_locked(ex, id, c->gate, c->gate_channel, err,
+			ev_channel_failed_locked(ex, c->id, c->gate, c->gate_channel, err,
 						 p->remote_tm, msg);
 		}
-		c->state = CHAN_FAILED;
-		c->result = err;
-		c->p = NULL;
+		if (c->opening) {
+			c->state = CHAN_FAILED;
+			c->result = err;
+			chan_detach_locked(c); /* its opener frees it */
+		} else {
+			chan_free_locked(ex, c);
+		}
 	}
 	gpr_free(details);
 	peer_set_state_locked(p, PEER_FAILED, err);
@@ -1166,10 +1319,10 @@ static struct peer *peer_event(struct peer *p, enum tag_kind kind, int ok)
 		break;
 	case TAG_PEER_SEND:
 		p->q.busy = 0;
-		if (ok)
-			send_next(p->call, &p->q, &p->t_send, &p->pending);
-		else
+		if (!ok)
 			sendq_clear(&p->q);
+		else if (!send_next(p->call, &p->q, &p->t_send, &p->pending))
+			peer_flush_backlog(p);
 		break;
 	case TAG_PEER_STATUS:
 		peer_on_status_locked(p);
@@ -1361,6 +1514,9 @@ FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
 	id = ex->n_cchans++;
 	ex->cchans[id] = c;
 	c->p = p;
+	c->pnext = p->chans;
+	p->chans = c;
+	c->opening = 1;
 	c->id = id;
 	c->gate = gate;
 	c->gate_channel = gate_channel;
@@ -1380,13 +1536,18 @@ FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
 	while (c->state == CHAN_OPENING) {
 		if (pthread_cond_timedwait(&ex->cond, &ex->lock, &deadline) == ETIMEDOUT &&
 		    c->state == CHAN_OPENING) {
-			/* Too late: the answer, if it comes, finds the channel failed. */
-			c->state = CHAN_FAILED;
-			c->result = -ETIMEDOUT;
+			/* Too late: a late answer is closed again (see peer_on_frame_locked). */
+			c->state = CHAN_ABANDONED;
+			c->opening = 0;
+			err = -ETIMEDOUT;
 		}
 	}
-	if (c->state == CHAN_FAILED) {
+	c->opening = 0;
+	if (c->state == CHAN_FAILED)
 		err = c->result;
+	if (err) {
+		if (c->state == CHAN_FAILED)
+			chan_free_locked(ex, c);
 		FDX_LOG_ERR(&ex->log,
 			    "exchange %s: cannot open input channel %u of gate %u at %s: %s",
 			    ex->tm_id, gate_channel, gate, addr, fdx_strerror(err));
@@ -1417,8 +1578,6 @@ static void peer_send_locked(struct peer *p, const Fdx__ControlFrame *f)
 
 FDX_API int fdx_exchange_backlog(struct fdx_exchange *ex, uint32_t channel, uint32_t backlog)
 {
-	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
-	Fdx__Backlog b = FDX__BACKLOG__INIT;
 	struct cli_chan *c;
 	int err = 0;
 
@@ -1429,11 +1588,14 @@ FDX_API int fdx_exchange_backlog(struct fdx_exchange *ex, uint32_t channel, uint
 	if (!c) {
 		err = -ENOENT;
 	} else {
-		b.channel = channel;
-		b.backlog = backlog;
-		f.frame_case = FDX__CONTROL_FRAME__FRAME_BACKLOG;
-		f.backlog = &b;
-		peer_send_locked(c->p, &f);
+		/* Coalesced: only the latest value of each channel goes, in the next message. */
+		c->backlog = backlog;
+		if (!c->bl_dirty) {
+			c->bl_dirty = 1;
+			c->bl_next = c->p->bl_dirty;
+			c->p->bl_dirty = c;
+		}
+		peer_flush_backlog(c->p);
 	}
 	pthread_mutex_unlock(&ex->lock);
 	return err;
@@ -1456,10 +1618,19 @@ FDX_API int fdx_exchange_close_channel(struct fdx_exchange *ex, uint32_t channel
 		cl.channel = channel;
 		f.frame_case = FDX__CONTROL_FRAME__FRAME_CLOSE;
 		f.close = &cl;
+		/* A backlog not yet sent would follow the close and name a closed channel. */
+		if (c->bl_dirty) {
+			struct cli_chan **pp = &c->p->bl_dirty;
+
+			while (*pp != c)
+				pp = &(*pp)->bl_next;
+			*pp = c->bl_next;
+			c->bl_dirty = 0;
+		}
 		peer_send_locked(c->p, &f);
-		c->state = CHAN_FAILED;
-		c->result = 0;
-		c->p = NULL;
+		/* Kept until the stream ends: credit sent before the close still arrives. */
+		c->state = CHAN_CLOSED;
+		ex->open_out--;
 	}
 	pthread_mutex_unlock(&ex->lock);
 	return err;
@@ -2039,8 +2210,7 @@ FDX_API int fdx_exchange_stats(struct fdx_exchange *ex, struct fdx_exchange_stat
 	s.sessions = ex->n_sessions;
 	for (struct session *ss = ex->sessions; ss; ss = ss->next)
 		s.channels_in += ss->n_chans;
-	for (uint32_t i = 1; i < ex->n_cchans; i++)
-		s.channels_out += ex->cchans[i] && ex->cchans[i]->state == CHAN_OPEN;
+	s.channels_out = ex->open_out;
 	pthread_mutex_unlock(&ex->lock);
 	s.size = st->size;
 	n = st->size < sizeof(s) ? st->size : (uint32_t)sizeof(s);
