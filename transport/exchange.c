@@ -683,12 +683,10 @@ static void session_on_open(struct session *s, const Fdx__OpenChannel *o)
 	c->gate = o->gate;
 	c->gate_channel = o->gate_channel;
 	g->chans[o->gate_channel] = c;
-	/* The initial credit travels in the answer: nobody waits for a first record. */
-	ack.id = o->id;
-	ack.initial_credit = g->initial_credit;
-	f.frame_case = FDX__CONTROL_FRAME__FRAME_OPEN_ACK;
-	f.open_ack = &ack;
-	session_send(s, &f);
+	/*
+	 * The owner hears of the channel before the producer does: once answered,
+	 * the producer may act on it (and tell our owner so by other means).
+	 */
 	memset(&ev, 0, sizeof(ev));
 	ev.type = FDX_EV_CHANNEL_OPENED;
 	ev.gate = o->gate;
@@ -696,6 +694,13 @@ static void session_on_open(struct session *s, const Fdx__OpenChannel *o)
 	ev.subpartition = o->subpartition;
 	snprintf(ev.peer, sizeof(ev.peer), "%s", s->peer_tm);
 	ev_push_locked(ex, &ev, NULL, 0);
+	events_flush_locked(ex);
+	/* The initial credit travels in the answer: nobody waits for a first record. */
+	ack.id = o->id;
+	ack.initial_credit = g->initial_credit;
+	f.frame_case = FDX__CONTROL_FRAME__FRAME_OPEN_ACK;
+	f.open_ack = &ack;
+	session_send(s, &f);
 }
 
 static void session_on_hello(struct session *s, const Fdx__Hello *h)
@@ -1739,7 +1744,7 @@ FDX_API int fdx_exchange_poll(struct fdx_exchange *ex, struct fdx_exchange_event
 		ex->retired = e->retired_next;
 		free(e);
 	}
-	while (got < max && (n = fdx__mpsc_pop(&ex->events))) {
+	while (got < max && (n = fdx__mpsc_pop_wait(&ex->events))) {
 		struct evnode *e = (struct evnode *)((char *)n - offsetof(struct evnode, link));
 
 		evs[got] = e->ev;

@@ -11,6 +11,7 @@
 #ifndef FDX_TRANSPORT_MPSC_QUEUE_H
 #define FDX_TRANSPORT_MPSC_QUEUE_H
 
+#include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 
@@ -70,6 +71,27 @@ static inline struct fdx__mpsc_node *fdx__mpsc_pop(struct fdx__mpsc *q)
 	if (next) {
 		q->tail = next;
 		return tail;
+	}
+	return NULL;
+}
+
+/*
+ * Pop like fdx__mpsc_pop(), but when a producer is half-way through a push
+ * (the queue is not empty, yet the next link is not visible), wait for it:
+ * what was pushed before is then never missed. The wait is a few
+ * instructions of the producer's, bounded all the same. Consumer only.
+ */
+static inline struct fdx__mpsc_node *fdx__mpsc_pop_wait(struct fdx__mpsc *q)
+{
+	for (unsigned spins = 0; spins < (1u << 20); spins++) {
+		struct fdx__mpsc_node *n = fdx__mpsc_pop(q);
+
+		/* Acquire: a producer's swap of head (its acq_rel exchange). */
+		if (n || (atomic_load_explicit(&q->head, memory_order_acquire) == q->tail &&
+			  !atomic_load_explicit(&q->tail->next, memory_order_acquire)))
+			return n;
+		if (spins > 64)
+			sched_yield();
 	}
 	return NULL;
 }
