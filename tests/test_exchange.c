@@ -887,7 +887,8 @@ static void test_exchange_backlog_and_close_reach_the_consumer(void **state)
 	assert_int_not_equal(again, chan);
 	child_stop(&c);
 	assert_int_equal(c.opened, 3);
-	assert_true(c.backlogs >= 2 && c.backlogs < 10000);
+	/* 9998 calls: coalescing may merge some (timing), never duplicate one. */
+	assert_true(c.backlogs >= 1 && c.backlogs <= 9998);
 	assert_int_equal(c.last_backlog, 10000);
 	assert_int_equal(c.closed, 1);
 	assert_int_equal(c.bad, 0);
