@@ -71,7 +71,7 @@ static void child_loop(struct fdx_exchange *ex, uint64_t seed, uint32_t n_update
 {
 	struct fdx_exchange_event evs[64];
 	uint64_t end = test_now_ns() + 60000000000ull;
-	int sent = 0;
+	int sent = 0, go = 0;
 
 	while (test_now_ns() < end) {
 		struct pollfd p[2] = {{.fd = 0, .events = POLLIN},
@@ -93,7 +93,7 @@ static void child_loop(struct fdx_exchange *ex, uint64_t seed, uint32_t n_update
 					last_backlog = (int)evs[i].backlog;
 				}
 			}
-		if (n_updates && !sent && *opened == (int)n_channels) {
+		if (n_updates && !sent && go && *opened == (int)n_channels) {
 			struct update u;
 
 			for (uint32_t i = 0; i < n_updates; i++) {
@@ -103,8 +103,13 @@ static void child_loop(struct fdx_exchange *ex, uint64_t seed, uint32_t n_update
 			}
 			sent = 1;
 		}
-		if (p[0].revents & (POLLIN | POLLHUP))
-			break;
+		if (p[0].revents & (POLLIN | POLLHUP)) {
+			char line[64];
+
+			if (!fgets(line, sizeof(line), stdin) || strncmp(line, "go", 2) != 0)
+				break; /* "stop", or the parent is gone */
+			go = 1;
+		}
 	}
 }
 
@@ -141,9 +146,8 @@ static int run_child(int argc, char **argv)
 	struct fdx_exchange *ex;
 	int opened = 0, failed = 0, credit_errors = 0;
 	unsigned long long seed = 0;
-	unsigned n_updates = 0, n_channels = 0;
+	unsigned n_updates = 0, n_channels = 0, initial = 2;
 	uint32_t uid;
-	char line[64];
 	uint64_t t0;
 	int err;
 
@@ -152,7 +156,9 @@ static int run_child(int argc, char **argv)
 	if (argc > 5 && strncmp(argv[5], "producer:", 9) == 0)
 		return run_producer(argv[5]);
 	if (argc > 5)
-		sscanf(argv[5], "credits:%llu:%u:%u", &seed, &n_updates, &n_channels);
+		sscanf(argv[5], "credits:%llu:%u:%u:%u", &seed, &n_updates, &n_channels, &initial);
+	/* Commands are polled on fd 0: stdio must not read ahead of them. */
+	setvbuf(stdin, NULL, _IONBF, 0);
 	o.listen = argv[2];
 	o.protocol_version = (uint32_t)atoi(argv[3]);
 	if (atoi(argv[4]) >= 0) {
@@ -169,7 +175,7 @@ static int run_child(int argc, char **argv)
 		printf("error %d\n", err);
 		return 1;
 	}
-	if (fdx_exchange_add_gate(ex, GATE, n_channels ? n_channels : 64, 2) < 0)
+	if (fdx_exchange_add_gate(ex, GATE, n_channels ? n_channels : 64, initial) < 0)
 		return 1;
 	printf("%s\n", fdx_exchange_address(ex));
 	fflush(stdout);
@@ -177,8 +183,6 @@ static int run_child(int argc, char **argv)
 	alarm(90);
 	child_loop(ex, seed, n_updates, n_channels, &opened, &failed, &credit_errors);
 	t0 = test_now_ns();
-	if (!fgets(line, sizeof(line), stdin))
-		line[0] = '\0';
 	fdx_exchange_stats(ex, &st);
 	if (getenv("FDX_TEST_CHILD_LOG"))
 		fprintf(stderr, "child %d: stop read after %llu ms\n", (int)getpid(),
@@ -786,7 +790,9 @@ static void credits_arrive_exact_and_in_order(const char *listen)
 		for (uint32_t k = 0; k < u.n; k++)
 			want_offs[u.gate_channel][n_want[u.gate_channel]++] = u.offs[k];
 	}
-	snprintf(mode, sizeof(mode), "credits:%llu:%d:%d", (unsigned long long)seed0, NUPD, NCH);
+	/* Initial credit enough to have every offset in flight before any comes back. */
+	snprintf(mode, sizeof(mode), "credits:%llu:%d:%d:%d", (unsigned long long)seed0, NUPD, NCH,
+		 NUPD);
 	child_start_mode(&c, listen, 0, -1, mode);
 	ex = parent_exchange(&lg);
 	for (uint32_t gc = 0; gc < NCH; gc++) {
@@ -795,10 +801,14 @@ static void credits_arrive_exact_and_in_order(const char *listen)
 		assert_int_equal(fdx_exchange_open_channel(ex, c.addr, "partition-1", gc, GATE, gc,
 							   5000, &chan_of[gc], &initial),
 				 0);
-		assert_int_equal(initial, 2);
+		assert_int_equal(initial, NUPD);
 		assert_true(chan_of[gc] <= NCH);
 		by_chan[chan_of[gc]] = gc;
+		/* Every offset the consumer will hand back was sent first. */
+		for (uint32_t k = 0; k < n_want[gc]; k++)
+			assert_int_equal(fdx_exchange_sent(ex, chan_of[gc], want_offs[gc][k]), 0);
 	}
+	assert_int_equal(write(c.to, "go\n", 3), 3);
 	end = test_now_ns() + 60000000000ull;
 	/* Until every credit and every offset came: some updates carry offsets only. */
 	while ((got_total < total || offs_got < offs_total) && test_now_ns() < end) {
@@ -992,10 +1002,11 @@ static void wait_event(struct fdx_exchange *ex, uint32_t type, struct fdx_exchan
 	fail_msg("no event of type %u", type);
 }
 
-/* Credit is counted per message, not over the channel's life. */
+/* Available credit counts what was spent: a long-lived channel never overflows. */
 static void test_exchange_huge_credit_does_not_fail_the_stream(void **state)
 {
 	struct fdx_exchange_event ev;
+	const uint64_t x = 0x10000;
 	struct pair pr;
 	uint32_t chan;
 
@@ -1005,15 +1016,94 @@ static void test_exchange_huge_credit_does_not_fail_the_stream(void **state)
 						   GATE, 0, 5000, &chan, NULL),
 			 0);
 	wait_event(pr.cons, FDX_EV_CHANNEL_OPENED, &ev);
-	assert_int_equal(fdx_exchange_credit(pr.cons, GATE, 0, UINT32_MAX, NULL, 0), 0);
+	/* 2 initial + (2^32 - 3): exactly 2^32 - 1 available. */
+	assert_int_equal(fdx_exchange_credit(pr.cons, GATE, 0, UINT32_MAX - 2, NULL, 0), 0);
 	wait_event(pr.prod, FDX_EV_CREDIT, &ev);
-	assert_int_equal(ev.credits, UINT32_MAX);
-	assert_int_equal(fdx_exchange_credit(pr.cons, GATE, 0, 1, NULL, 0), 0);
+	assert_int_equal(ev.credits, UINT32_MAX - 2);
+	/* One spent and returned with one more credit: still 2^32 - 1. */
+	assert_int_equal(fdx_exchange_sent(pr.prod, chan, x), 0);
+	assert_int_equal(fdx_exchange_credit(pr.cons, GATE, 0, 1, &x, 1), 0);
 	wait_event(pr.prod, FDX_EV_CREDIT, &ev);
 	assert_int_equal(ev.credits, 1);
 	assert_int_equal(peers_up(pr.prod), 1);
 	fdx_exchange_destroy(pr.prod);
 	fdx_exchange_destroy(pr.cons);
+}
+
+/* Producer-side accounting: credit spent per buffer sent, offsets in flight. */
+static void test_exchange_sent_spends_credit_and_tracks_offsets(void **state)
+{
+	struct fdx_exchange_event ev;
+	const uint64_t A = 0x10000, B = 0x20000, C = 0x30000;
+	struct pair pr;
+	uint32_t chan;
+
+	(void)state;
+	pair_open(&pr);
+	assert_int_equal(fdx_exchange_open_channel(pr.prod, fdx_exchange_address(pr.cons), "p", 0,
+						   GATE, 0, 5000, &chan, NULL),
+			 0);
+	wait_event(pr.cons, FDX_EV_CHANNEL_OPENED, &ev);
+	assert_int_equal(fdx_exchange_sent(pr.prod, chan, 0), -EINVAL);
+	assert_int_equal(fdx_exchange_sent(NULL, chan, A), -EINVAL);
+	assert_int_equal(fdx_exchange_sent(pr.prod, chan + 100, A), -ENOENT);
+	assert_int_equal(fdx_exchange_sent(pr.prod, chan, A), 0);
+	assert_int_equal(fdx_exchange_sent(pr.prod, chan, A), -EEXIST);
+	assert_int_equal(fdx_exchange_sent(pr.prod, chan, B), 0);
+	assert_int_equal(fdx_exchange_sent(pr.prod, chan, C), -EAGAIN); /* 2 credits spent */
+	/* The consumer releases A: one credit and A come back. */
+	assert_int_equal(fdx_exchange_credit(pr.cons, GATE, 0, 1, &A, 1), 0);
+	wait_event(pr.prod, FDX_EV_CREDIT, &ev);
+	assert_int_equal(ev.credits, 1);
+	assert_int_equal(ev.n_offsets, 1);
+	assert_int_equal(ev.offsets[0], A);
+	assert_int_equal(fdx_exchange_sent(pr.prod, chan, A), 0);
+	assert_int_equal(fdx_exchange_sent(pr.prod, chan, C), -EAGAIN);
+	assert_int_equal(peers_up(pr.prod), 1);
+	fdx_exchange_destroy(pr.prod);
+	fdx_exchange_destroy(pr.cons);
+}
+
+/* A consumer that lies fails its stream; both sides learn why. */
+static void lying_consumer(uint32_t added, const uint64_t *offs, uint32_t n, const char *why)
+{
+	struct fdx_exchange_event ev;
+	struct pair pr;
+	uint32_t chan;
+
+	pair_open(&pr);
+	assert_int_equal(fdx_exchange_open_channel(pr.prod, fdx_exchange_address(pr.cons), "p", 0,
+						   GATE, 0, 5000, &chan, NULL),
+			 0);
+	wait_event(pr.cons, FDX_EV_CHANNEL_OPENED, &ev);
+	assert_int_equal(fdx_exchange_sent(pr.prod, chan, 0x10000), 0);
+	assert_int_equal(fdx_exchange_credit(pr.cons, GATE, 0, added, offs, n), 0);
+	wait_event(pr.prod, FDX_EV_CHANNEL_FAILED, &ev);
+	assert_int_equal(ev.channel, chan);
+	assert_non_null(strstr(ev.message, why));
+	assert_non_null(strstr(pr.lp.all, why));
+	wait_event(pr.cons, FDX_EV_CHANNEL_FAILED, &ev);
+	assert_int_equal(ev.gate_channel, 0);
+	assert_int_equal(ev.error, FDX_EPROTO);
+	assert_non_null(strstr(ev.message, why));
+	assert_non_null(strstr(pr.lc.all, why));
+	fdx_exchange_destroy(pr.prod);
+	fdx_exchange_destroy(pr.cons);
+}
+
+static void test_exchange_offset_never_sent_fails_the_stream(void **state)
+{
+	const uint64_t bogus[2] = {0x10000, 0x777000}; /* the first was sent, the second not */
+
+	(void)state;
+	lying_consumer(1, bogus, 2, "offset 0x777000 handed back on channel");
+}
+
+static void test_exchange_credit_overflow_fails_the_stream(void **state)
+{
+	(void)state;
+	/* 2 initial, 1 spent: 1 available; 2^32 - 1 more would pass 2^32 - 1. */
+	lying_consumer(UINT32_MAX, NULL, 0, "would overflow");
 }
 
 /* Closing one channel while its credit is on the way fails nothing else. */
@@ -1075,7 +1165,7 @@ static void *hold_lock(void *arg)
 {
 	struct holder *h = arg;
 
-	h->ret = fdx_exchange_credit(h->ex, GATE, 0, 1, h->offs, h->n);
+	h->ret = fdx_exchange_credit(h->ex, GATE, 7, 1, h->offs, h->n);
 	return NULL;
 }
 
@@ -1095,9 +1185,19 @@ static void test_exchange_late_answer_to_an_abandoned_open(void **state)
 
 	(void)state;
 	pair_open(&pr);
+	/* The lock holder hands back offsets a third producer never sent: only its stream fails. */
+	struct fdx_exchange_opts o3 = {.size = sizeof(o3), .tm_id = "third"};
+	struct fdx_exchange *third;
+	uint32_t t3;
+	assert_int_equal(fdx_exchange_create(&o3, &third), 0);
+	assert_int_equal(fdx_exchange_open_channel(third, fdx_exchange_address(pr.cons), "p", 0,
+						   GATE, 7, 5000, &t3, NULL),
+			 0);
 	h.ex = pr.cons;
 	h.offs = calloc(h.n, sizeof(uint64_t));
 	assert_non_null(h.offs);
+	for (uint32_t i = 0; i < h.n; i++)
+		h.offs[i] = 0x1000u * (i + 1);
 	assert_int_equal(fdx_exchange_open_channel(pr.prod, fdx_exchange_address(pr.cons), "p", 0,
 						   GATE, 0, 5000, &a, NULL),
 			 0);
@@ -1130,6 +1230,7 @@ static void test_exchange_late_answer_to_an_abandoned_open(void **state)
 	assert_int_equal(err, 0);
 	assert_int_equal(fdx_exchange_backlog(pr.prod, a, 1), 0);
 	assert_int_equal(peers_up(pr.prod), 1);
+	fdx_exchange_destroy(third);
 	fdx_exchange_destroy(pr.prod);
 	fdx_exchange_destroy(pr.cons);
 }
@@ -1259,6 +1360,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_exchange_backlog_and_close_reach_the_consumer),
 		cmocka_unit_test(test_exchange_consumer_notices_a_killed_producer),
 		cmocka_unit_test(test_exchange_huge_credit_does_not_fail_the_stream),
+		cmocka_unit_test(test_exchange_sent_spends_credit_and_tracks_offsets),
+		cmocka_unit_test(test_exchange_offset_never_sent_fails_the_stream),
+		cmocka_unit_test(test_exchange_credit_overflow_fails_the_stream),
 		cmocka_unit_test(test_exchange_close_with_credit_in_flight),
 		cmocka_unit_test(test_exchange_late_answer_to_an_abandoned_open),
 		cmocka_unit_test(test_exchange_cuts_off_a_peer_that_does_not_read),

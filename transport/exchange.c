@@ -128,6 +128,9 @@ struct cli_chan {
 	int result;
 	int opening; /* its opener waits on it: it frees it */
 	uint32_t initial;
+	uint64_t available; /* credit: initial + granted - spent by fdx_exchange_sent() */
+	uint64_t *inflight; /* offsets sent, not yet handed back: open addressing, 0 = empty */
+	uint32_t n_inflight, cap_inflight;
 	uint32_t backlog; /* the latest, not yet sent if bl_dirty */
 	int bl_dirty;
 	struct cli_chan *bl_next;
@@ -182,6 +185,8 @@ struct peer {
 	enum peer_state state; /* under ex->lock */
 	int result; /* why it failed, under ex->lock */
 	int got_initial_md;
+	int failing; /* we found the consumer at fault: Error frame, then cancel */
+	char fail_msg[160];
 	int waiters; /* owner threads in fdx_exchange_connect() on it; under ex->lock */
 	int over; /* every operation completed; under ex->lock */
 	char remote_tm[64];
@@ -821,6 +826,15 @@ static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame 
 	case FDX__CONTROL_FRAME__FRAME_STATS_REQUEST:
 		session_on_stats(s);
 		return;
+	case FDX__CONTROL_FRAME__FRAME_ERROR:
+		/* The producer found us at fault; it will cancel the stream. */
+		snprintf(msg, sizeof(msg), "it failed the stream: %s",
+			 f->error->message ? f->error->message : "");
+		FDX_LOG_ERR(&ex->log, "exchange %s: TaskManager %s: %s", ex->tm_id, s->peer_tm,
+			    msg);
+		session_drop_channels(s, FDX_EPROTO, msg);
+		session_finish(s, GRPC_STATUS_CANCELLED, msg);
+		return;
 	case FDX__CONTROL_FRAME__FRAME_BACKLOG:
 		session_on_backlog(s, f->backlog);
 		return;
@@ -1038,6 +1052,74 @@ static struct cli_chan *peer_chan(struct peer *p, uint32_t id)
 	return ex->cchans[id];
 }
 
+/* The in-flight offsets of a channel: open addressing with backward-shift deletion. */
+static uint32_t inflight_slot(const struct cli_chan *c, uint64_t off)
+{
+	/* Offsets are multiples of the segment size: mix the high bits down. */
+	return (uint32_t)((off * 0x9e3779b97f4a7c15ull) >> 32) & (c->cap_inflight - 1);
+}
+
+static int inflight_add(struct cli_chan *c, uint64_t off)
+{
+	uint32_t i;
+
+	if (2 * (c->n_inflight + 1) > c->cap_inflight) {
+		uint32_t cap = c->cap_inflight ? 2 * c->cap_inflight : 16, oldcap = c->cap_inflight;
+		uint64_t *old = c->inflight, *a = calloc(cap, sizeof(*a));
+
+		if (!a)
+			return -ENOMEM;
+		c->inflight = a;
+		c->cap_inflight = cap;
+		c->n_inflight = 0;
+		for (i = 0; i < oldcap; i++)
+			if (old[i])
+				inflight_add(c, old[i]);
+		free(old);
+	}
+	for (i = inflight_slot(c, off); c->inflight[i]; i = (i + 1) & (c->cap_inflight - 1))
+		if (c->inflight[i] == off)
+			return -EEXIST;
+	c->inflight[i] = off;
+	c->n_inflight++;
+	return 0;
+}
+
+static int inflight_has(const struct cli_chan *c, uint64_t off)
+{
+	if (!c->cap_inflight)
+		return 0;
+	for (uint32_t i = inflight_slot(c, off); c->inflight[i];
+	     i = (i + 1) & (c->cap_inflight - 1))
+		if (c->inflight[i] == off)
+			return 1;
+	return 0;
+}
+
+/* Remove off; 0, or -ENOENT if it was not in flight. */
+static int inflight_take(struct cli_chan *c, uint64_t off)
+{
+	uint32_t mask = c->cap_inflight - 1, i, j;
+
+	if (!c->cap_inflight || off == 0)
+		return -ENOENT;
+	for (i = inflight_slot(c, off); c->inflight[i] != off; i = (i + 1) & mask)
+		if (!c->inflight[i])
+			return -ENOENT;
+	/* Shift the rest of the cluster back over the hole. */
+	for (j = (i + 1) & mask; c->inflight[j]; j = (j + 1) & mask) {
+		uint32_t home = inflight_slot(c, c->inflight[j]);
+
+		if (((j - home) & mask) >= ((j - i) & mask)) {
+			c->inflight[i] = c->inflight[j];
+			i = j;
+		}
+	}
+	c->inflight[i] = 0;
+	c->n_inflight--;
+	return 0;
+}
+
 /* With ex->lock held: take c off its peer's lists (it stays in ex->cchans). */
 static void chan_detach_locked(struct cli_chan *c)
 {
@@ -1069,6 +1151,7 @@ static void chan_free_locked(struct fdx_exchange *ex, struct cli_chan *c)
 		ex->cchans[c->id] = NULL;
 	if (c->state == CHAN_OPEN)
 		ex->open_out--;
+	free(c->inflight);
 	free(c);
 }
 
@@ -1107,15 +1190,33 @@ static void peer_flush_backlog(struct peer *p)
 	free(bls);
 }
 
-/* A consumer broke the protocol: fail the stream; its status will fail the channels. */
+/*
+ * A consumer broke the protocol: tell it why in an Error frame, then cancel
+ * the stream once that is sent (a consumer that does not read is cut off all
+ * the same: see TAG_PEER_SEND). The stream's status fails the channels.
+ */
 static void peer_fail(struct peer *p, const char *msg)
 {
 	struct fdx_exchange *ex = p->ex;
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__Error e = FDX__ERROR__INIT;
 
+	if (p->failing)
+		return;
+	p->failing = 1;
+	snprintf(p->fail_msg, sizeof(p->fail_msg), "%s", msg);
 	ex->st.bad_frames++;
 	FDX_LOG_ERR(&ex->log, "exchange %s: TaskManager %s at %s: %s; stream failed", ex->tm_id,
 		    p->remote_tm[0] ? p->remote_tm : "?", p->addr, msg);
-	grpc_call_cancel_with_status(p->call, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL);
+	e.code = FDX_EPROTO;
+	e.message = p->fail_msg;
+	f.frame_case = FDX__CONTROL_FRAME__FRAME_ERROR;
+	f.error = &e;
+	sendq_clear(&p->q); /* nothing else needs to reach a peer at fault */
+	sendq_push(&p->q, pack_frame(&f));
+	if (!send_next(p->call, &p->q, &p->t_send, &p->pending) && !p->q.busy)
+		grpc_call_cancel_with_status(p->call, GRPC_STATUS_INVALID_ARGUMENT, p->fail_msg,
+					     NULL);
 }
 
 static void peer_on_credit(struct peer *p, const Fdx__CreditUpdate *cu)
@@ -1139,6 +1240,23 @@ static void peer_on_credit(struct peer *p, const Fdx__CreditUpdate *cu)
 			peer_fail(p, "too many returned offsets");
 			return;
 		}
+		if (c->available + cr->added > UINT32_MAX) {
+			snprintf(msg, sizeof(msg),
+				 "credit on channel %u would overflow: %llu available, %u more",
+				 cr->channel, (unsigned long long)c->available, cr->added);
+			peer_fail(p, msg);
+			return;
+		}
+		for (size_t k = 0; k < cr->n_returned_offsets; k++) {
+			if (inflight_take(c, cr->returned_offsets[k]) < 0) {
+				snprintf(msg, sizeof(msg),
+					 "offset %#llx handed back on channel %u was never sent",
+					 (unsigned long long)cr->returned_offsets[k], cr->channel);
+				peer_fail(p, msg);
+				return;
+			}
+		}
+		c->available += cr->added;
 		/* Credit and offsets sent before the consumer saw our close still count. */
 		ex->st.credits_in += cr->added;
 		memset(&ev, 0, sizeof(ev));
@@ -1164,6 +1282,10 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 		return;
 	}
 	ex->st.frames_in++;
+	if (p->failing) { /* what still comes from a peer at fault is dropped */
+		fdx__control_frame__free_unpacked(f, NULL);
+		return;
+	}
 	switch (f->frame_case) {
 	case FDX__CONTROL_FRAME__FRAME_HELLO_ACK:
 		snprintf(p->remote_tm, sizeof(p->remote_tm), "%s",
@@ -1197,6 +1319,7 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 		c->state = CHAN_OPEN;
 		ex->open_out++;
 		c->initial = f->open_ack->initial_credit;
+		c->available = c->initial;
 		pthread_cond_broadcast(&ex->cond);
 		break;
 	case FDX__CONTROL_FRAME__FRAME_ERROR:
@@ -1326,7 +1449,12 @@ static struct peer *peer_event(struct peer *p, enum tag_kind kind, int ok)
 		p->q.busy = 0;
 		if (!ok)
 			sendq_clear(&p->q);
-		else if (!send_next(p->call, &p->q, &p->t_send, &p->pending))
+		else if (send_next(p->call, &p->q, &p->t_send, &p->pending))
+			break;
+		if (p->failing) /* our Error frame went (or cannot): now end it */
+			grpc_call_cancel_with_status(p->call, GRPC_STATUS_INVALID_ARGUMENT,
+						     p->fail_msg, NULL);
+		else
 			peer_flush_backlog(p);
 		break;
 	case TAG_PEER_STATUS:
@@ -1579,6 +1707,30 @@ static void peer_send_locked(struct peer *p, const Fdx__ControlFrame *f)
 	sendq_push(&p->q, pack_frame(f));
 	send_next(p->call, &p->q, &p->t_send, &p->pending);
 	p->ex->st.frames_out++;
+}
+
+FDX_API int fdx_exchange_sent(struct fdx_exchange *ex, uint32_t channel, uint64_t offset)
+{
+	struct cli_chan *c;
+	int err;
+
+	if (!ex || offset == 0)
+		return -EINVAL;
+	pthread_mutex_lock(&ex->lock);
+	c = open_chan_locked(ex, channel);
+	if (!c) {
+		err = -ENOENT;
+	} else if (inflight_has(c, offset)) {
+		err = -EEXIST;
+	} else if (c->available == 0) {
+		err = -EAGAIN;
+	} else {
+		err = inflight_add(c, offset);
+		if (!err)
+			c->available--;
+	}
+	pthread_mutex_unlock(&ex->lock);
+	return err;
 }
 
 FDX_API int fdx_exchange_backlog(struct fdx_exchange *ex, uint32_t channel, uint32_t backlog)

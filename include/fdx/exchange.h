@@ -150,6 +150,20 @@ FDX_API int fdx_exchange_credit(struct fdx_exchange *ex, uint32_t gate, uint32_t
 				uint32_t added, const uint64_t *offsets, uint32_t n_offsets);
 
 /**
+ * Producer: a buffer at offset was sent on channel. It spends one credit and
+ * stays in flight until the consumer hands the offset back in a credit
+ * update; an offset handed back that is not in flight on that channel, or
+ * credit that would take the channel's available credit past 2^32 - 1,
+ * fails the stream (with the reason on both sides). Owner thread.
+ *
+ * @return 0; -EINVAL if ex is NULL or offset is 0 (never a segment);
+ *   -ENOENT if channel is not open; -EEXIST if offset is in flight on it
+ *   already; -EAGAIN if the channel has no credit (nothing recorded);
+ *   -ENOMEM.
+ */
+FDX_API int fdx_exchange_sent(struct fdx_exchange *ex, uint32_t channel, uint64_t offset);
+
+/**
  * Producer: announce how many buffers are queued for channel (its backlog),
  * so the consumer can hand it floating credit. Owner thread.
  *
