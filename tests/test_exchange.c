@@ -328,7 +328,9 @@ static void handshake_with(const char *listen)
 	assert_int_equal(fdx_exchange_connect(ex, c.addr, 5000), 0);
 	assert_int_equal(fdx_exchange_stats(ex, &st), 0);
 	assert_int_equal(st.peers_up, 1);
+	/* Same host: the consumer chose the shm link for the data plane. */
 	assert_non_null(strstr(lg.all, "connected to TaskManager child"));
+	assert_non_null(strstr(lg.all, "(link shm)"));
 	child_stop(&c);
 	assert_int_equal(c.served, 1);
 	assert_int_equal(c.refused, 0);
@@ -1156,7 +1158,7 @@ static void test_exchange_close_with_credit_in_flight(void **state)
 struct holder {
 	struct fdx_exchange *ex;
 	uint64_t *offs;
-	uint32_t n;
+	uint32_t n, gate_channel;
 	int ret;
 };
 
@@ -1165,7 +1167,7 @@ static void *hold_lock(void *arg)
 {
 	struct holder *h = arg;
 
-	h->ret = fdx_exchange_credit(h->ex, GATE, 7, 1, h->offs, h->n);
+	h->ret = fdx_exchange_credit(h->ex, 9, h->gate_channel, 1, h->offs, h->n);
 	return NULL;
 }
 
@@ -1185,14 +1187,12 @@ static void test_exchange_late_answer_to_an_abandoned_open(void **state)
 
 	(void)state;
 	pair_open(&pr);
-	/* The lock holder hands back offsets a third producer never sent: only its stream fails. */
-	struct fdx_exchange_opts o3 = {.size = sizeof(o3), .tm_id = "third"};
-	struct fdx_exchange *third;
-	uint32_t t3;
-	assert_int_equal(fdx_exchange_create(&o3, &third), 0);
-	assert_int_equal(fdx_exchange_open_channel(third, fdx_exchange_address(pr.cons), "p", 0,
-						   GATE, 7, 5000, &t3, NULL),
-			 0);
+	/*
+	 * The lock holder hands back offsets a third producer never sent: only
+	 * that producer's stream fails. Each attempt has its own, on its own
+	 * channel of gate 9.
+	 */
+	assert_int_equal(fdx_exchange_add_gate(pr.cons, 9, 32, 2), 0);
 	h.ex = pr.cons;
 	h.offs = calloc(h.n, sizeof(uint64_t));
 	assert_non_null(h.offs);
@@ -1207,12 +1207,22 @@ static void test_exchange_late_answer_to_an_abandoned_open(void **state)
 	 * meanwhile. If the holder had not taken the lock yet, the open succeeds:
 	 * close it and try again (bounded).
 	 */
-	for (int attempt = 0; attempt < 20 && err != -ETIMEDOUT; attempt++) {
+	for (uint32_t attempt = 0; attempt < 20 && err != -ETIMEDOUT; attempt++) {
+		struct fdx_exchange_opts o3 = {.size = sizeof(o3), .tm_id = "third"};
+		struct fdx_exchange *third;
+		uint32_t t3;
+
+		assert_int_equal(fdx_exchange_create(&o3, &third), 0);
+		assert_int_equal(fdx_exchange_open_channel(third, fdx_exchange_address(pr.cons),
+							   "p", 0, 9, attempt, 5000, &t3, NULL),
+				 0);
+		h.gate_channel = attempt;
 		assert_int_equal(pthread_create(&t, NULL, hold_lock, &h), 0);
 		err = fdx_exchange_open_channel(pr.prod, fdx_exchange_address(pr.cons), "p", 1,
 						GATE, 1, 1, &c2, NULL);
 		assert_int_equal(pthread_join(t, NULL), 0);
 		assert_int_equal(h.ret, 0);
+		fdx_exchange_destroy(third);
 		if (err == 0) {
 			assert_int_equal(fdx_exchange_close_channel(pr.prod, c2), 0);
 			wait_event(pr.cons, FDX_EV_CHANNEL_CLOSED, &ev);
@@ -1230,7 +1240,6 @@ static void test_exchange_late_answer_to_an_abandoned_open(void **state)
 	assert_int_equal(err, 0);
 	assert_int_equal(fdx_exchange_backlog(pr.prod, a, 1), 0);
 	assert_int_equal(peers_up(pr.prod), 1);
-	fdx_exchange_destroy(third);
 	fdx_exchange_destroy(pr.prod);
 	fdx_exchange_destroy(pr.cons);
 }

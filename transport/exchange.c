@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -40,6 +41,7 @@
 
 #include <fdx/error.h>
 #include <fdx/exchange.h>
+#include <fdx/region.h>
 
 #include "../runtime/log.h"
 #include "exchange.pb-c.h"
@@ -190,12 +192,16 @@ struct peer {
 	int waiters; /* owner threads in fdx_exchange_connect() on it; under ex->lock */
 	int over; /* every operation completed; under ex->lock */
 	char remote_tm[64];
+	uint32_t link; /* chosen by the consumer: one of Fdx__Link */
+	uint8_t token[16]; /* for the data socket (data plane) */
 	struct peer *prev, *next;
 };
 
 struct fdx_exchange {
 	struct fdx__log log;
 	uint32_t version;
+	uint32_t seg_size;
+	char boot_id[40]; /* /proc/sys/kernel/random/boot_id: same host, same id */
 	char *tm_id;
 	char *address; /* as peers dial it */
 	char *sock_path; /* Unix socket file we created, or NULL */
@@ -237,6 +243,23 @@ struct fdx_exchange {
 	uint32_t n_peers, n_sessions, peers_up;
 	struct fdx_exchange_stats st;
 };
+
+static const Fdx__Link all_links[] = {FDX__LINK__LINK_LOCAL, FDX__LINK__LINK_SHM,
+				      FDX__LINK__LINK_TCP};
+
+static const char *link_name(uint32_t link)
+{
+	switch (link) {
+	case FDX__LINK__LINK_LOCAL:
+		return "local";
+	case FDX__LINK__LINK_SHM:
+		return "shm";
+	case FDX__LINK__LINK_TCP:
+		return "tcp";
+	default:
+		return "none";
+	}
+}
 
 static void deadline_in(struct timespec *ts, int ms)
 {
@@ -729,7 +752,19 @@ static void session_on_hello(struct session *s, const Fdx__Hello *h)
 	s->greeted = 1;
 	ack.protocol_version = ex->version;
 	ack.taskmanager_id = ex->tm_id;
-	ack.link = FDX__LINK__LINK_UNSPECIFIED;
+	/* Same host (same boot id) and the peer can map memory: shm; otherwise tcp. */
+	ack.link = FDX__LINK__LINK_TCP;
+	if (h->boot_id && strcmp(h->boot_id, ex->boot_id) == 0 && ex->boot_id[0])
+		for (size_t i = 0; i < h->n_links; i++)
+			if (h->links[i] == FDX__LINK__LINK_SHM)
+				ack.link = FDX__LINK__LINK_SHM;
+	/* A one-time token the data socket will have to present (data plane). */
+	uint8_t token[16];
+	if (getrandom(token, sizeof(token), 0) != (ssize_t)sizeof(token))
+		memset(token, 0, sizeof(token));
+	ack.token.data = token;
+	ack.token.len = sizeof(token);
+	ack.data_endpoint = "";
 	f.frame_case = FDX__CONTROL_FRAME__FRAME_HELLO_ACK;
 	f.hello_ack = &ack;
 	/* Counted before the answer leaves: whoever got the answer sees the count. */
@@ -1290,8 +1325,11 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 	case FDX__CONTROL_FRAME__FRAME_HELLO_ACK:
 		snprintf(p->remote_tm, sizeof(p->remote_tm), "%s",
 			 f->hello_ack->taskmanager_id ? f->hello_ack->taskmanager_id : "?");
-		FDX_LOG_INFO(&ex->log, "exchange %s: connected to TaskManager %s at %s", ex->tm_id,
-			     p->remote_tm, p->addr);
+		p->link = f->hello_ack->link;
+		if (f->hello_ack->token.len == sizeof(p->token))
+			memcpy(p->token, f->hello_ack->token.data, sizeof(p->token));
+		FDX_LOG_INFO(&ex->log, "exchange %s: connected to TaskManager %s at %s (link %s)",
+			     ex->tm_id, p->remote_tm, p->addr, link_name(p->link));
 		peer_set_state_locked(p, PEER_UP, 0);
 		break;
 	case FDX__CONTROL_FRAME__FRAME_OPEN_ACK:
@@ -1515,6 +1553,10 @@ static int peer_start_locked(struct fdx_exchange *ex, const char *addr, struct p
 	h.taskmanager_id = ex->tm_id;
 	h.uid = (uint32_t)geteuid();
 	h.pid = (uint32_t)getpid();
+	h.boot_id = ex->boot_id;
+	h.segment_size = ex->seg_size;
+	h.n_links = sizeof(all_links) / sizeof(all_links[0]);
+	h.links = (Fdx__Link *)all_links;
 	f.frame_case = FDX__CONTROL_FRAME__FRAME_HELLO;
 	f.hello = &h;
 
@@ -2292,6 +2334,14 @@ FDX_API int fdx_exchange_create(const struct fdx_exchange_opts *o, struct fdx_ex
 	fdx__log_init(&ex->log, o->log_fn, o->log_ud, o->log_level);
 	ex->listen_fd = -1;
 	ex->version = o->protocol_version ? o->protocol_version : FDX_PROTOCOL_VERSION;
+	ex->seg_size = o->seg_size ? o->seg_size : FDX_SEG_SIZE_DEFAULT;
+	FILE *bf = fopen("/proc/sys/kernel/random/boot_id", "re");
+	if (bf) {
+		if (!fgets(ex->boot_id, sizeof(ex->boot_id), bf))
+			ex->boot_id[0] = '\0';
+		ex->boot_id[strcspn(ex->boot_id, "\n")] = '\0';
+		fclose(bf);
+	}
 	snprintf(id, sizeof(id), "tm-%d", (int)getpid());
 	ex->tm_id = strdup(o->tm_id ? o->tm_id : id);
 	if (o->n_allow_uids) {

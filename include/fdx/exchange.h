@@ -53,6 +53,8 @@ struct fdx_exchange_opts {
 	uint32_t log_level; /**< one of enum fdx_log_level; 0 = FDX_LOG_WARN */
 	fdx_log_fn log_fn; /**< log sink, or NULL; called from the exchange's threads too */
 	void *log_ud; /**< passed to log_fn */
+	uint32_t seg_size; /**< segment size announced in the handshake (default 32 KiB) */
+	uint32_t pad;
 };
 
 /**
