@@ -810,12 +810,24 @@ static void session_on_stats(struct session *s)
 	free(csp);
 }
 
+/* A producer named a channel it never opened: fail its stream. */
+static void session_unknown_channel(struct session *s, uint32_t id)
+{
+	struct fdx_exchange *ex = s->ex;
+	char msg[64];
+
+	snprintf(msg, sizeof(msg), "unknown channel %u", id);
+	ex->st.bad_frames++;
+	FDX_LOG_WARN(&ex->log, "exchange %s: TaskManager %s named %s; stream failed", ex->tm_id,
+		     s->peer_tm, msg);
+	session_finish(s, GRPC_STATUS_INVALID_ARGUMENT, msg);
+}
+
 /* The latest backlog of some channels; an unknown one fails the stream. */
 static void session_on_backlog(struct session *s, const Fdx__Backlog *b)
 {
 	struct fdx_exchange *ex = s->ex;
 	struct fdx_exchange_event ev;
-	char msg[160];
 
 	if (b->n_channels != b->n_backlogs) {
 		ex->st.bad_frames++;
@@ -826,12 +838,7 @@ static void session_on_backlog(struct session *s, const Fdx__Backlog *b)
 		struct srv_chan *c = session_chan(s, b->channels[i]);
 
 		if (!c) {
-			snprintf(msg, sizeof(msg), "unknown channel %u", b->channels[i]);
-			ex->st.bad_frames++;
-			FDX_LOG_WARN(&ex->log,
-				     "exchange %s: TaskManager %s named %s; stream failed",
-				     ex->tm_id, s->peer_tm, msg);
-			session_finish(s, GRPC_STATUS_INVALID_ARGUMENT, msg);
+			session_unknown_channel(s, b->channels[i]);
 			return;
 		}
 		c->backlog = b->backlogs[i];
@@ -890,11 +897,7 @@ static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame 
 	}
 	c = session_chan(s, id);
 	if (!c) {
-		snprintf(msg, sizeof(msg), "unknown channel %u", id);
-		ex->st.bad_frames++;
-		FDX_LOG_WARN(&ex->log, "exchange %s: TaskManager %s named %s; stream failed",
-			     ex->tm_id, s->peer_tm, msg);
-		session_finish(s, GRPC_STATUS_INVALID_ARGUMENT, msg);
+		session_unknown_channel(s, id);
 		return;
 	}
 	memset(&ev, 0, sizeof(ev));
@@ -1087,6 +1090,14 @@ static struct cli_chan *peer_chan(struct peer *p, uint32_t id)
 	return ex->cchans[id];
 }
 
+/* With ex->lock held: queue a frame on p's stream. */
+static void peer_send_locked(struct peer *p, const Fdx__ControlFrame *f)
+{
+	sendq_push(&p->q, pack_frame(f));
+	send_next(p->call, &p->q, &p->t_send, &p->pending);
+	p->ex->st.frames_out++;
+}
+
 /* The in-flight offsets of a channel: open addressing with backward-shift deletion. */
 static uint32_t inflight_slot(const struct cli_chan *c, uint64_t off)
 {
@@ -1217,9 +1228,7 @@ static void peer_flush_backlog(struct peer *p)
 		b.backlogs = bls;
 		f.frame_case = FDX__CONTROL_FRAME__FRAME_BACKLOG;
 		f.backlog = &b;
-		sendq_push(&p->q, pack_frame(&f));
-		send_next(p->call, &p->q, &p->t_send, &p->pending);
-		p->ex->st.frames_out++;
+		peer_send_locked(p, &f);
 	}
 	free(ids);
 	free(bls);
@@ -1342,9 +1351,7 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 			cl.channel = c->id;
 			cf.frame_case = FDX__CONTROL_FRAME__FRAME_CLOSE;
 			cf.close = &cl;
-			sendq_push(&p->q, pack_frame(&cf));
-			send_next(p->call, &p->q, &p->t_send, &p->pending);
-			ex->st.frames_out++;
+			peer_send_locked(p, &cf);
 			c->state = CHAN_CLOSED;
 			break;
 		}
@@ -1704,9 +1711,7 @@ FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
 	o.gate_channel = gate_channel;
 	f.frame_case = FDX__CONTROL_FRAME__FRAME_OPEN;
 	f.open = &o;
-	sendq_push(&p->q, pack_frame(&f));
-	send_next(p->call, &p->q, &p->t_send, &p->pending);
-	ex->st.frames_out++;
+	peer_send_locked(p, &f);
 	err = 0;
 	while (c->state == CHAN_OPENING) {
 		if (pthread_cond_timedwait(&ex->cond, &ex->lock, &deadline) == ETIMEDOUT &&
@@ -1742,13 +1747,6 @@ static struct cli_chan *open_chan_locked(struct fdx_exchange *ex, uint32_t id)
 	if (id == 0 || id >= ex->n_cchans || !ex->cchans[id] || ex->cchans[id]->state != CHAN_OPEN)
 		return NULL;
 	return ex->cchans[id];
-}
-
-static void peer_send_locked(struct peer *p, const Fdx__ControlFrame *f)
-{
-	sendq_push(&p->q, pack_frame(f));
-	send_next(p->call, &p->q, &p->t_send, &p->pending);
-	p->ex->st.frames_out++;
 }
 
 FDX_API int fdx_exchange_sent(struct fdx_exchange *ex, uint32_t channel, uint64_t offset)
