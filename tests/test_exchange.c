@@ -280,6 +280,14 @@ static void child_stop(struct child *c)
 			fail_msg("child %d did not report: exit %d, signal %d", (int)c->pid,
 				 WIFEXITED(st) ? WEXITSTATUS(st) : -1,
 				 WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+		if (getenv("FDX_TEST_DEBUG_HANG")) {
+			char cmd[160];
+
+			snprintf(cmd, sizeof(cmd),
+				 "gdb -batch -p %d -ex 'thread apply all bt' >&2 2>/dev/null",
+				 (int)c->pid);
+			(void)!system(cmd);
+		}
 		kill(c->pid, SIGKILL);
 		fail_msg("child %d did not report within 10 s", (int)c->pid);
 	}
@@ -531,8 +539,13 @@ static grpc_status_code raw_call_n(const char *addr, const grpc_slice *msgs, siz
 	grpc_slice sd;
 	grpc_metadata_array init_md, trail_md;
 	grpc_status_code status = GRPC_STATUS_UNKNOWN;
+	/*
+	 * 5 s: a cut-off call can, rarely, keep one operation pending in the
+	 * consumer until this deadline, and its destroy waits for it (a known
+	 * limit, in the closing note of issue 3).
+	 */
 	gpr_timespec deadline =
-		gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_seconds(10, GPR_TIMESPAN));
+		gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_seconds(5, GPR_TIMESPAN));
 	grpc_call *call;
 	grpc_op ops[5];
 	char *d;
@@ -1384,5 +1397,8 @@ int main(int argc, char **argv)
 		return run_child(argc, argv);
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* FDX_TEST_FILTER=pattern runs only the matching tests (for chasing one). */
+	if (getenv("FDX_TEST_FILTER"))
+		cmocka_set_test_filter(getenv("FDX_TEST_FILTER"));
 	return cmocka_run_group_tests_name("exchange", tests, NULL, NULL);
 }

@@ -99,6 +99,7 @@ struct srv_chan {
 	uint32_t id; /* the producer's OpenChannel.id */
 	uint32_t gate, gate_channel;
 	uint32_t backlog; /* the last one announced */
+	int marked; /* named in the frame being handled */
 	/* Credit and offsets not yet sent, coalesced until the next send. */
 	uint64_t pending_added;
 	uint64_t *offs;
@@ -129,6 +130,7 @@ struct cli_chan {
 	enum chan_state state;
 	int result;
 	int opening; /* its opener waits on it: it frees it */
+	int marked; /* named in the credit update being handled */
 	uint32_t initial;
 	uint64_t available; /* credit: initial + granted - spent by fdx_exchange_sent() */
 	uint64_t *inflight; /* offsets sent, not yet handed back: open addressing, 0 = empty */
@@ -842,6 +844,15 @@ static void session_on_backlog(struct session *s, const Fdx__Backlog *b)
 			return;
 		}
 		c->backlog = b->backlogs[i];
+		c->marked = 1;
+	}
+	/* One event per channel named, with its latest value, however often named. */
+	for (size_t i = 0; i < b->n_channels; i++) {
+		struct srv_chan *c = session_chan(s, b->channels[i]);
+
+		if (!c->marked)
+			continue;
+		c->marked = 0;
 		memset(&ev, 0, sizeof(ev));
 		ev.type = FDX_EV_BACKLOG;
 		ev.gate = c->gate;
@@ -1257,8 +1268,14 @@ static void peer_fail(struct peer *p, const char *msg)
 	f.frame_case = FDX__CONTROL_FRAME__FRAME_ERROR;
 	f.error = &e;
 	sendq_clear(&p->q); /* nothing else needs to reach a peer at fault */
+	if (p->q.busy) {
+		/* A send is in flight and may never complete (a peer that does not read): no wait. */
+		grpc_call_cancel_with_status(p->call, GRPC_STATUS_INVALID_ARGUMENT, p->fail_msg,
+					     NULL);
+		return;
+	}
 	sendq_push(&p->q, pack_frame(&f));
-	if (!send_next(p->call, &p->q, &p->t_send, &p->pending) && !p->q.busy)
+	if (!send_next(p->call, &p->q, &p->t_send, &p->pending))
 		grpc_call_cancel_with_status(p->call, GRPC_STATUS_INVALID_ARGUMENT, p->fail_msg,
 					     NULL);
 }
@@ -1268,37 +1285,48 @@ static void peer_on_credit(struct peer *p, const Fdx__CreditUpdate *cu)
 	struct fdx_exchange *ex = p->ex;
 	struct fdx_exchange_event ev;
 	char msg[160];
+	size_t i;
 
-	for (size_t i = 0; i < cu->n_credits; i++) {
+	for (i = 0; i < cu->n_credits; i++) {
 		const Fdx__Credit *cr = cu->credits[i];
 		struct cli_chan *c = peer_chan(p, cr->channel);
 
 		if (!c || c->state == CHAN_OPENING || c->state == CHAN_FAILED) {
 			snprintf(msg, sizeof(msg), "credit for unknown channel %u", cr->channel);
 			peer_fail(p, msg);
-			return;
+			break;
 		}
+		if (c->marked) {
+			/* Our consumers coalesce per channel: a repeat only costs us memory. */
+			snprintf(msg, sizeof(msg), "channel %u named twice in one credit update",
+				 cr->channel);
+			peer_fail(p, msg);
+			break;
+		}
+		c->marked = 1;
 		if (c->state == CHAN_ABANDONED)
 			continue; /* its late answer is being closed again */
 		if (cr->n_returned_offsets > UINT32_MAX) {
 			peer_fail(p, "too many returned offsets");
-			return;
+			break;
 		}
 		if (c->available + cr->added > UINT32_MAX) {
 			snprintf(msg, sizeof(msg),
 				 "credit on channel %u would overflow: %llu available, %u more",
 				 cr->channel, (unsigned long long)c->available, cr->added);
 			peer_fail(p, msg);
-			return;
+			break;
 		}
-		for (size_t k = 0; k < cr->n_returned_offsets; k++) {
-			if (inflight_take(c, cr->returned_offsets[k]) < 0) {
-				snprintf(msg, sizeof(msg),
-					 "offset %#llx handed back on channel %u was never sent",
-					 (unsigned long long)cr->returned_offsets[k], cr->channel);
-				peer_fail(p, msg);
-				return;
-			}
+		size_t k;
+		for (k = 0; k < cr->n_returned_offsets; k++)
+			if (inflight_take(c, cr->returned_offsets[k]) < 0)
+				break;
+		if (k < cr->n_returned_offsets) {
+			snprintf(msg, sizeof(msg),
+				 "offset %#llx handed back on channel %u was never sent",
+				 (unsigned long long)cr->returned_offsets[k], cr->channel);
+			peer_fail(p, msg);
+			break;
 		}
 		c->available += cr->added;
 		/* Credit and offsets sent before the consumer saw our close still count. */
@@ -1311,6 +1339,13 @@ static void peer_on_credit(struct peer *p, const Fdx__CreditUpdate *cu)
 		ev.credits = cr->added;
 		snprintf(ev.peer, sizeof(ev.peer), "%s", p->remote_tm);
 		ev_push_locked(ex, &ev, cr->returned_offsets, (uint32_t)cr->n_returned_offsets);
+	}
+	/* Unmark what this update named, up to and including where it stopped. */
+	for (size_t j = 0; j <= i && j < cu->n_credits; j++) {
+		struct cli_chan *c = peer_chan(p, cu->credits[j]->channel);
+
+		if (c)
+			c->marked = 0;
 	}
 }
 
@@ -1429,7 +1464,8 @@ static void peer_on_status_locked(struct peer *p)
 		struct cli_chan *c = p->chans;
 		char msg[192];
 
-		if (c->state == CHAN_OPEN) {
+		/* A channel still being opened is reported by its opener, not by an event. */
+		if (c->state == CHAN_OPEN && !c->opening) {
 			snprintf(msg, sizeof(msg), "TaskManager %s at %s went away: %s",
 				 p->remote_tm[0] ? p->remote_tm : "?", p->addr,
 				 details && details[0] ? details : fdx_strerror(err));
@@ -1437,6 +1473,8 @@ static void peer_on_status_locked(struct peer *p)
 						 p->remote_tm, msg);
 		}
 		if (c->opening) {
+			if (c->state == CHAN_OPEN) /* answered, but its opener has not seen it */
+				ex->open_out--;
 			c->state = CHAN_FAILED;
 			c->result = err;
 			chan_detach_locked(c); /* its opener frees it */
@@ -2303,7 +2341,10 @@ FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
 		free(g);
 	}
 	for (uint32_t i = 0; i < ex->n_cchans; i++)
-		free(ex->cchans[i]);
+		if (ex->cchans[i]) {
+			free(ex->cchans[i]->inflight);
+			free(ex->cchans[i]);
+		}
 	free(ex->cchans);
 	close(ex->efd);
 	pthread_cond_destroy(&ex->cond);

@@ -152,7 +152,8 @@ FDX_API int fdx_exchange_credit(struct fdx_exchange *ex, uint32_t gate, uint32_t
 				uint32_t added, const uint64_t *offsets, uint32_t n_offsets);
 
 /**
- * Producer: a buffer at offset was sent on channel. It spends one credit and
+ * Producer: a buffer at offset is being sent on channel; call it before the
+ * data goes, so that a fast consumer cannot hand it back first. It spends one credit and
  * stays in flight until the consumer hands the offset back in a credit
  * update; an offset handed back that is not in flight on that channel, or
  * credit that would take the channel's available credit past 2^32 - 1,
