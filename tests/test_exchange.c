@@ -280,14 +280,6 @@ static void child_stop(struct child *c)
 			fail_msg("child %d did not report: exit %d, signal %d", (int)c->pid,
 				 WIFEXITED(st) ? WEXITSTATUS(st) : -1,
 				 WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-		if (getenv("FDX_TEST_DEBUG_HANG")) {
-			char cmd[160];
-
-			snprintf(cmd, sizeof(cmd),
-				 "gdb -batch -p %d -ex 'thread apply all bt' >&2 2>/dev/null",
-				 (int)c->pid);
-			(void)!system(cmd);
-		}
 		kill(c->pid, SIGKILL);
 		fail_msg("child %d did not report within 10 s", (int)c->pid);
 	}
