@@ -16,6 +16,7 @@
 
 #include <fdx/error.h>
 
+#include "abi.h"
 #include "local_buffer_pool.h"
 
 static uint64_t now_ns(void)
@@ -527,13 +528,11 @@ FDX_API int fdx_lbp_set_avail_cb(struct fdx_lbp *lbp, fdx_lbp_avail_fn fn, void 
 FDX_API int fdx_lbp_stats(struct fdx_lbp *lbp, struct fdx_lbp_stats *st)
 {
 	struct fdx_lbp_stats s;
-	uint32_t n, borrowable = 0;
+	uint32_t borrowable = 0;
 
 	if (!lbp || !st || st->size < 8)
 		return -EINVAL;
 	memset(&s, 0, sizeof(s));
-	n = st->size < sizeof(s) ? st->size : (uint32_t)sizeof(s);
-	s.size = st->size;
 	pthread_mutex_lock(&lbp->nbp->lock);
 	fdx__spin_lock(&lbp->spin);
 	s.min = lbp->min;
@@ -553,6 +552,6 @@ FDX_API int fdx_lbp_stats(struct fdx_lbp *lbp, struct fdx_lbp_stats *st)
 	fdx__spin_unlock(&lbp->spin);
 	pthread_mutex_unlock(&lbp->nbp->lock);
 	s.blocked_ns = fdx_load_relaxed_u64(&lbp->blocked_ns);
-	memcpy(st, &s, n);
+	fdx__stats_copy(st, &s, sizeof(s));
 	return 0;
 }

@@ -5,6 +5,7 @@
 
 #include <fdx/error.h>
 
+#include "abi.h"
 #include "local_buffer_pool.h"
 #include "network_buffer_pool.h"
 
@@ -111,13 +112,10 @@ FDX_API struct fdx_region *fdx_nbp_region(const struct fdx_nbp *nbp)
 FDX_API int fdx_nbp_stats(struct fdx_nbp *nbp, struct fdx_nbp_stats *st)
 {
 	struct fdx_nbp_stats s;
-	uint32_t n;
 
 	if (!nbp || !st || st->size < 8)
 		return -EINVAL;
 	memset(&s, 0, sizeof(s));
-	n = st->size < sizeof(s) ? st->size : (uint32_t)sizeof(s);
-	s.size = st->size;
 	s.seg_size = nbp->region->seg_size;
 	s.seg_count = nbp->seg_count;
 	s.page_size = nbp->region->page_size;
@@ -127,7 +125,7 @@ FDX_API int fdx_nbp_stats(struct fdx_nbp *nbp, struct fdx_nbp_stats *st)
 	s.reserved = nbp->reserved;
 	s.lbp_count = nbp->lbp_count;
 	pthread_mutex_unlock(&nbp->lock);
-	memcpy(st, &s, n);
+	fdx__stats_copy(st, &s, sizeof(s));
 	return 0;
 }
 

@@ -43,6 +43,7 @@
 #include <fdx/exchange.h>
 #include <fdx/region.h>
 
+#include "../runtime/abi.h"
 #include "../runtime/log.h"
 #include "exchange.pb-c.h"
 #include "mpsc_queue.h"
@@ -2446,7 +2447,6 @@ FDX_API const char *fdx_exchange_address(const struct fdx_exchange *ex)
 FDX_API int fdx_exchange_stats(struct fdx_exchange *ex, struct fdx_exchange_stats *st)
 {
 	struct fdx_exchange_stats s;
-	uint32_t n;
 
 	if (!ex || !st || st->size < 8)
 		return -EINVAL;
@@ -2458,8 +2458,6 @@ FDX_API int fdx_exchange_stats(struct fdx_exchange *ex, struct fdx_exchange_stat
 		s.channels_in += ss->n_chans;
 	s.channels_out = ex->open_out;
 	pthread_mutex_unlock(&ex->lock);
-	s.size = st->size;
-	n = st->size < sizeof(s) ? st->size : (uint32_t)sizeof(s);
-	memcpy(st, &s, n);
+	fdx__stats_copy(st, &s, sizeof(s));
 	return 0;
 }
