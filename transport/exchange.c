@@ -41,12 +41,14 @@
 
 #include <fdx/error.h>
 #include <fdx/exchange.h>
+#include <fdx/partition.h>
 #include <fdx/region.h>
 
 #include "../runtime/abi.h"
 #include "../runtime/log.h"
 #include "exchange.pb-c.h"
-#include "mpsc_queue.h"
+#include "../runtime/mpsc_queue.h"
+#include "exchange_internal.h"
 
 #define METHOD "/fdx.DataExchange/ExchangeData"
 #define DESTROY_BUDGET_MS 900
@@ -112,6 +114,8 @@ struct srv_chan {
 struct gate {
 	uint32_t id, n_channels, initial_credit;
 	struct srv_chan **chans; /* by gate channel; NULL when not open */
+	const struct fdx__gate_hooks *hooks; /* a data-plane gate: news go there, not to events */
+	void *hook_ud;
 	struct gate *next;
 };
 
@@ -139,6 +143,8 @@ struct cli_chan {
 	uint32_t backlog; /* the latest, not yet sent if bl_dirty */
 	int bl_dirty;
 	struct cli_chan *bl_next;
+	const struct fdx__chan_hooks *hooks; /* a data-plane channel: credit goes there */
+	void *hook_ud;
 };
 
 /* An event on its way to the owner, with its offsets. */
@@ -164,6 +170,8 @@ struct session {
 	grpc_status_code final_code;
 	char final_msg[256];
 	char peer_tm[64];
+	uint64_t serial; /* names the session to the data plane */
+	uint8_t token[16]; /* its data sockets present it */
 	struct srv_chan **ids; /* open addressing by id; power-of-two size */
 	uint32_t ids_cap, n_chans;
 	struct srv_chan *dirty_head, *dirty_tail;
@@ -197,6 +205,7 @@ struct peer {
 	char remote_tm[64];
 	uint32_t link; /* chosen by the consumer: one of Fdx__Link */
 	uint8_t token[16]; /* for the data socket (data plane) */
+	char unix_ep[128], tcp_ep[128]; /* the consumer's data sockets */
 	struct peer *prev, *next;
 };
 
@@ -244,6 +253,8 @@ struct fdx_exchange {
 	int stopping;
 	int server_down;
 	uint32_t n_peers, n_sessions, peers_up;
+	uint64_t sess_serial;
+	struct fdx__dp *dp;
 	struct fdx_exchange_stats st;
 };
 
@@ -523,7 +534,11 @@ static void session_drop_channels(struct session *s, int err, const char *why)
 		if (g && g->chans[c->gate_channel] == c)
 			g->chans[c->gate_channel] = NULL;
 		snprintf(msg, sizeof(msg), "TaskManager %s: %s", s->peer_tm, why);
-		ev_channel_failed_locked(ex, 0, c->gate, c->gate_channel, err, s->peer_tm, msg);
+		if (g && g->hooks)
+			g->hooks->failed(g->hook_ud, c->gate_channel, s->serial, err, msg);
+		else
+			ev_channel_failed_locked(ex, 0, c->gate, c->gate_channel, err, s->peer_tm,
+						 msg);
 		free(c->offs);
 		free(c);
 		s->ids[i] = NULL;
@@ -718,14 +733,18 @@ static void session_on_open(struct session *s, const Fdx__OpenChannel *o)
 	 * The owner hears of the channel before the producer does: once answered,
 	 * the producer may act on it (and tell our owner so by other means).
 	 */
-	memset(&ev, 0, sizeof(ev));
-	ev.type = FDX_EV_CHANNEL_OPENED;
-	ev.gate = o->gate;
-	ev.gate_channel = o->gate_channel;
-	ev.subpartition = o->subpartition;
-	snprintf(ev.peer, sizeof(ev.peer), "%s", s->peer_tm);
-	ev_push_locked(ex, &ev, NULL, 0);
-	events_flush_locked(ex);
+	if (g->hooks) {
+		g->hooks->opened(g->hook_ud, o->gate_channel, s->serial, s->peer_tm);
+	} else {
+		memset(&ev, 0, sizeof(ev));
+		ev.type = FDX_EV_CHANNEL_OPENED;
+		ev.gate = o->gate;
+		ev.gate_channel = o->gate_channel;
+		ev.subpartition = o->subpartition;
+		snprintf(ev.peer, sizeof(ev.peer), "%s", s->peer_tm);
+		ev_push_locked(ex, &ev, NULL, 0);
+		events_flush_locked(ex);
+	}
 	/* The initial credit travels in the answer: nobody waits for a first record. */
 	ack.id = o->id;
 	ack.initial_credit = g->initial_credit;
@@ -762,12 +781,15 @@ static void session_on_hello(struct session *s, const Fdx__Hello *h)
 			if (h->links[i] == FDX__LINK__LINK_SHM)
 				ack.link = FDX__LINK__LINK_SHM;
 	/* A one-time token the data socket will have to present (data plane). */
-	uint8_t token[16];
-	if (getrandom(token, sizeof(token), 0) != (ssize_t)sizeof(token))
-		memset(token, 0, sizeof(token));
-	ack.token.data = token;
-	ack.token.len = sizeof(token);
-	ack.data_endpoint = "";
+	if (getrandom(s->token, sizeof(s->token), 0) != (ssize_t)sizeof(s->token)) {
+		session_finish(s, GRPC_STATUS_UNAVAILABLE, "no randomness for a data-socket token");
+		return;
+	}
+	s->serial = ++ex->sess_serial + 1; /* data-plane session ids: 1 is local */
+	ack.token.data = s->token;
+	ack.token.len = sizeof(s->token);
+	ack.data_endpoint = (char *)(ex->dp ? fdx__dp_unix_endpoint(ex->dp) : "");
+	ack.tcp_data_endpoint = (char *)(ex->dp ? fdx__dp_tcp_endpoint(ex->dp) : "");
 	f.frame_case = FDX__CONTROL_FRAME__FRAME_HELLO_ACK;
 	f.hello_ack = &ack;
 	/* Counted before the answer leaves: whoever got the answer sees the count. */
@@ -924,7 +946,10 @@ static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame 
 		g->chans[c->gate_channel] = NULL;
 	free(c->offs);
 	free(c);
-	ev_push_locked(ex, &ev, NULL, 0);
+	if (g && g->hooks)
+		g->hooks->closed(g->hook_ud, ev.gate_channel, s->serial);
+	else
+		ev_push_locked(ex, &ev, NULL, 0);
 }
 
 static void session_on_frame(struct session *s, grpc_byte_buffer *bb)
@@ -1332,6 +1357,11 @@ static void peer_on_credit(struct peer *p, const Fdx__CreditUpdate *cu)
 		c->available += cr->added;
 		/* Credit and offsets sent before the consumer saw our close still count. */
 		ex->st.credits_in += cr->added;
+		if (c->hooks) {
+			c->hooks->credit(c->hook_ud, cr->added, cr->returned_offsets,
+					 (uint32_t)cr->n_returned_offsets);
+			continue;
+		}
 		memset(&ev, 0, sizeof(ev));
 		ev.type = FDX_EV_CREDIT;
 		ev.channel = c->id;
@@ -1373,6 +1403,10 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 		p->link = f->hello_ack->link;
 		if (f->hello_ack->token.len == sizeof(p->token))
 			memcpy(p->token, f->hello_ack->token.data, sizeof(p->token));
+		snprintf(p->unix_ep, sizeof(p->unix_ep), "%s",
+			 f->hello_ack->data_endpoint ? f->hello_ack->data_endpoint : "");
+		snprintf(p->tcp_ep, sizeof(p->tcp_ep), "%s",
+			 f->hello_ack->tcp_data_endpoint ? f->hello_ack->tcp_data_endpoint : "");
 		FDX_LOG_INFO(&ex->log, "exchange %s: connected to TaskManager %s at %s (link %s)",
 			     ex->tm_id, p->remote_tm, p->addr, link_name(p->link));
 		peer_set_state_locked(p, PEER_UP, 0);
@@ -1470,8 +1504,11 @@ static void peer_on_status_locked(struct peer *p)
 			snprintf(msg, sizeof(msg), "TaskManager %s at %s went away: %s",
 				 p->remote_tm[0] ? p->remote_tm : "?", p->addr,
 				 details && details[0] ? details : fdx_strerror(err));
-			ev_channel_failed_locked(ex, c->id, c->gate, c->gate_channel, err,
-						 p->remote_tm, msg);
+			if (c->hooks)
+				c->hooks->failed(c->hook_ud, err, msg);
+			else
+				ev_channel_failed_locked(ex, c->id, c->gate, c->gate_channel, err,
+							 p->remote_tm, msg);
 		}
 		if (c->opening) {
 			if (c->state == CHAN_OPEN) /* answered, but its opener has not seen it */
@@ -1961,6 +1998,159 @@ out:
 	return err;
 }
 
+/* ---- for the data plane (exchange_internal.h) ------------------------------ */
+
+struct fdx__dp *fdx__exchange_dp(struct fdx_exchange *ex)
+{
+	return ex->dp;
+}
+
+struct fdx__log *fdx__exchange_log(struct fdx_exchange *ex)
+{
+	return &ex->log;
+}
+
+const char *fdx__exchange_tm_id(const struct fdx_exchange *ex)
+{
+	return ex->tm_id;
+}
+
+int fdx__exchange_add_gate_hooked(struct fdx_exchange *ex, uint32_t gate, uint32_t n_channels,
+				  uint32_t initial_credit, const struct fdx__gate_hooks *h,
+				  void *ud)
+{
+	int err = fdx_exchange_add_gate(ex, gate, n_channels, initial_credit);
+
+	if (err < 0)
+		return err;
+	pthread_mutex_lock(&ex->lock);
+	struct gate *g = gate_find(ex, gate);
+	g->hooks = h;
+	g->hook_ud = ud;
+	pthread_mutex_unlock(&ex->lock);
+	return 0;
+}
+
+void fdx__exchange_remove_gate(struct fdx_exchange *ex, uint32_t gate)
+{
+	struct gate **pp, *g = NULL;
+
+	pthread_mutex_lock(&ex->lock);
+	for (pp = &ex->gates; *pp; pp = &(*pp)->next)
+		if ((*pp)->id == gate) {
+			g = *pp;
+			*pp = g->next;
+			break;
+		}
+	if (g) {
+		/* Its open channels end: their producers are told, their streams go on. */
+		for (uint32_t i = 0; i < g->n_channels; i++) {
+			struct srv_chan *c = g->chans[i];
+			struct session *s;
+			char msg[160];
+
+			if (!c)
+				continue;
+			s = c->s;
+			snprintf(msg, sizeof(msg), "gate %u of TaskManager %s is gone", gate,
+				 ex->tm_id);
+			session_error(s, -ENOENT, c->id, msg);
+			session_chan_remove(s, c);
+			free(c->offs);
+			free(c);
+		}
+		free(g->chans);
+		free(g);
+	}
+	pthread_mutex_unlock(&ex->lock);
+}
+
+int fdx__exchange_hook_channel(struct fdx_exchange *ex, uint32_t channel,
+			       const struct fdx__chan_hooks *h, void *ud, uint64_t *available)
+{
+	struct cli_chan *c;
+	int err = 0;
+
+	pthread_mutex_lock(&ex->lock);
+	c = open_chan_locked(ex, channel);
+	if (!c) {
+		err = -ENOENT;
+	} else {
+		c->hooks = h;
+		c->hook_ud = ud;
+		*available = c->available;
+	}
+	pthread_mutex_unlock(&ex->lock);
+	return err;
+}
+
+void fdx__exchange_unhook_channel(struct fdx_exchange *ex, uint32_t channel)
+{
+	pthread_mutex_lock(&ex->lock);
+	if (channel && channel < ex->n_cchans && ex->cchans[channel]) {
+		ex->cchans[channel]->hooks = NULL;
+		ex->cchans[channel]->hook_ud = NULL;
+	}
+	pthread_mutex_unlock(&ex->lock);
+}
+
+void fdx__exchange_sent_many(struct fdx_exchange *ex, const uint32_t *chans, const uint64_t *offs,
+			     uint32_t n)
+{
+	pthread_mutex_lock(&ex->lock);
+	for (uint32_t i = 0; i < n; i++) {
+		struct cli_chan *c = open_chan_locked(ex, chans[i]);
+
+		if (!c)
+			continue;
+		if (offs && offs[i] && inflight_add(c, offs[i]) < 0)
+			FDX_LOG_ERR(&ex->log, "exchange %s: channel %u: offset %#llx not recorded",
+				    ex->tm_id, chans[i], (unsigned long long)offs[i]);
+		if (c->available)
+			c->available--;
+		else
+			FDX_LOG_ERR(&ex->log, "exchange %s: channel %u: sent without credit",
+				    ex->tm_id, chans[i]);
+	}
+	pthread_mutex_unlock(&ex->lock);
+}
+
+int fdx__exchange_peer_data(struct fdx_exchange *ex, const char *addr, struct fdx__peer_data *pd)
+{
+	int err = -ENOENT;
+
+	pthread_mutex_lock(&ex->lock);
+	for (struct peer *p = ex->peers; p; p = p->next)
+		if (p->state == PEER_UP && strcmp(p->addr, addr) == 0) {
+			pd->link = p->link == FDX__LINK__LINK_SHM ? FDX_LINK_SHM : FDX_LINK_TCP;
+			memcpy(pd->token, p->token, sizeof(pd->token));
+			snprintf(pd->unix_ep, sizeof(pd->unix_ep), "%s", p->unix_ep);
+			snprintf(pd->tcp_ep, sizeof(pd->tcp_ep), "%s", p->tcp_ep);
+			snprintf(pd->remote_tm, sizeof(pd->remote_tm), "%s", p->remote_tm);
+			err = 0;
+			break;
+		}
+	pthread_mutex_unlock(&ex->lock);
+	return err;
+}
+
+int fdx__exchange_token_session(struct fdx_exchange *ex, const uint8_t *token, uint64_t *sess,
+				char *peer, size_t n)
+{
+	int err = -ENOENT;
+
+	pthread_mutex_lock(&ex->lock);
+	for (struct session *s = ex->sessions; s; s = s->next)
+		if (s->serial && !s->finishing && memcmp(s->token, token, sizeof(s->token)) == 0) {
+			*sess = s->serial;
+			snprintf(peer, n, "%s", s->peer_tm);
+			err = 0;
+			break;
+		}
+	pthread_mutex_unlock(&ex->lock);
+	return err;
+}
+
 FDX_API int fdx_exchange_poll(struct fdx_exchange *ex, struct fdx_exchange_event *evs, uint32_t max)
 {
 	struct fdx__mpsc_node *n;
@@ -2069,7 +2259,7 @@ static void *cq_main(void *arg)
 
 /* ---- the Unix socket: own accept with SO_PEERCRED --------------------------- */
 
-static int uid_allowed(const struct fdx_exchange *ex, uint32_t uid)
+int fdx__exchange_uid_allowed(const struct fdx_exchange *ex, uint32_t uid)
 {
 	for (uint32_t i = 0; i < ex->n_allow_uids; i++)
 		if (ex->allow_uids[i] == uid)
@@ -2101,7 +2291,7 @@ static void *accept_main(void *arg)
 			break; /* shut down by fdx_exchange_destroy() */
 		}
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
-		    !uid_allowed(ex, (uint32_t)cred.uid)) {
+		    !fdx__exchange_uid_allowed(ex, (uint32_t)cred.uid)) {
 			FDX_LOG_WARN(
 				&ex->log,
 				"exchange %s: refused a Unix peer (pid %d, uid %d): uid not allowed",
@@ -2295,10 +2485,38 @@ static void stop_server(struct fdx_exchange *ex)
 	ex->server = NULL;
 }
 
+/* The data plane's sockets: beside the control socket, or in the default directory. */
+static int start_dataplane(struct fdx_exchange *ex)
+{
+	static _Atomic unsigned serial;
+	struct fdx__dp_params prm;
+	char path[300], dir[200], host[128] = "127.0.0.1";
+	int err;
+
+	if (ex->sock_path) {
+		snprintf(path, sizeof(path), "%s.data", ex->sock_path);
+	} else {
+		err = default_sock_dir(ex, dir, sizeof(dir));
+		if (err < 0)
+			return err;
+		snprintf(path, sizeof(path), "%s/tm-%d-%u.data", dir, (int)getpid(), serial++);
+		const char *colon = strrchr(ex->address, ':');
+		if (colon && (size_t)(colon - ex->address) < sizeof(host))
+			snprintf(host, sizeof(host), "%.*s", (int)(colon - ex->address),
+				 ex->address);
+	}
+	prm.unix_path = path;
+	prm.tcp_host = host;
+	return fdx__dp_create(ex, &prm, &ex->dp);
+}
+
 FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
 {
 	if (!ex)
 		return;
+	/* The data plane first: its loop calls into the control plane. */
+	fdx__dp_destroy(ex->dp);
+	ex->dp = NULL;
 	pthread_mutex_lock(&ex->lock);
 	ex->stopping = 1;
 	for (struct peer *p = ex->peers; p; p = p->next)
@@ -2415,6 +2633,9 @@ FDX_API int fdx_exchange_create(const struct fdx_exchange_opts *o, struct fdx_ex
 	ex->grpc_up = 1;
 	ex->cq = grpc_completion_queue_create_for_next(NULL);
 	err = start_server(ex, o->listen);
+	if (err < 0)
+		goto err_destroy;
+	err = start_dataplane(ex);
 	if (err < 0)
 		goto err_destroy;
 	err = -pthread_create(&ex->cq_thread, NULL, cq_main, ex);

@@ -16,5 +16,7 @@
 #include <fdx/network_buffer_pool.h>
 #include <fdx/local_buffer_pool.h>
 #include <fdx/exchange.h>
+#include <fdx/partition.h>
+#include <fdx/gate.h>
 
 #endif /* FDX_FDX_FDX_H */

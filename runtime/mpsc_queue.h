@@ -8,8 +8,8 @@
  * Barriers: R1 in fdx__mpsc_push() (the node's contents, then its link)
  * pairs with A1 in fdx__mpsc_pop() (the link, then the contents).
  */
-#ifndef FDX_TRANSPORT_MPSC_QUEUE_H
-#define FDX_TRANSPORT_MPSC_QUEUE_H
+#ifndef FDX_RUNTIME_MPSC_QUEUE_H
+#define FDX_RUNTIME_MPSC_QUEUE_H
 
 #include <sched.h>
 #include <stdatomic.h>
@@ -75,6 +75,14 @@ static inline struct fdx__mpsc_node *fdx__mpsc_pop(struct fdx__mpsc *q)
 	return NULL;
 }
 
+/* Whether the queue may hold a node (or one is being pushed). Consumer only. */
+static inline int fdx__mpsc_pop_peek(struct fdx__mpsc *q)
+{
+	return q->tail != &q->stub ||
+	       atomic_load_explicit(&q->stub.next, memory_order_acquire) != NULL ||
+	       atomic_load_explicit(&q->head, memory_order_acquire) != &q->stub;
+}
+
 /*
  * Pop like fdx__mpsc_pop(), but when a producer is half-way through a push
  * (the queue is not empty, yet the next link is not visible), wait for it:
@@ -96,4 +104,4 @@ static inline struct fdx__mpsc_node *fdx__mpsc_pop_wait(struct fdx__mpsc *q)
 	return NULL;
 }
 
-#endif /* FDX_TRANSPORT_MPSC_QUEUE_H */
+#endif /* FDX_RUNTIME_MPSC_QUEUE_H */

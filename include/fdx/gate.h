@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file gate.h
+ * The consumer side of the data plane: an input gate of N input channels,
+ * each fed by one producer's subpartition (see partition.h).
+ *
+ * fdx_gate_next() hands out views, one buffer or one event each, from any
+ * channel in arrival order (a channel that keeps sending cannot starve the
+ * others: credit bounds what it has queued); priority events come first.
+ * Iterate a buffer's records with fdx_gate_next_record(), then release the
+ * view: its credit goes back to the producer (with, on shm, the offset of the
+ * producer's buffer).
+ *
+ * Credits as in Flink: each channel has exclusive credits, announced when it
+ * opens; the gate has floating credits, handed to channels whose announced
+ * backlog exceeds the credit they have, and taken back when their backlog is gone.
+ *
+ * On shm a view points into the producer's region, mapped read-only: nothing
+ * is copied. The only copy on the consumer side is the reassembly of a record
+ * that spans buffers.
+ *
+ * Threads: one thread at a time calls next/next_record/release on a gate;
+ * fdx_gate_stats() and fdx_gate_channel_stats() may be called from any thread.
+ */
+#ifndef FDX_FDX_GATE_H
+#define FDX_FDX_GATE_H
+
+#include <stdint.h>
+
+#include <fdx/common.h>
+#include <fdx/exchange.h>
+#include <fdx/local_buffer_pool.h>
+#include <fdx/partition.h>
+
+FDX_BEGIN_DECLS
+
+struct fdx_gate;
+
+/** Default exclusive credits per input channel (Flink's buffers-per-channel). */
+#define FDX_EXCLUSIVE_CREDITS_DEFAULT 2u
+/** Default floating credits per gate (Flink's floating-buffers-per-gate). */
+#define FDX_FLOATING_CREDITS_DEFAULT 8u
+/** Option value meaning "none" for exclusive_credits or floating_credits. */
+#define FDX_CREDITS_NONE UINT32_MAX
+
+/**
+ * Options of fdx_gate_create(). Zero-initialise, set size = sizeof(struct
+ * fdx_gate_opts), then the fields you need; zero means default.
+ */
+struct fdx_gate_opts {
+	uint32_t size; /**< sizeof(struct fdx_gate_opts) */
+	uint32_t gate; /**< the gate's id, as producers name it */
+	uint32_t n_channels; /**< 1..65536 (required) */
+	uint32_t exclusive_credits; /**< per channel (default 2; FDX_CREDITS_NONE for 0) */
+	uint32_t floating_credits; /**< per gate (default 8; FDX_CREDITS_NONE for 0) */
+	uint32_t max_record; /**< largest record reassembled (default 64 MiB) */
+};
+
+/**
+ * Create an input gate and register it with the exchange: producers may then
+ * connect to its channels.
+ *
+ * @param ex the exchange (borrowed; must outlive the gate).
+ * @param pool the segments tcp channels receive into (borrowed; must
+ *   outlive the gate), or NULL if no channel will be tcp. Its max must be at
+ *   least n_channels * exclusive + floating: each credit is one of its segments.
+ * @param o options (borrowed).
+ * @param out receives the gate; set to NULL first, assigned only on success.
+ * @return 0; -EINVAL if an argument is NULL, o->size is too small,
+ *   n_channels is 0 or above 65536, the credits are 0 in total, or pool is
+ *   too small; -EEXIST if the exchange has that gate already; -ENOMEM.
+ */
+FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
+			    const struct fdx_gate_opts *o, struct fdx_gate **out);
+
+/**
+ * Unregister and free the gate; every view must have been released. Peers'
+ * channels to it fail. NULL is a no-op.
+ */
+FDX_API void fdx_gate_destroy(struct fdx_gate *g);
+
+/** What a view holds. */
+enum fdx_view_kind {
+	FDX_VIEW_BUFFER = 1, /**< a buffer of records: fdx_gate_next_record() */
+	FDX_VIEW_EVENT = 2, /**< an event: event_type, event_flags, data/len = payload */
+	FDX_VIEW_FAILED = 3, /**< the channel failed: error and message say why */
+};
+
+/** One buffer or event of one channel, filled by fdx_gate_next(). */
+struct fdx_view {
+	uint32_t kind; /**< enum fdx_view_kind */
+	uint32_t channel; /**< the input channel, 0..n_channels-1 */
+	const void *data; /**< the bytes (read-only), valid until released */
+	uint32_t len; /**< how many */
+	uint32_t event_type; /**< FDX_VIEW_EVENT: enum fdx_event_type */
+	uint32_t event_flags; /**< FDX_VIEW_EVENT: FDX_EVENT_PRIORITY or 0 */
+	int32_t error; /**< FDX_VIEW_FAILED: an fdx code */
+	uint64_t seq; /**< position of the item in its channel, from 0 */
+	const char *message; /**< FDX_VIEW_FAILED: the reason, naming the peer; until released */
+	void *priv[2]; /**< the library's; do not touch */
+	uint32_t cursor; /**< the library's: iteration position in data */
+	uint32_t pad;
+};
+
+/**
+ * Take the next view. Priority events first, then items in arrival order.
+ * With timeout_ms 0 and nothing pending, arms fdx_gate_event_fd().
+ *
+ * @param timeout_ms the longest wait; < 0 waits forever, 0 never waits.
+ * @return 0 with *v filled; -EINVAL if g or v is NULL; -EAGAIN if nothing
+ *   came within timeout_ms (0: nothing pending); FDX_ECLOSED once the gate
+ *   is being destroyed.
+ */
+FDX_API int fdx_gate_next(struct fdx_gate *g, struct fdx_view *v, int timeout_ms);
+
+/**
+ * Step through the records of a buffer view, in order. A record that began
+ * in an earlier buffer of the channel is completed from this one (copied into
+ * the channel's reassembly buffer: valid until the next call on that channel);
+ * other records point into the view. Views of one channel must be iterated in
+ * the order they were taken.
+ *
+ * @return 1 with *rec and *len set; 0 when the view has no more complete
+ *   records (a record continuing in the next buffer was taken in);
+ *   -EINVAL if an argument is NULL or v is not a buffer view of g;
+ *   FDX_EPROTO if the buffer is malformed (the channel is failed, the log
+ *   says how) or a record is above max_record; -ENOMEM.
+ */
+FDX_API int fdx_gate_next_record(struct fdx_gate *g, struct fdx_view *v, const void **rec,
+				 uint32_t *len);
+
+/**
+ * Release a view: its memory goes back (to the producer on shm and local,
+ * to the gate's pool on tcp) and its credit to the producer.
+ *
+ * @return 0; -EINVAL if g or v is NULL or v is not an unreleased view of g.
+ */
+FDX_API int fdx_gate_release(struct fdx_gate *g, struct fdx_view *v);
+
+/**
+ * A descriptor (owned by the gate) readable when fdx_gate_next() may have
+ * something; armed by fdx_gate_next() returning -EAGAIN with timeout 0. Read
+ * 8 bytes from it, then call fdx_gate_next(..., 0) until -EAGAIN.
+ *
+ * @return the descriptor; -EINVAL if g is NULL.
+ */
+FDX_API int fdx_gate_event_fd(const struct fdx_gate *g);
+
+/** Counters of one input channel; see fdx_gate_channel_stats(). */
+struct fdx_input_channel_stats {
+	uint32_t size; /**< set by the caller: sizeof(struct fdx_input_channel_stats) */
+	uint32_t link; /**< enum fdx_link of the producer; 0 while not open */
+	uint32_t exclusive; /**< exclusive credits */
+	uint32_t floating; /**< floating credits it holds now */
+	uint32_t backlog; /**< the producer's last announced backlog */
+	uint32_t unannounced; /**< credit not yet sent to the producer */
+	uint32_t held; /**< buffers received and not released (queued or in views) */
+	uint32_t max_held; /**< the most ever held */
+	uint64_t credits_announced; /**< all credit granted to the producer, initial included */
+	uint64_t buffers_received;
+	uint64_t events_received;
+	uint64_t bytes_received;
+	int32_t error; /**< 0, or why the channel failed */
+	uint32_t pad;
+};
+
+/** Counters of a gate; see fdx_gate_stats(). */
+struct fdx_gate_stats {
+	uint32_t size; /**< set by the caller: sizeof(struct fdx_gate_stats) */
+	uint32_t n_channels;
+	uint32_t channels_open;
+	uint32_t floating_free; /**< floating credits no channel holds */
+	uint64_t buffers_received;
+	uint64_t events_received;
+	uint64_t bytes_received;
+	uint64_t records; /**< records returned by fdx_gate_next_record() */
+	/**
+	 * Payload bytes the library copied between the producer's emit and this
+	 * read, reassembly not counted (tcp: received into our segments; shm and
+	 * local: none).
+	 */
+	uint64_t bytes_copied;
+	uint64_t bytes_reassembled; /**< bytes copied to reassemble spanning records */
+	uint32_t held; /**< buffers received and not released */
+	uint32_t pad;
+};
+
+/**
+ * Read the counters of input channel ch. Any thread.
+ *
+ * @return 0; -EINVAL if g or st is NULL, st->size < 8 or ch is out of range.
+ */
+FDX_API int fdx_gate_channel_stats(struct fdx_gate *g, uint32_t ch,
+				   struct fdx_input_channel_stats *st);
+
+/**
+ * Read the gate's counters. Any thread.
+ *
+ * @return 0; -EINVAL if g or st is NULL or st->size < 8.
+ */
+FDX_API int fdx_gate_stats(struct fdx_gate *g, struct fdx_gate_stats *st);
+
+FDX_END_DECLS
+
+#endif /* FDX_FDX_GATE_H */

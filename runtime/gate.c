@@ -1,0 +1,637 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The consumer side: views of received buffers and events, records read in
+ * place, credit handed back as views are released (Flink's exclusive and
+ * floating credits). Everything here runs on the gate's one consumer thread,
+ * except fdx__gate_push() (the loop, the cq thread) and the statistics.
+ *
+ * Per channel, quota = exclusive + floating = outstanding + held: credit
+ * announced and not yet used by a buffer, plus buffers received and not
+ * released. A released buffer's slot is announced again, unless it was a
+ * floating one the channel no longer needs (outstanding covers its backlog):
+ * that one goes to the channel waiting longest for floating credit.
+ */
+#define _GNU_SOURCE
+#include <endian.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fdx/error.h>
+#include <fdx/gate.h>
+
+#include "dataplane.h"
+#include "local_buffer_pool.h"
+
+#define CHANNELS_MAX 65536u
+#define REC_HDR 4u
+#define SPIN_NS 20000u /* poll this long before sleeping (a wake-up costs ~35 us) */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint32_t credits_opt(uint32_t v, uint32_t def)
+{
+	return v == FDX_CREDITS_NONE ? 0 : v ? v : def;
+}
+
+FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
+			    const struct fdx_gate_opts *o, struct fdx_gate **out)
+{
+	struct fdx_gate *g;
+	uint64_t total;
+	int err;
+
+	if (out)
+		*out = NULL;
+	if (!ex || !o || !out || o->size < sizeof(*o) || o->n_channels == 0 ||
+	    o->n_channels > CHANNELS_MAX || o->max_record > FDX_RECORD_MAX_LIMIT)
+		return -EINVAL;
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	g->ex = ex;
+	g->dp = fdx__exchange_dp(ex);
+	g->log = fdx__exchange_log(ex);
+	g->pool = pool;
+	g->id = o->gate;
+	g->n = o->n_channels;
+	g->exclusive = credits_opt(o->exclusive_credits, FDX_EXCLUSIVE_CREDITS_DEFAULT);
+	g->floating = credits_opt(o->floating_credits, FDX_FLOATING_CREDITS_DEFAULT);
+	g->floating_free = g->floating;
+	g->max_record = o->max_record ? o->max_record : FDX_RECORD_MAX_DEFAULT;
+	total = (uint64_t)g->n * g->exclusive + g->floating;
+	err = -EINVAL;
+	if (total == 0 || total > UINT32_MAX)
+		goto fail;
+	if (pool && pool->max < total) {
+		FDX_LOG_ERR(g->log,
+			    "gate %u: its pool may hold %u segments, %llu needed for its credits",
+			    g->id, pool->max, (unsigned long long)total);
+		goto fail;
+	}
+	g->flush_at = (uint32_t)(total / 4);
+	if (g->flush_at > 16)
+		g->flush_at = 16;
+	if (g->flush_at == 0)
+		g->flush_at = 1;
+	err = -ENOMEM;
+	g->ch = calloc(g->n, sizeof(*g->ch));
+	g->want = calloc(g->n, sizeof(*g->want));
+	if (!g->ch || !g->want)
+		goto fail;
+	fdx__mpsc_init(&g->q);
+	fdx__mpsc_init(&g->prio);
+	g->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (g->efd < 0) {
+		err = -errno;
+		goto fail;
+	}
+	err = fdx__dp_add_gate(g->dp, g);
+	if (err < 0) {
+		close(g->efd);
+		goto fail;
+	}
+	*out = g;
+	return 0;
+fail:
+	free(g->ch);
+	free(g->want);
+	free(g);
+	return err;
+}
+
+static void item_free(struct fdx_gate *g, struct fdx__gitem *it)
+{
+	if (it->kind == FDX__GI_BUFFER && it->link_type == FDX_LINK_TCP && g->pool)
+		fdx_lbp_recycle(g->pool, it->offset);
+	if (it->map)
+		fdx__rmap_put(it->map);
+	free(it);
+}
+
+static struct fdx__gitem *pop_item(struct fdx_gate *g)
+{
+	struct fdx__mpsc_node *n = fdx__mpsc_pop_wait(&g->prio);
+
+	if (!n)
+		n = fdx__mpsc_pop_wait(&g->q);
+	return (struct fdx__gitem *)n;
+}
+
+FDX_API void fdx_gate_destroy(struct fdx_gate *g)
+{
+	struct fdx__gitem *it;
+
+	if (!g)
+		return;
+	atomic_store(&g->closing, 1);
+	fdx__dp_remove_gate(g->dp, g); /* nothing is pushed after this */
+	while ((it = pop_item(g)))
+		item_free(g, it);
+	for (uint32_t i = 0; i < g->n; i++) {
+		free(g->ch[i].pend_offs);
+		free(g->ch[i].asm_buf);
+	}
+	close(g->efd);
+	free(g->ch);
+	free(g->want);
+	free(g);
+}
+
+void fdx__gate_push(struct fdx_gate *g, struct fdx__gitem *it)
+{
+	uint64_t one = 1;
+
+	fdx__mpsc_push(it->kind == FDX__GI_EVENT && (it->flags & FDX__DH_PRIORITY) ? &g->prio
+										   : &g->q,
+		       &it->link);
+	/* W1: the push, then the flag; pairs with W2 in wait_for_items(). */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&g->waiting, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&g->waiting, 0, memory_order_relaxed))
+		if (write(g->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			FDX_LOG_ERR(g->log, "gate %u: eventfd: %s", g->id, fdx_strerror(-errno));
+}
+
+/* ---- credit -------------------------------------------------------------- */
+
+static void mark_dirty(struct fdx_gate *g, struct fdx__gchan *c)
+{
+	(void)g;
+	c->dirty = 1;
+}
+
+static int pend_offset(struct fdx__gchan *c, uint64_t off)
+{
+	if (c->n_pend == c->cap_pend) {
+		uint32_t cap = c->cap_pend ? 2 * c->cap_pend : 16;
+		uint64_t *a = realloc(c->pend_offs, (size_t)cap * sizeof(*a));
+
+		if (!a)
+			return -ENOMEM;
+		c->pend_offs = a;
+		c->cap_pend = cap;
+	}
+	c->pend_offs[c->n_pend++] = off;
+	return 0;
+}
+
+/* Send what credit and offsets accumulated, for every channel. */
+static void flush_credit(struct fdx_gate *g)
+{
+	if (!g->pend_total)
+		return;
+	for (uint32_t i = 0; i < g->n; i++) {
+		struct fdx__gchan *c = &g->ch[i];
+		int err = 0;
+
+		if (!c->dirty)
+			continue;
+		if (c->lpart) {
+			fdx__part_credit(c->lpart, c->lsub, c->pend_added, c->pend_offs, c->n_pend);
+		} else if (c->open) {
+			err = fdx_exchange_credit(g->ex, g->id, i, c->pend_added, c->pend_offs,
+						  c->n_pend);
+			if (err < 0 && err != -ENOENT)
+				FDX_LOG_ERR(g->log, "gate %u channel %u: credit not sent: %s",
+					    g->id, i, fdx_strerror(err));
+		}
+		if (err != -ENOMEM) {
+			atomic_fetch_add_explicit(&c->credits_announced, c->pend_added,
+						  memory_order_relaxed);
+			c->pend_added = 0;
+			c->n_pend = 0;
+			c->dirty = 0;
+		}
+	}
+	g->pend_total = 0;
+}
+
+static void announce(struct fdx_gate *g, struct fdx__gchan *c, uint32_t n)
+{
+	c->outstanding += n;
+	c->pend_added += n;
+	g->pend_total += n;
+	mark_dirty(g, c);
+}
+
+/* Floating credit for channels whose backlog exceeds their outstanding credit. */
+static void want_floating(struct fdx_gate *g, uint32_t ch)
+{
+	struct fdx__gchan *c = &g->ch[ch];
+
+	while (c->open && c->outstanding < c->backlog && g->floating_free > 0) {
+		g->floating_free--;
+		c->floating++;
+		announce(g, c, 1);
+	}
+	if (c->open && c->outstanding < c->backlog && !c->wanting) {
+		c->wanting = 1;
+		g->want[(g->want_head + g->want_len++) % g->n] = ch;
+	}
+	atomic_store_explicit(&c->st_floating, c->floating, memory_order_relaxed);
+}
+
+static void give_floating(struct fdx_gate *g)
+{
+	while (g->want_len) {
+		uint32_t ch = g->want[g->want_head];
+		struct fdx__gchan *c = &g->ch[ch];
+
+		g->want_head = (g->want_head + 1) % g->n;
+		g->want_len--;
+		c->wanting = 0;
+		if (c->open && c->outstanding < c->backlog) {
+			c->floating++;
+			announce(g, c, 1);
+			atomic_store_explicit(&c->st_floating, c->floating, memory_order_relaxed);
+			if (c->outstanding < c->backlog) {
+				c->wanting = 1;
+				g->want[(g->want_head + g->want_len++) % g->n] = ch;
+			}
+			return;
+		}
+	}
+	g->floating_free++;
+}
+
+static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
+{
+	g->floating_free += c->floating;
+	c->floating = 0;
+	c->outstanding = 0;
+	c->backlog = 0;
+	c->pend_added = 0;
+	c->n_pend = 0;
+	c->asm_active = 0;
+	if (c->open)
+		atomic_fetch_sub_explicit(&g->channels_open, 1, memory_order_relaxed);
+	c->open = 0;
+	c->lpart = NULL;
+	c->lsub = NULL;
+	atomic_store_explicit(&c->st_floating, 0, memory_order_relaxed);
+}
+
+/* ---- taking views -------------------------------------------------------- */
+
+/* An internal item: act on it; 1 if it is for the caller (a view). */
+static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
+{
+	struct fdx__gchan *c = &g->ch[it->ch];
+	uint32_t held;
+
+	switch (it->kind) {
+	case FDX__GI_OPENED:
+		if (c->open)
+			channel_reset(g, c);
+		c->open = 1;
+		c->sess_seen = it->sess;
+		c->outstanding = g->exclusive; /* announced in the answer to the open */
+		c->lpart = it->lpart;
+		c->lsub = it->lsub;
+		c->backlog = 0;
+		atomic_store_explicit(&c->error, 0, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->credits_announced, g->exclusive,
+					  memory_order_relaxed);
+		atomic_fetch_add_explicit(&g->channels_open, 1, memory_order_relaxed);
+		free(it);
+		return 0;
+	case FDX__GI_CLOSED:
+		if (c->open && c->sess_seen == it->sess)
+			channel_reset(g, c);
+		free(it);
+		return 0;
+	case FDX__GI_ABORT:
+		c->asm_active = 0;
+		free(it);
+		return 0;
+	case FDX__GI_BACKLOG:
+		if (c->open && c->sess_seen == it->sess) {
+			c->backlog = it->backlog;
+			atomic_store_explicit(&c->st_backlog, it->backlog, memory_order_relaxed);
+			want_floating(g, it->ch);
+		}
+		free(it);
+		return 0;
+	case FDX__GI_FAILED:
+		if (c->sess_seen != it->sess && it->sess) {
+			free(it); /* about an earlier producer of this channel */
+			return 0;
+		}
+		atomic_store_explicit(&c->error, it->error, memory_order_relaxed);
+		channel_reset(g, c);
+		return 1;
+	case FDX__GI_EVENT:
+		atomic_fetch_add_explicit(&c->events_received, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&g->events_received, 1, memory_order_relaxed);
+		return 1;
+	case FDX__GI_BUFFER:
+		if (c->open && c->sess_seen == it->sess) {
+			if (c->outstanding)
+				c->outstanding--;
+			c->backlog = it->backlog;
+			atomic_store_explicit(&c->st_backlog, it->backlog, memory_order_relaxed);
+			want_floating(g, it->ch);
+		}
+		held = atomic_fetch_add_explicit(&c->held, 1, memory_order_relaxed) + 1;
+		if (held > atomic_load_explicit(&c->max_held, memory_order_relaxed))
+			atomic_store_explicit(&c->max_held, held, memory_order_relaxed);
+		atomic_fetch_add_explicit(&g->held, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->buffers_received, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->bytes_received, it->len, memory_order_relaxed);
+		atomic_fetch_add_explicit(&g->buffers_received, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&g->bytes_received, it->len, memory_order_relaxed);
+		if (it->link_type == FDX_LINK_TCP)
+			atomic_fetch_add_explicit(&g->bytes_copied, it->len, memory_order_relaxed);
+		return 1;
+	default:
+		free(it);
+		return 0;
+	}
+}
+
+static void fill_view(struct fdx_gate *g, struct fdx__gitem *it, struct fdx_view *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->channel = it->ch;
+	v->seq = it->seq;
+	v->priv[0] = it;
+	v->priv[1] = g;
+	switch (it->kind) {
+	case FDX__GI_BUFFER:
+		v->kind = FDX_VIEW_BUFFER;
+		v->data = it->data;
+		v->len = it->len;
+		break;
+	case FDX__GI_EVENT:
+		v->kind = FDX_VIEW_EVENT;
+		v->data = it->data;
+		v->len = it->len;
+		v->event_type = it->event_type;
+		v->event_flags = (it->flags & FDX__DH_PRIORITY) ? FDX_EVENT_PRIORITY : 0;
+		break;
+	default:
+		v->kind = FDX_VIEW_FAILED;
+		v->error = it->error;
+		v->message = it->msg;
+		break;
+	}
+}
+
+/* Sleep on the event fd until an item may be there or the deadline passes. */
+static void wait_for_items(struct fdx_gate *g, uint64_t deadline)
+{
+	struct pollfd pfd = {.fd = g->efd, .events = POLLIN};
+	uint64_t now = now_ns(), junk;
+	int ms;
+
+	atomic_store_explicit(&g->waiting, 1, memory_order_relaxed);
+	/* W2: the flag, then the queues; pairs with W1 in fdx__gate_push(). */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (fdx__mpsc_pop_peek(&g->prio) || fdx__mpsc_pop_peek(&g->q))
+		return;
+	ms = deadline == UINT64_MAX ? -1
+	     : deadline > now	    ? (int)((deadline - now + 999999) / 1000000)
+				    : 0;
+	if (poll(&pfd, 1, ms) > 0)
+		if (read(g->efd, &junk, sizeof(junk)) < 0 && errno != EAGAIN)
+			FDX_LOG_ERR(g->log, "gate %u: eventfd: %s", g->id, fdx_strerror(-errno));
+}
+
+FDX_API int fdx_gate_next(struct fdx_gate *g, struct fdx_view *v, int timeout_ms)
+{
+	uint64_t start = 0, deadline = 0;
+	struct fdx__gitem *it;
+
+	if (!g || !v)
+		return -EINVAL;
+	for (;;) {
+		if (atomic_load_explicit(&g->closing, memory_order_relaxed))
+			return FDX_ECLOSED;
+		while ((it = pop_item(g))) {
+			if (take_item(g, it)) {
+				fill_view(g, it, v);
+				if (g->pend_total >= g->flush_at)
+					flush_credit(g);
+				return 0;
+			}
+		}
+		/* Nothing to read: whatever credit waits goes now. */
+		flush_credit(g);
+		if (timeout_ms == 0) {
+			atomic_store_explicit(&g->waiting, 1, memory_order_relaxed);
+			atomic_thread_fence(memory_order_seq_cst); /* W2 */
+			if (fdx__mpsc_pop_peek(&g->prio) || fdx__mpsc_pop_peek(&g->q))
+				continue;
+			return -EAGAIN;
+		}
+		if (!start) {
+			start = now_ns();
+			deadline = timeout_ms < 0 ? UINT64_MAX
+						  : start + (uint64_t)timeout_ms * 1000000ull;
+		}
+		if (now_ns() - start < SPIN_NS) {
+			fdx_cpu_relax();
+			continue;
+		}
+		if (deadline != UINT64_MAX && now_ns() >= deadline)
+			return -EAGAIN;
+		wait_for_items(g, deadline);
+	}
+}
+
+static int view_item(struct fdx_gate *g, struct fdx_view *v, struct fdx__gitem **out)
+{
+	struct fdx__gitem *it;
+
+	if (!g || !v || v->priv[1] != g || !v->priv[0])
+		return -EINVAL;
+	it = v->priv[0];
+	if (it->released)
+		return -EINVAL;
+	*out = it;
+	return 0;
+}
+
+FDX_API int fdx_gate_next_record(struct fdx_gate *g, struct fdx_view *v, const void **rec,
+				 uint32_t *len)
+{
+	struct fdx__gitem *it;
+	struct fdx__gchan *c;
+	const uint8_t *d;
+	uint32_t left, L;
+
+	if (!rec || !len || view_item(g, v, &it) < 0 || it->kind != FDX__GI_BUFFER)
+		return -EINVAL;
+	c = &g->ch[it->ch];
+	d = it->data;
+	if (v->cursor > it->len)
+		return -EINVAL;
+	left = it->len - v->cursor;
+	if (c->asm_active) {
+		uint32_t take = c->asm_len - c->asm_have;
+
+		if (take > left)
+			take = left;
+		memcpy(c->asm_buf + c->asm_have, d + v->cursor, take);
+		c->asm_have += take;
+		v->cursor += take;
+		atomic_fetch_add_explicit(&g->bytes_reassembled, take, memory_order_relaxed);
+		if (c->asm_have < c->asm_len)
+			return 0;
+		c->asm_active = 0;
+		*rec = c->asm_buf;
+		*len = c->asm_len;
+		atomic_fetch_add_explicit(&g->records, 1, memory_order_relaxed);
+		return 1;
+	}
+	if (left == 0)
+		return 0;
+	if (left < REC_HDR) {
+		FDX_LOG_ERR(g->log, "gate %u channel %u: buffer %u ends inside a record header",
+			    g->id, it->ch, it->seq);
+		return FDX_EPROTO;
+	}
+	memcpy(&L, d + v->cursor, REC_HDR);
+	L = le32toh(L);
+	v->cursor += REC_HDR;
+	left -= REC_HDR;
+	if (L > g->max_record) {
+		FDX_LOG_ERR(g->log, "gate %u channel %u: record of %u bytes, above the %u allowed",
+			    g->id, it->ch, L, g->max_record);
+		v->cursor = it->len;
+		return FDX_EPROTO;
+	}
+	if (L <= left) {
+		*rec = d + v->cursor;
+		*len = L;
+		v->cursor += L;
+		atomic_fetch_add_explicit(&g->records, 1, memory_order_relaxed);
+		return 1;
+	}
+	/* It continues in the next buffer of this channel. */
+	if (L > c->asm_cap) {
+		uint32_t cap = c->asm_cap ? c->asm_cap : 65536;
+		uint8_t *b;
+
+		while (cap < L)
+			cap = cap > UINT32_MAX / 2 ? L : 2 * cap;
+		b = realloc(c->asm_buf, cap);
+		if (!b) {
+			v->cursor -= REC_HDR;
+			return -ENOMEM;
+		}
+		c->asm_buf = b;
+		c->asm_cap = cap;
+	}
+	memcpy(c->asm_buf, d + v->cursor, left);
+	atomic_fetch_add_explicit(&g->bytes_reassembled, left, memory_order_relaxed);
+	c->asm_len = L;
+	c->asm_have = left;
+	c->asm_active = 1;
+	v->cursor = it->len;
+	return 0;
+}
+
+FDX_API int fdx_gate_release(struct fdx_gate *g, struct fdx_view *v)
+{
+	struct fdx__gitem *it;
+	struct fdx__gchan *c;
+
+	if (view_item(g, v, &it) < 0)
+		return -EINVAL;
+	it->released = 1;
+	v->priv[0] = NULL;
+	c = &g->ch[it->ch];
+	if (it->kind == FDX__GI_BUFFER) {
+		atomic_fetch_sub_explicit(&c->held, 1, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&g->held, 1, memory_order_relaxed);
+		if (c->open && c->sess_seen == it->sess) {
+			if (it->link_type != FDX_LINK_TCP && pend_offset(c, it->offset) < 0)
+				FDX_LOG_ERR(g->log,
+					    "gate %u channel %u: out of memory: an offset is lost",
+					    g->id, it->ch);
+			if (c->floating > 0 && c->outstanding >= c->backlog) {
+				c->floating--;
+				atomic_store_explicit(&c->st_floating, c->floating,
+						      memory_order_relaxed);
+				give_floating(g);
+				g->pend_total++; /* the offset still goes back */
+			} else {
+				announce(g, c, 1);
+			}
+			mark_dirty(g, c);
+			if (c->lpart || g->pend_total >= g->flush_at)
+				flush_credit(g);
+		}
+	}
+	item_free(g, it);
+	return 0;
+}
+
+FDX_API int fdx_gate_event_fd(const struct fdx_gate *g)
+{
+	return g ? g->efd : -EINVAL;
+}
+
+/* ---- statistics ---------------------------------------------------------- */
+
+FDX_API int fdx_gate_channel_stats(struct fdx_gate *g, uint32_t ch,
+				   struct fdx_input_channel_stats *st)
+{
+	struct fdx_input_channel_stats s;
+	struct fdx__gchan *c;
+
+	if (!g || !st || st->size < 8 || ch >= g->n)
+		return -EINVAL;
+	c = &g->ch[ch];
+	memset(&s, 0, sizeof(s));
+	s.size = st->size;
+	s.link = atomic_load_explicit(&c->sess, memory_order_relaxed)
+			 ? atomic_load_explicit(&c->link, memory_order_relaxed)
+			 : 0;
+	s.exclusive = g->exclusive;
+	s.floating = atomic_load_explicit(&c->st_floating, memory_order_relaxed);
+	s.backlog = atomic_load_explicit(&c->st_backlog, memory_order_relaxed);
+	s.held = atomic_load_explicit(&c->held, memory_order_relaxed);
+	s.max_held = atomic_load_explicit(&c->max_held, memory_order_relaxed);
+	s.credits_announced = atomic_load_explicit(&c->credits_announced, memory_order_relaxed);
+	s.buffers_received = atomic_load_explicit(&c->buffers_received, memory_order_relaxed);
+	s.events_received = atomic_load_explicit(&c->events_received, memory_order_relaxed);
+	s.bytes_received = atomic_load_explicit(&c->bytes_received, memory_order_relaxed);
+	s.error = atomic_load_explicit(&c->error, memory_order_relaxed);
+	memcpy(st, &s, st->size < sizeof(s) ? st->size : sizeof(s));
+	return 0;
+}
+
+FDX_API int fdx_gate_stats(struct fdx_gate *g, struct fdx_gate_stats *st)
+{
+	struct fdx_gate_stats s;
+
+	if (!g || !st || st->size < 8)
+		return -EINVAL;
+	memset(&s, 0, sizeof(s));
+	s.size = st->size;
+	s.n_channels = g->n;
+	s.channels_open = atomic_load_explicit(&g->channels_open, memory_order_relaxed);
+	s.floating_free = g->floating_free;
+	s.buffers_received = atomic_load_explicit(&g->buffers_received, memory_order_relaxed);
+	s.events_received = atomic_load_explicit(&g->events_received, memory_order_relaxed);
+	s.bytes_received = atomic_load_explicit(&g->bytes_received, memory_order_relaxed);
+	s.records = atomic_load_explicit(&g->records, memory_order_relaxed);
+	s.bytes_copied = atomic_load_explicit(&g->bytes_copied, memory_order_relaxed);
+	s.bytes_reassembled = atomic_load_explicit(&g->bytes_reassembled, memory_order_relaxed);
+	s.held = atomic_load_explicit(&g->held, memory_order_relaxed);
+	memcpy(st, &s, st->size < sizeof(s) ? st->size : sizeof(s));
+	return 0;
+}

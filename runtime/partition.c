@@ -1,0 +1,592 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The producer side: records packed into the segments of a LocalBufferPool,
+ * handed to the exchange's loop (see dataplane.h for who owns what).
+ *
+ * Record format inside a channel's byte stream: a 4-byte little-endian
+ * length, then the payload. A header never straddles two segments (a
+ * segment with fewer than 4 bytes left is finished early); the payload may
+ * continue over any number of segments.
+ */
+#define _GNU_SOURCE
+#include <endian.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <fdx/error.h>
+#include <fdx/partition.h>
+
+#include "dataplane.h"
+#include "local_buffer_pool.h"
+#include "network_buffer_pool.h"
+
+#define SUBPARTITIONS_MAX 65536u
+#define REC_HDR 4u
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+FDX_API int fdx_partition_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
+				 const struct fdx_partition_opts *o, struct fdx_partition **out)
+{
+	static _Atomic uint32_t serial;
+	struct fdx_partition *p;
+	uint32_t nseg;
+	char idbuf[48];
+	int err;
+
+	if (out)
+		*out = NULL;
+	if (!ex || !pool || !o || !out || o->size < sizeof(*o) || o->n_subpartitions == 0 ||
+	    o->n_subpartitions > SUBPARTITIONS_MAX || o->max_record > FDX_RECORD_MAX_LIMIT)
+		return -EINVAL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->ex = ex;
+	p->dp = fdx__exchange_dp(ex);
+	p->pool = pool;
+	p->region = pool->region;
+	p->log = fdx__exchange_log(ex);
+	p->n = o->n_subpartitions;
+	p->seg_size = p->region->seg_size;
+	p->max_record = o->max_record ? o->max_record : FDX_RECORD_MAX_DEFAULT;
+	p->timeout_ms = (o->flags & FDX_PARTITION_BUFFER_TIMEOUT) ? o->buffer_timeout_ms
+								  : FDX_BUFFER_TIMEOUT_DEFAULT_MS;
+	p->flush_every = p->timeout_ms == 0;
+	p->resv_sub = -1;
+	if (o->partition_id) {
+		p->id = strdup(o->partition_id);
+	} else {
+		snprintf(idbuf, sizeof(idbuf), "partition-%u", atomic_fetch_add(&serial, 1) + 1);
+		p->id = strdup(idbuf);
+	}
+	nseg = p->region->seg_count;
+	p->refs = calloc(nseg, sizeof(*p->refs));
+	p->seg_items = calloc(nseg, sizeof(*p->seg_items));
+	p->subs = aligned_alloc(FDX_CACHELINE, sizeof(*p->subs) * p->n);
+	err = -ENOMEM;
+	if (!p->id || !p->refs || !p->seg_items || !p->subs)
+		goto fail;
+	memset(p->subs, 0, sizeof(*p->subs) * p->n);
+	for (uint32_t i = 0; i < nseg; i++) {
+		p->seg_items[i] = calloc(1, sizeof(struct fdx__pitem));
+		if (!p->seg_items[i])
+			goto fail;
+		p->seg_items[i]->kind = FDX__IT_SEG;
+		p->seg_items[i]->seg = i;
+		p->seg_items[i]->flush_seg = -1;
+	}
+	for (uint32_t i = 0; i < p->n; i++) {
+		struct fdx__sub *s = &p->subs[i];
+
+		s->cur = -1;
+		s->open_seg = -1;
+		s->index = i;
+		s->part = p;
+		fdx__mpsc_init(&s->q);
+	}
+	err = fdx__dp_add_partition(p->dp, p);
+	if (err < 0)
+		goto fail;
+	*out = p;
+	return 0;
+fail:
+	if (p->seg_items)
+		for (uint32_t i = 0; i < nseg; i++)
+			free(p->seg_items[i]);
+	free(p->seg_items);
+	free(p->refs);
+	free(p->subs);
+	free(p->id);
+	free(p);
+	return err;
+}
+
+void fdx__part_unref(struct fdx_partition *p, uint32_t seg)
+{
+	uint32_t was = atomic_fetch_sub_explicit(&p->refs[seg], 1, memory_order_acq_rel);
+
+	if (was == 1) {
+		int err = fdx_lbp_recycle(p->pool, fdx__region_seg_offset(p->region, seg));
+
+		if (err < 0)
+			FDX_LOG_ERR(p->log, "partition %s: recycling segment %u: %s", p->id, seg,
+				    fdx_strerror(err));
+	} else if (was == 0) {
+		FDX_LOG_ERR(p->log, "partition %s: segment %u released twice", p->id, seg);
+		atomic_fetch_add_explicit(&p->refs[seg], 1, memory_order_relaxed);
+	}
+}
+
+void fdx__part_credit(struct fdx_partition *p, struct fdx__sub *s, uint32_t added,
+		      const uint64_t *offs, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t rel = offs[i] - p->region->data_offset;
+
+		fdx__part_unref(p, (uint32_t)(rel >> p->region->seg_shift));
+	}
+	if (n) {
+		atomic_fetch_add_explicit(&s->returned, n, memory_order_release);
+		atomic_fetch_sub_explicit(&p->in_flight, n, memory_order_relaxed);
+	}
+	if (added)
+		atomic_fetch_add_explicit(&s->granted, added, memory_order_release);
+	fdx__dp_kick(p->dp);
+}
+
+void fdx__part_fail(struct fdx_partition *p, struct fdx__sub *s, int err, const char *msg)
+{
+	int32_t none = 0;
+
+	if (atomic_compare_exchange_strong(&s->error, &none, err))
+		FDX_LOG_WARN(p->log, "partition %s: subpartition %u: channel failed: %s", p->id,
+			     s->index, msg);
+	fdx__dp_kick(p->dp);
+}
+
+/* ---- writing records ----------------------------------------------------- */
+
+static int sub_check(const struct fdx_partition *p, uint32_t sub)
+{
+	if (!p || sub >= p->n)
+		return -EINVAL;
+	if (atomic_load_explicit(&p->subs[sub].error, memory_order_relaxed))
+		return -EPIPE;
+	if (atomic_load_explicit(&p->closing, memory_order_relaxed))
+		return FDX_ECLOSED;
+	if (p->subs[sub].ended)
+		return FDX_ECLOSED;
+	return 0;
+}
+
+static void push_item(struct fdx_partition *p, struct fdx__sub *s, struct fdx__pitem *it)
+{
+	atomic_fetch_add_explicit(&p->queued, 1, memory_order_relaxed);
+	/* Counted before pushed: a loop that sees the count may wait for the item, not miss it. */
+	atomic_store_explicit(&s->pushed, ++s->n_pushed, memory_order_release);
+	fdx__mpsc_push(&s->q, &it->link);
+}
+
+/* Hand the current segment, as written, to the loop with the writer's reference. */
+static void finish_seg(struct fdx_partition *p, struct fdx__sub *s)
+{
+	struct fdx__pitem *it = p->seg_items[s->cur];
+
+	it->end = s->wpos;
+	it->next = NULL;
+	/* Before the push: a loop that saw the item reads 0 or a newer segment (P1). */
+	atomic_store_explicit(&s->pub, 0, memory_order_release);
+	push_item(p, s, it);
+	s->cur = -1;
+	s->cur_ptr = NULL;
+	fdx__dp_kick(p->dp);
+}
+
+/*
+ * Take a new current segment, waiting until deadline (ns, 0 = no wait,
+ * UINT64_MAX = forever). The wait is the backpressure time.
+ */
+static int take_seg(struct fdx_partition *p, struct fdx__sub *s, uint64_t deadline)
+{
+	struct fdx_buf b;
+	int err = fdx_lbp_try_request(p->pool, &b);
+
+	if (err == -EAGAIN && deadline) {
+		uint64_t t0 = now_ns();
+		int64_t us = deadline == UINT64_MAX ? -1
+			     : deadline > t0	    ? (int64_t)((deadline - t0 + 999) / 1000)
+						    : 0;
+
+		err = us == 0 ? -ETIMEDOUT : fdx_lbp_request(p->pool, us, &b);
+		atomic_fetch_add_explicit(&p->backpressured_ns, now_ns() - t0,
+					  memory_order_relaxed);
+	}
+	if (err == -EAGAIN)
+		err = -ETIMEDOUT;
+	if (err < 0)
+		return err;
+	if (atomic_load_explicit(&s->error, memory_order_relaxed)) {
+		fdx_lbp_recycle(p->pool, b.offset);
+		return -EPIPE;
+	}
+	s->cur = fdx__region_seg_index(p->region, b.offset);
+	s->cur_ptr = p->region->base + b.offset;
+	s->wpos = 0;
+	atomic_store_explicit(&p->refs[s->cur], 1, memory_order_relaxed); /* the writer's */
+	atomic_store_explicit(&s->pub, (uint64_t)(s->cur + 1) << 32, memory_order_release);
+	return 0;
+}
+
+static uint64_t deadline_of(int timeout_ms)
+{
+	if (timeout_ms < 0)
+		return UINT64_MAX;
+	if (timeout_ms == 0)
+		return 0;
+	return now_ns() + (uint64_t)timeout_ms * 1000000ull;
+}
+
+/* A record is complete: publish it (P1) and flush as configured. */
+static void record_done(struct fdx_partition *p, struct fdx__sub *s, uint32_t len)
+{
+	/* Counters this thread alone writes: plain stores, no locked instruction per record. */
+	s->records++;
+	s->bytes += len;
+	atomic_store_explicit(&s->records_pub, s->records, memory_order_relaxed);
+	atomic_store_explicit(&s->bytes_pub, s->bytes, memory_order_relaxed);
+	if (s->cur >= 0) {
+		atomic_store_explicit(&s->pub, ((uint64_t)(s->cur + 1) << 32) | s->wpos,
+				      memory_order_release);
+		if (s->wpos + REC_HDR > p->seg_size) {
+			finish_seg(p, s);
+			return;
+		}
+	}
+	if (p->flush_every) {
+		atomic_store_explicit(&s->flush_req, 1, memory_order_release);
+		fdx__dp_kick(p->dp);
+	}
+}
+
+static int emit_locked(struct fdx_partition *p, struct fdx__sub *s, const uint8_t *rec,
+		       uint32_t len, uint64_t deadline)
+{
+	uint32_t le = htole32(len), left = len, n;
+	int err;
+
+	if (s->cur >= 0 && s->wpos + REC_HDR > p->seg_size)
+		finish_seg(p, s);
+	if (s->cur < 0) {
+		err = take_seg(p, s, deadline);
+		if (err < 0)
+			return err;
+	}
+	memcpy(s->cur_ptr + s->wpos, &le, REC_HDR);
+	s->wpos += REC_HDR;
+	for (;;) {
+		n = p->seg_size - s->wpos;
+		if (n > left)
+			n = left;
+		memcpy(s->cur_ptr + s->wpos, rec, n);
+		s->wpos += n;
+		rec += n;
+		left -= n;
+		if (!left)
+			break;
+		finish_seg(p, s);
+		err = take_seg(p, s, deadline);
+		if (err < 0) {
+			/* Part of the record is with the loop: withdraw it, in order. */
+			struct fdx__pitem *ab = calloc(1, sizeof(*ab));
+
+			if (ab) {
+				ab->kind = FDX__IT_ABORT;
+				ab->flush_seg = -1;
+				push_item(p, s, ab);
+				fdx__dp_kick(p->dp);
+			} else {
+				FDX_LOG_ERR(p->log,
+					    "partition %s: out of memory withdrawing a record",
+					    p->id);
+			}
+			return err;
+		}
+	}
+	record_done(p, s, len);
+	return 0;
+}
+
+FDX_API int fdx_partition_emit(struct fdx_partition *p, uint32_t sub, const void *rec, uint32_t len,
+			       int timeout_ms)
+{
+	int err = sub_check(p, sub);
+
+	if (err < 0)
+		return err;
+	if (!rec && len)
+		return -EINVAL;
+	if (len > p->max_record)
+		return -EMSGSIZE;
+	if (p->resv_sub >= 0)
+		return -EBUSY;
+	return emit_locked(p, &p->subs[sub], rec, len, deadline_of(timeout_ms));
+}
+
+FDX_API int fdx_partition_broadcast(struct fdx_partition *p, const void *rec, uint32_t len,
+				    int timeout_ms, uint32_t *done)
+{
+	uint64_t deadline = deadline_of(timeout_ms);
+	uint32_t i;
+	int err = 0;
+
+	if (done)
+		*done = 0;
+	if (!p || (!rec && len))
+		return -EINVAL;
+	if (len > p->max_record)
+		return -EMSGSIZE;
+	for (i = 0; i < p->n; i++) {
+		err = sub_check(p, i);
+		if (!err)
+			err = p->resv_sub >= 0 ? -EBUSY
+					       : emit_locked(p, &p->subs[i], rec, len, deadline);
+		if (err < 0)
+			break;
+		if (done)
+			*done = i + 1;
+	}
+	return err;
+}
+
+FDX_API int fdx_partition_reserve(struct fdx_partition *p, uint32_t sub, uint32_t len, void **where,
+				  int timeout_ms)
+{
+	struct fdx__sub *s;
+	int err = sub_check(p, sub);
+
+	if (err < 0)
+		return err;
+	if (!where)
+		return -EINVAL;
+	if (p->resv_sub >= 0)
+		return -EBUSY;
+	if ((uint64_t)len + REC_HDR > p->seg_size)
+		return -EMSGSIZE;
+	if (len > p->max_record)
+		return -EMSGSIZE;
+	s = &p->subs[sub];
+	if (s->cur >= 0 && s->wpos + REC_HDR + len > p->seg_size)
+		finish_seg(p, s);
+	if (s->cur < 0) {
+		err = take_seg(p, s, deadline_of(timeout_ms));
+		if (err < 0)
+			return err;
+	}
+	*where = s->cur_ptr + s->wpos + REC_HDR;
+	s->reserved = len;
+	s->reserving = 1;
+	p->resv_sub = sub;
+	return 0;
+}
+
+FDX_API int fdx_partition_commit(struct fdx_partition *p, uint32_t sub, uint32_t len)
+{
+	struct fdx__sub *s;
+	uint32_t le;
+
+	if (!p || sub >= p->n || p->resv_sub != (int64_t)sub)
+		return -EINVAL;
+	s = &p->subs[sub];
+	if (!s->reserving || len > s->reserved)
+		return -EINVAL;
+	le = htole32(len);
+	memcpy(s->cur_ptr + s->wpos, &le, REC_HDR);
+	s->wpos += REC_HDR + len;
+	s->reserving = 0;
+	s->reserved = 0;
+	p->resv_sub = -1;
+	record_done(p, s, len);
+	return 0;
+}
+
+static int event_one(struct fdx_partition *p, uint32_t sub, uint32_t type, uint32_t flags,
+		     const void *payload, uint32_t len)
+{
+	struct fdx__sub *s = &p->subs[sub];
+	struct fdx__pitem *it;
+	int err = sub_check(p, sub);
+
+	if (err < 0)
+		return err;
+	it = malloc(sizeof(*it) + len);
+	if (!it)
+		return -ENOMEM;
+	memset(it, 0, sizeof(*it));
+	it->kind = FDX__IT_EVENT;
+	it->flags = (uint16_t)flags;
+	it->event_type = type;
+	it->len = len;
+	it->flush_seg = -1;
+	if (len)
+		memcpy(it->payload, payload, len);
+	if (type == FDX_EVENT_END_OF_PARTITION) {
+		s->ended = 1;
+		if (s->cur >= 0)
+			finish_seg(p, s); /* nothing more will be written to it; it goes first */
+	} else if (!(flags & FDX_EVENT_PRIORITY) && s->cur >= 0) {
+		/* In order: what was written so far goes first. */
+		it->flush_seg = s->cur;
+		it->flush_end = s->wpos;
+	}
+	push_item(p, s, it);
+	fdx__dp_kick(p->dp);
+	return 0;
+}
+
+FDX_API int fdx_partition_event(struct fdx_partition *p, uint32_t sub, uint32_t type,
+				uint32_t flags, const void *payload, uint32_t len)
+{
+	int err = 0;
+
+	if (!p || (sub >= p->n && sub != FDX_ALL_SUBPARTITIONS) || (!payload && len) ||
+	    type < FDX_EVENT_WATERMARK || type > FDX_EVENT_USER || (flags & ~FDX_EVENT_PRIORITY))
+		return -EINVAL;
+	if (len > FDX_EVENT_PAYLOAD_MAX)
+		return -EMSGSIZE;
+	if (p->resv_sub >= 0)
+		return -EBUSY;
+	if (sub != FDX_ALL_SUBPARTITIONS)
+		return event_one(p, sub, type, flags, payload, len);
+	for (uint32_t i = 0; i < p->n && !err; i++)
+		err = event_one(p, i, type, flags, payload, len);
+	return err;
+}
+
+FDX_API int fdx_partition_flush(struct fdx_partition *p, uint32_t sub)
+{
+	if (!p || (sub >= p->n && sub != FDX_ALL_SUBPARTITIONS))
+		return -EINVAL;
+	for (uint32_t i = 0; i < p->n; i++)
+		if (sub == FDX_ALL_SUBPARTITIONS || i == sub)
+			atomic_store_explicit(&p->subs[i].flush_req, 1, memory_order_release);
+	fdx__dp_kick(p->dp);
+	return 0;
+}
+
+FDX_API int fdx_partition_finish(struct fdx_partition *p, int timeout_ms)
+{
+	uint64_t deadline;
+	int failed = 0;
+
+	if (!p)
+		return -EINVAL;
+	deadline = deadline_of(timeout_ms);
+	for (uint32_t i = 0; i < p->n; i++)
+		if (!p->subs[i].ended && !atomic_load(&p->subs[i].error))
+			event_one(p, i, FDX_EVENT_END_OF_PARTITION, 0, NULL, 0);
+	for (unsigned rounds = 0;; rounds++) {
+		uint32_t busy = atomic_load_explicit(&p->queued, memory_order_acquire) +
+				atomic_load_explicit(&p->in_flight, memory_order_acquire);
+		struct timespec nap = {0, 200000};
+
+		failed = 0;
+		for (uint32_t i = 0; i < p->n; i++)
+			if (atomic_load(&p->subs[i].error))
+				failed = 1;
+		if (busy == 0)
+			break;
+		if (deadline != UINT64_MAX && now_ns() >= deadline)
+			return -ETIMEDOUT;
+		if (rounds < 100)
+			sched_yield();
+		else
+			nanosleep(&nap, NULL);
+	}
+	return failed ? -EPIPE : 0;
+}
+
+FDX_API void fdx_partition_destroy(struct fdx_partition *p)
+{
+	if (!p)
+		return;
+	atomic_store(&p->closing, 1);
+	fdx__dp_remove_partition(p->dp, p); /* the loop lets go; channels closed */
+	for (uint32_t i = 0; i < p->n; i++) {
+		struct fdx__sub *s = &p->subs[i];
+		struct fdx__mpsc_node *n;
+
+		while ((n = fdx__mpsc_pop_wait(&s->q))) {
+			struct fdx__pitem *it = (struct fdx__pitem *)n;
+
+			if (it->kind != FDX__IT_SEG)
+				free(it);
+		}
+		for (struct fdx__pitem *it = s->head, *nx; it; it = nx) {
+			nx = it->next;
+			if (it->kind != FDX__IT_SEG)
+				free(it);
+		}
+	}
+	/* Whatever is still referenced goes back to the pool now. */
+	for (uint32_t i = 0; i < p->region->seg_count; i++) {
+		if (atomic_load(&p->refs[i]))
+			fdx_lbp_recycle(p->pool, fdx__region_seg_offset(p->region, i));
+		free(p->seg_items[i]);
+	}
+	free(p->seg_items);
+	free(p->refs);
+	free(p->subs);
+	free(p->id);
+	free(p);
+}
+
+/* ---- statistics ---------------------------------------------------------- */
+
+FDX_API int fdx_partition_channel_stats(struct fdx_partition *p, uint32_t sub,
+					struct fdx_channel_stats *st)
+{
+	struct fdx_channel_stats s;
+	struct fdx__sub *x;
+	uint64_t sent, granted, ret;
+
+	if (!p || !st || st->size < 8 || sub >= p->n)
+		return -EINVAL;
+	x = &p->subs[sub];
+	memset(&s, 0, sizeof(s));
+	s.size = st->size;
+	/* Sent before granted: a snapshot never shows more sent than granted. */
+	sent = atomic_load_explicit(&x->buffers_sent, memory_order_acquire);
+	ret = atomic_load_explicit(&x->returned, memory_order_acquire);
+	granted = atomic_load_explicit(&x->granted, memory_order_acquire);
+	s.link = atomic_load_explicit(&x->connected, memory_order_acquire) ? x->link : 0;
+	s.credits_granted = granted;
+	s.buffers_sent = sent;
+	s.credit = granted > sent ? (uint32_t)(granted - sent) : 0;
+	s.backlog = atomic_load_explicit(&x->backlog, memory_order_relaxed);
+	s.in_flight = sent > ret ? (uint32_t)(sent - ret) : 0;
+	s.max_in_flight = atomic_load_explicit(&x->max_in_flight, memory_order_relaxed);
+	s.events_sent = atomic_load_explicit(&x->events_sent, memory_order_relaxed);
+	s.records = atomic_load_explicit(&x->records_pub, memory_order_relaxed);
+	s.bytes_sent = atomic_load_explicit(&x->bytes_sent, memory_order_relaxed);
+	s.error = atomic_load_explicit(&x->error, memory_order_relaxed);
+	memcpy(st, &s, st->size < sizeof(s) ? st->size : sizeof(s));
+	return 0;
+}
+
+FDX_API int fdx_partition_stats(struct fdx_partition *p, struct fdx_partition_stats *st)
+{
+	struct fdx_partition_stats s;
+	struct fdx_lbp_stats ls;
+
+	if (!p || !st || st->size < 8)
+		return -EINVAL;
+	memset(&s, 0, sizeof(s));
+	s.size = st->size;
+	s.n_subpartitions = p->n;
+	for (uint32_t i = 0; i < p->n; i++) {
+		s.records += atomic_load_explicit(&p->subs[i].records_pub, memory_order_relaxed);
+		s.bytes += atomic_load_explicit(&p->subs[i].bytes_pub, memory_order_relaxed);
+		s.buffers_sent +=
+			atomic_load_explicit(&p->subs[i].buffers_sent, memory_order_relaxed);
+		s.events_sent +=
+			atomic_load_explicit(&p->subs[i].events_sent, memory_order_relaxed);
+	}
+	s.bytes_copied = atomic_load_explicit(&p->bytes_copied, memory_order_relaxed);
+	s.backpressured_ns = atomic_load_explicit(&p->backpressured_ns, memory_order_relaxed);
+	ls.size = sizeof(ls);
+	if (fdx_lbp_stats(p->pool, &ls) == 0)
+		s.buffers_in_use = ls.in_use;
+	s.in_flight = atomic_load_explicit(&p->in_flight, memory_order_relaxed);
+	memcpy(st, &s, st->size < sizeof(s) ? st->size : sizeof(s));
+	return 0;
+}

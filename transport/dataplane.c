@@ -1,0 +1,1879 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The data plane's io_uring loop: one thread per exchange owns every data
+ * socket, sends what the partitions queued as their credit allows, and hands
+ * what arrives to the gates.
+ *
+ * Wire (runtime/dataplane.h): every frame starts with a 40-byte little-endian
+ * header. A data socket opens with HELLO + the token the control stream gave
+ * (+ on shm, the region's announcement, its memfd attached). Then:
+ * - shm: BUFFER frames are descriptors {offset, len} of a slice of the
+ *   sender's region, mapped read-only here; nothing else moves.
+ * - tcp: BUFFER frames carry the payload, received straight into one of the
+ *   gate's own segments.
+ * EVENT frames carry their payload on both. Every frame is checked before use
+ * (known channel of this peer, next sequence number, slice inside one
+ * segment of the region); a bad one fails the connection.
+ *
+ * Locking: dp->lock is held by the loop while it works (not while it sleeps)
+ * and by whoever adds or removes partitions, gates and connections. Order:
+ * dp->lock, then the exchange's lock. The task threads and the consumer
+ * threads never take it: they meet the loop through queues and atomics.
+ * Sends are batched: one sendmsg per connection per loop round, one
+ * fdx__exchange_sent_many() (one exchange lock) per round.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <liburing.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fdx/error.h>
+#include <fdx/gate.h>
+#include <fdx/partition.h>
+
+#include "../runtime/dataplane.h"
+#include "../runtime/local_buffer_pool.h"
+#include "../runtime/region.h"
+#include "exchange_internal.h"
+#include "region_share.h"
+
+#define RING_ENTRIES 256u
+#define RX_CAP (256u * 1024u)
+#define HDR_LEN ((uint32_t)sizeof(struct fdx__dhdr))
+#define HELLO_LEN (HDR_LEN + FDX__TOKEN_LEN)
+#define IOV_BATCH 512u
+#define TICK_DEFAULT_MS 100u
+#define CONNECT_TIMEOUT_DEFAULT_MS 5000
+
+enum op_kind { OP_WAKE = 1, OP_ACCEPT_UNIX, OP_ACCEPT_TCP, OP_SEND, OP_RECV, OP_HELLO };
+
+struct op {
+	enum op_kind kind;
+	struct fdx__conn *c;
+};
+
+/* One iovec's worth of a send batch: a header (hdr > 0: index + 1) or bytes. */
+struct txpart {
+	uint32_t hdr;
+	uint32_t len;
+	const void *ptr;
+	struct fdx_partition *p; /* tcp slice: its reference goes when sent */
+	struct fdx__sub *s;
+	int64_t seg;
+	struct fdx__pitem *freeme; /* an event whose payload this is */
+};
+
+struct txb {
+	struct fdx__dhdr *hdrs;
+	uint32_t nh, caph;
+	struct txpart *parts;
+	uint32_t np, capp;
+	struct iovec *iov; /* built when sent */
+	uint32_t niov, capiov, iov_at;
+};
+
+enum conn_role { ROLE_OUT = 1, ROLE_IN };
+enum rx_state { RX_HELLO, RX_REGION, RX_SHM, RX_HDR, RX_PAYLOAD };
+
+struct fdx__conn {
+	struct fdx__dp *dp;
+	int fd;
+	enum conn_role role;
+	uint32_t link;
+	int dead;
+	int pending; /* operations in flight */
+	char name[200]; /* the peer, for messages */
+	/* Producer side. */
+	char addr[128];
+	const struct fdx_region *region;
+	struct txb b[2];
+	int fill; /* the batch being filled; the other may be in flight */
+	int sending;
+	struct msghdr smh;
+	uint8_t probe[16];
+	/* Consumer side. */
+	uint64_t sess;
+	enum rx_state st;
+	uint8_t *rx;
+	uint32_t rx_len, need;
+	struct msghdr rmh;
+	struct iovec riov;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 8)];
+		struct cmsghdr align;
+	} cbuf;
+	int hello_fd;
+	struct fdx__rmap *map;
+	struct fdx__dhdr hdr; /* tcp: the frame being received */
+	struct fdx__gitem *it;
+	struct op op_send, op_recv;
+	struct fdx__conn *next;
+};
+
+struct fdx__dp {
+	struct fdx_exchange *ex;
+	struct fdx__log *log;
+	struct io_uring ring;
+	int ring_up;
+	pthread_t thread;
+	int running;
+	_Atomic uint32_t stop, sleeping, work;
+	int efd;
+	uint64_t efd_buf;
+	struct op op_wake, op_acc_unix, op_acc_tcp;
+	int ufd, tfd;
+	char *unix_path;
+	char unix_ep[160], tcp_ep[160];
+	pthread_mutex_t lock;
+	struct fdx_partition *parts;
+	struct fdx_gate *gates;
+	struct fdx__conn *conns;
+	uint64_t next_tick;
+	/* This round's buffers for fdx__exchange_sent_many(). */
+	uint32_t *sent_ch;
+	uint64_t *sent_off;
+	uint32_t n_sent, cap_sent;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- small things ------------------------------------------------------- */
+
+void fdx__dp_kick(struct fdx__dp *dp)
+{
+	uint64_t one = 1;
+
+	atomic_store_explicit(&dp->work, 1, memory_order_relaxed);
+	/* K1: the work, then the flag; pairs with K2 in the loop. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&dp->sleeping, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&dp->sleeping, 0, memory_order_relaxed))
+		if (write(dp->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			FDX_LOG_ERR(dp->log, "data plane: eventfd: %s", fdx_strerror(-errno));
+}
+
+void fdx__rmap_put(struct fdx__rmap *m)
+{
+	if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
+		fdx_region_destroy(m->region);
+		free(m);
+	}
+}
+
+static struct io_uring_sqe *get_sqe(struct fdx__dp *dp)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&dp->ring);
+
+	if (!sqe) {
+		io_uring_submit(&dp->ring);
+		sqe = io_uring_get_sqe(&dp->ring);
+	}
+	return sqe;
+}
+
+static struct fdx_gate *gate_find(struct fdx__dp *dp, uint32_t id)
+{
+	for (struct fdx_gate *g = dp->gates; g; g = g->next)
+		if (g->id == id)
+			return g;
+	return NULL;
+}
+
+static struct fdx__gitem *gitem_new(uint32_t kind, uint32_t ch, size_t payload)
+{
+	struct fdx__gitem *it = malloc(sizeof(*it) + payload);
+
+	if (it) {
+		memset(it, 0, sizeof(*it));
+		it->kind = (uint8_t)kind;
+		it->ch = ch;
+	}
+	return it;
+}
+
+/* ---- gate hooks: the cq thread, with the exchange's lock held ------------- */
+
+static void gate_opened(void *ud, uint32_t ch, uint64_t sess, const char *peer)
+{
+	struct fdx_gate *g = ud;
+	struct fdx__gitem *it = gitem_new(FDX__GI_OPENED, ch, 0);
+
+	(void)peer;
+	g->ch[ch].expect_seq = 0;
+	atomic_store_explicit(&g->ch[ch].sess, sess, memory_order_release);
+	if (!it) {
+		FDX_LOG_ERR(g->log, "gate %u: out of memory opening channel %u", g->id, ch);
+		return;
+	}
+	it->sess = sess;
+	fdx__gate_push(g, it);
+}
+
+static void gate_closed(void *ud, uint32_t ch, uint64_t sess)
+{
+	struct fdx_gate *g = ud;
+	struct fdx__gitem *it = gitem_new(FDX__GI_CLOSED, ch, 0);
+	uint64_t was = sess;
+
+	atomic_compare_exchange_strong(&g->ch[ch].sess, &was, 0);
+	if (it) {
+		it->sess = sess;
+		fdx__gate_push(g, it);
+	}
+}
+
+static void gate_failed(void *ud, uint32_t ch, uint64_t sess, int err, const char *msg)
+{
+	struct fdx_gate *g = ud;
+	struct fdx__gitem *it = gitem_new(FDX__GI_FAILED, ch, 0);
+	uint64_t was = sess;
+
+	atomic_compare_exchange_strong(&g->ch[ch].sess, &was, 0);
+	if (it) {
+		it->sess = sess;
+		it->error = err;
+		snprintf(it->msg, sizeof(it->msg), "%s", msg);
+		fdx__gate_push(g, it);
+	}
+}
+
+static const struct fdx__gate_hooks gate_hooks = {gate_opened, gate_closed, gate_failed};
+
+static void chan_credit(void *ud, uint32_t added, const uint64_t *offs, uint32_t n)
+{
+	struct fdx__sub *s = ud;
+
+	fdx__part_credit(s->part, s, added, offs, n);
+}
+
+static void chan_failed(void *ud, int err, const char *msg)
+{
+	struct fdx__sub *s = ud;
+
+	fdx__part_fail(s->part, s, err, msg);
+}
+
+static const struct fdx__chan_hooks chan_hooks = {chan_credit, chan_failed};
+
+/* ---- connections -------------------------------------------------------- */
+
+static void txb_reset(struct txb *b)
+{
+	for (uint32_t i = 0; i < b->np; i++)
+		free(b->parts[i].freeme);
+	b->nh = b->np = b->niov = b->iov_at = 0;
+}
+
+static void txb_free(struct txb *b)
+{
+	txb_reset(b);
+	free(b->hdrs);
+	free(b->parts);
+	free(b->iov);
+}
+
+static struct txpart *txb_part(struct txb *b)
+{
+	if (b->np == b->capp) {
+		uint32_t cap = b->capp ? 2 * b->capp : 64;
+		struct txpart *a = realloc(b->parts, cap * sizeof(*a));
+
+		if (!a)
+			return NULL;
+		b->parts = a;
+		b->capp = cap;
+	}
+	memset(&b->parts[b->np], 0, sizeof(b->parts[0]));
+	b->parts[b->np].seg = -1;
+	return &b->parts[b->np++];
+}
+
+static int txb_hdr(struct txb *b, const struct fdx__dhdr *h)
+{
+	struct txpart *pt;
+
+	if (b->nh == b->caph) {
+		uint32_t cap = b->caph ? 2 * b->caph : 64;
+		struct fdx__dhdr *a = realloc(b->hdrs, cap * sizeof(*a));
+
+		if (!a)
+			return -ENOMEM;
+		b->hdrs = a;
+		b->caph = cap;
+	}
+	pt = txb_part(b);
+	if (!pt)
+		return -ENOMEM;
+	b->hdrs[b->nh] = *h;
+	pt->hdr = ++b->nh;
+	pt->len = HDR_LEN;
+	return 0;
+}
+
+/* Build the iovecs: runs of headers are one iovec each. */
+static int txb_build(struct txb *b)
+{
+	if (b->capiov < b->np) {
+		struct iovec *a = realloc(b->iov, b->np * sizeof(*a));
+
+		if (!a)
+			return -ENOMEM;
+		b->iov = a;
+		b->capiov = b->np;
+	}
+	b->niov = 0;
+	for (uint32_t i = 0; i < b->np; i++) {
+		struct txpart *pt = &b->parts[i];
+		const void *base = pt->hdr ? (const void *)&b->hdrs[pt->hdr - 1] : pt->ptr;
+
+		if (pt->hdr && b->niov && i > 0 && b->parts[i - 1].hdr &&
+		    b->parts[i - 1].hdr + 1 == pt->hdr) {
+			b->iov[b->niov - 1].iov_len += HDR_LEN;
+			continue;
+		}
+		b->iov[b->niov].iov_base = (void *)base;
+		b->iov[b->niov].iov_len = pt->len;
+		b->niov++;
+	}
+	b->iov_at = 0;
+	return 0;
+}
+
+static void conn_submit_send(struct fdx__conn *c)
+{
+	struct txb *b = &c->b[!c->fill];
+	struct io_uring_sqe *sqe = get_sqe(c->dp);
+	uint32_t n = b->niov - b->iov_at;
+
+	if (!sqe) {
+		FDX_LOG_ERR(c->dp->log, "data plane: no submission entry for %s", c->name);
+		return;
+	}
+	memset(&c->smh, 0, sizeof(c->smh));
+	c->smh.msg_iov = b->iov + b->iov_at;
+	c->smh.msg_iovlen = n > IOV_BATCH ? IOV_BATCH : n;
+	io_uring_prep_sendmsg(sqe, c->fd, &c->smh, MSG_NOSIGNAL);
+	io_uring_sqe_set_data(sqe, &c->op_send);
+	c->pending++;
+	c->sending = 1;
+}
+
+/* Start sending what was batched, if nothing is in flight. */
+static void conn_flush(struct fdx__conn *c)
+{
+	if (c->sending || c->dead || c->b[c->fill].np == 0)
+		return;
+	c->fill = !c->fill;
+	if (txb_build(&c->b[!c->fill]) < 0) {
+		FDX_LOG_ERR(c->dp->log, "data plane: out of memory sending to %s", c->name);
+		c->fill = !c->fill;
+		return;
+	}
+	conn_submit_send(c);
+}
+
+static void post_recv(struct fdx__conn *c, void *buf, uint32_t len)
+{
+	struct io_uring_sqe *sqe = get_sqe(c->dp);
+
+	if (!sqe)
+		return;
+	io_uring_prep_recv(sqe, c->fd, buf, len, 0);
+	io_uring_sqe_set_data(sqe, &c->op_recv);
+	c->pending++;
+}
+
+static void post_hello_recv(struct fdx__conn *c)
+{
+	struct io_uring_sqe *sqe = get_sqe(c->dp);
+
+	if (!sqe)
+		return;
+	memset(&c->rmh, 0, sizeof(c->rmh));
+	c->riov.iov_base = c->rx + c->rx_len;
+	c->riov.iov_len = c->need - c->rx_len;
+	c->rmh.msg_iov = &c->riov;
+	c->rmh.msg_iovlen = 1;
+	c->rmh.msg_control = c->cbuf.buf;
+	c->rmh.msg_controllen = sizeof(c->cbuf.buf);
+	io_uring_prep_recvmsg(sqe, c->fd, &c->rmh, MSG_CMSG_CLOEXEC);
+	io_uring_sqe_set_data(sqe, &c->op_recv);
+	c->op_recv.kind = OP_HELLO;
+	c->pending++;
+}
+
+static struct fdx__conn *conn_new(struct fdx__dp *dp, int fd, enum conn_role role)
+{
+	struct fdx__conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->dp = dp;
+	c->fd = fd;
+	c->role = role;
+	c->hello_fd = -1;
+	c->op_send = (struct op){OP_SEND, c};
+	c->op_recv = (struct op){OP_RECV, c};
+	if (role == ROLE_IN) {
+		c->rx = malloc(RX_CAP);
+		if (!c->rx) {
+			free(c);
+			return NULL;
+		}
+	}
+	c->next = dp->conns;
+	dp->conns = c;
+	return c;
+}
+
+/* The channels this connection fed on the consumer side fail. */
+static void conn_fail_inputs(struct fdx__conn *c, int err, const char *why)
+{
+	for (struct fdx_gate *g = c->dp->gates; g && c->sess; g = g->next)
+		for (uint32_t i = 0; i < g->n; i++) {
+			uint64_t was = c->sess;
+
+			if (atomic_compare_exchange_strong(&g->ch[i].sess, &was, 0)) {
+				struct fdx__gitem *it = gitem_new(FDX__GI_FAILED, i, 0);
+
+				if (!it)
+					continue;
+				it->sess = c->sess;
+				it->error = err;
+				snprintf(it->msg, sizeof(it->msg), "%.90s: %.90s", c->name, why);
+				fdx__gate_push(g, it);
+			}
+		}
+}
+
+/* The subpartitions this connection carried fail. */
+static void conn_fail_outputs(struct fdx__conn *c, int err, const char *why)
+{
+	char msg[300];
+
+	snprintf(msg, sizeof(msg), "data socket to %s: %s", c->name, why);
+	for (struct fdx_partition *p = c->dp->parts; p; p = p->next)
+		for (uint32_t i = 0; i < p->n; i++)
+			if (p->subs[i].conn == c)
+				fdx__part_fail(p, &p->subs[i], err, msg);
+}
+
+/* Close c (its operations complete with errors; freed after the last). */
+static void conn_kill(struct fdx__conn *c, int err, const char *why)
+{
+	if (c->dead)
+		return;
+	c->dead = 1;
+	if (err)
+		FDX_LOG_ERR(c->dp->log, "exchange %s: data socket of %s failed: %s",
+			    fdx__exchange_tm_id(c->dp->ex), c->name, why);
+	if (c->role == ROLE_IN)
+		conn_fail_inputs(c, err ? err : FDX_EPEERGONE, why);
+	else
+		conn_fail_outputs(c, err ? err : FDX_EPEERGONE, why);
+	shutdown(c->fd, SHUT_RDWR);
+}
+
+static void conn_free(struct fdx__conn *c)
+{
+	close(c->fd);
+	if (c->hello_fd >= 0)
+		close(c->hello_fd);
+	txb_free(&c->b[0]);
+	txb_free(&c->b[1]);
+	free(c->it);
+	fdx__rmap_put(c->map);
+	free(c->rx);
+	free(c);
+}
+
+/* ---- producer: pumping subpartitions ------------------------------------ */
+
+static int sent_note(struct fdx__dp *dp, uint32_t ch, uint64_t off)
+{
+	if (dp->n_sent == dp->cap_sent) {
+		uint32_t cap = dp->cap_sent ? 2 * dp->cap_sent : 256;
+		uint32_t *a = realloc(dp->sent_ch, cap * sizeof(*a));
+		uint64_t *b;
+
+		if (!a)
+			return -ENOMEM;
+		dp->sent_ch = a;
+		b = realloc(dp->sent_off, cap * sizeof(*b));
+		if (!b)
+			return -ENOMEM;
+		dp->sent_off = b;
+		dp->cap_sent = cap;
+	}
+	dp->sent_ch[dp->n_sent] = ch;
+	dp->sent_off[dp->n_sent++] = off;
+	return 0;
+}
+
+static void hdr_init(struct fdx__dhdr *h, const struct fdx__sub *s, uint32_t type)
+{
+	memset(h, 0, sizeof(*h));
+	h->magic = htole32(FDX__DH_MAGIC);
+	h->version = FDX__DH_VERSION;
+	h->type = (uint8_t)type;
+	h->gate = htole32(s->gate);
+	h->gate_channel = htole32(s->gate_channel);
+}
+
+static uint32_t backlog_of(const struct fdx__sub *s)
+{
+	return s->n_segs + (s->flush_pending ? 1u : 0u);
+}
+
+/* Send [start, start + len) of segment seg: one credit. */
+static int send_slice(struct fdx__dp *dp, struct fdx__sub *s, uint32_t seg, uint32_t start,
+		      uint32_t len, uint32_t backlog)
+{
+	struct fdx_partition *p = s->part;
+	uint64_t off = fdx__region_seg_offset(p->region, seg) + start;
+	uint32_t inflight;
+	struct fdx__dhdr h;
+
+	atomic_fetch_add_explicit(&p->refs[seg], 1, memory_order_relaxed);
+	if (s->link == FDX_LINK_LOCAL) {
+		struct fdx__gitem *it = gitem_new(FDX__GI_BUFFER, s->gate_channel, 0);
+
+		if (!it) {
+			fdx__part_unref(p, seg);
+			return -ENOMEM;
+		}
+		it->link_type = FDX_LINK_LOCAL;
+		it->seq = s->seq++;
+		it->len = len;
+		it->backlog = backlog;
+		it->data = p->region->base + off;
+		it->offset = off;
+		it->lpart = p;
+		it->lsub = s;
+		it->sess = FDX__SESS_LOCAL;
+		fdx__gate_push(s->lgate, it);
+	} else {
+		struct txb *b = &s->conn->b[s->conn->fill];
+
+		hdr_init(&h, s, FDX__DH_BUFFER);
+		h.seq = htole32(s->seq++);
+		h.len = htole32(len);
+		h.backlog = htole32(backlog);
+		if (s->link == FDX_LINK_SHM)
+			h.offset = htole64(off);
+		if (txb_hdr(b, &h) < 0)
+			goto nomem;
+		if (s->link == FDX_LINK_TCP) {
+			struct txpart *pt = txb_part(b);
+
+			if (!pt)
+				goto nomem;
+			pt->ptr = p->region->base + off;
+			pt->len = len;
+			pt->p = p;
+			pt->s = s;
+			pt->seg = seg;
+			atomic_fetch_add_explicit(&p->bytes_copied, len, memory_order_relaxed);
+		}
+		sent_note(dp, s->chan, s->link == FDX_LINK_SHM ? off : 0);
+	}
+	s->spent++;
+	atomic_fetch_add_explicit(&p->in_flight, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->bytes_sent, len, memory_order_relaxed);
+	uint64_t sent = atomic_fetch_add_explicit(&s->buffers_sent, 1, memory_order_release) + 1;
+	inflight = (uint32_t)(sent - atomic_load_explicit(&s->returned, memory_order_relaxed));
+	if (inflight > atomic_load_explicit(&s->max_in_flight, memory_order_relaxed))
+		atomic_store_explicit(&s->max_in_flight, inflight, memory_order_relaxed);
+	return 0;
+nomem:
+	FDX_LOG_ERR(dp->log, "data plane: out of memory sending on channel %u", s->chan);
+	return -ENOMEM;
+}
+
+/* An event (it, consumed), an abort (it NULL, type ABORT) or a backlog: no credit. */
+static void send_ctl(struct fdx__sub *s, uint32_t type, struct fdx__pitem *it, uint32_t backlog)
+{
+	struct fdx__dhdr h;
+
+	if (s->link == FDX_LINK_LOCAL) {
+		uint32_t kind = type == FDX__DH_EVENT	? FDX__GI_EVENT
+				: type == FDX__DH_ABORT ? FDX__GI_ABORT
+							: FDX__GI_BACKLOG;
+		struct fdx__gitem *gi = gitem_new(kind, s->gate_channel, it ? it->len : 0);
+
+		if (gi) {
+			gi->link_type = FDX_LINK_LOCAL;
+			gi->sess = FDX__SESS_LOCAL;
+			gi->backlog = backlog;
+			if (type != FDX__DH_BACKLOG)
+				gi->seq = s->seq++;
+			if (it) {
+				gi->event_type = it->event_type;
+				gi->flags = (it->flags & FDX_EVENT_PRIORITY) ? FDX__DH_PRIORITY : 0;
+				gi->len = it->len;
+				memcpy(gi->payload, it->payload, it->len);
+				gi->data = gi->payload;
+			}
+			fdx__gate_push(s->lgate, gi);
+		}
+		free(it);
+	} else {
+		struct txb *b = &s->conn->b[s->conn->fill];
+
+		hdr_init(&h, s, type);
+		if (type != FDX__DH_BACKLOG)
+			h.seq = htole32(s->seq++);
+		h.backlog = htole32(backlog);
+		if (it) {
+			h.len = htole32(it->len);
+			h.event_type = htole32(it->event_type);
+			h.flags = htole16((it->flags & FDX_EVENT_PRIORITY) ? FDX__DH_PRIORITY : 0);
+		}
+		if (txb_hdr(b, &h) < 0) {
+			free(it);
+			return;
+		}
+		if (it) {
+			struct txpart *pt = it->len ? txb_part(b) : NULL;
+
+			if (pt) {
+				pt->ptr = it->payload;
+				pt->len = it->len;
+				pt->freeme = it;
+			} else {
+				free(it);
+			}
+		}
+	}
+	if (type == FDX__DH_EVENT)
+		atomic_fetch_add_explicit(&s->events_sent, 1, memory_order_relaxed);
+}
+
+/* Drop everything queued on a failed or abandoned subpartition. */
+static void sub_discard(struct fdx__sub *s)
+{
+	struct fdx_partition *p = s->part;
+	struct fdx__mpsc_node *n;
+
+	while ((n = fdx__mpsc_pop(&s->q))) {
+		struct fdx__pitem *it = (struct fdx__pitem *)n;
+
+		it->next = NULL;
+		if (s->tail)
+			s->tail->next = it;
+		else
+			s->head = it;
+		s->tail = it;
+	}
+	while (s->head) {
+		struct fdx__pitem *it = s->head;
+
+		s->head = it->next;
+		if (it->kind == FDX__IT_SEG)
+			fdx__part_unref(p, it->seg);
+		else
+			free(it);
+		atomic_fetch_sub_explicit(&p->queued, 1, memory_order_relaxed);
+	}
+	s->tail = NULL;
+	s->n_segs = 0;
+}
+
+/* Send what sub's credit allows; 1 if anything was done. */
+static int pump(struct fdx__dp *dp, struct fdx__sub *s)
+{
+	struct fdx_partition *p = s->part;
+	struct fdx__mpsc_node *n;
+	uint64_t avail, pub;
+	uint32_t backlog;
+	int did = 0;
+
+	if (!atomic_load_explicit(&s->connected, memory_order_acquire))
+		return 0;
+	if (atomic_load_explicit(&s->error, memory_order_relaxed)) {
+		if (s->head || fdx__mpsc_pop_peek(&s->q)) {
+			sub_discard(s);
+			did = 1;
+		}
+		return did;
+	}
+	while ((n = fdx__mpsc_pop(&s->q))) {
+		struct fdx__pitem *it = (struct fdx__pitem *)n;
+
+		s->drained++;
+		did = 1;
+		if (it->kind == FDX__IT_EVENT && (it->flags & FDX_EVENT_PRIORITY)) {
+			/* Overtakes everything queued: needs no credit. */
+			send_ctl(s, FDX__DH_EVENT, it, backlog_of(s));
+			atomic_fetch_sub_explicit(&p->queued, 1, memory_order_relaxed);
+			continue;
+		}
+		it->next = NULL;
+		if (s->tail)
+			s->tail->next = it;
+		else
+			s->head = it;
+		s->tail = it;
+		if (it->kind == FDX__IT_SEG)
+			s->n_segs++;
+	}
+	if (atomic_exchange_explicit(&s->flush_req, 0, memory_order_acquire))
+		s->flush_pending = 1;
+	avail = atomic_load_explicit(&s->granted, memory_order_acquire) - s->spent;
+	while (s->head) {
+		struct fdx__pitem *it = s->head;
+		uint32_t start;
+
+		if (it->kind == FDX__IT_SEG) {
+			start = s->open_seg == (int64_t)it->seg ? s->open_pos : 0;
+			if (it->end > start) {
+				if (!avail)
+					break;
+				send_slice(dp, s, it->seg, start, it->end - start, s->n_segs - 1);
+				avail--;
+			}
+			s->open_seg = -1;
+			s->n_segs--;
+			s->head = it->next;
+			fdx__part_unref(p, it->seg); /* the writer's reference */
+		} else {
+			if (it->flush_seg >= 0) {
+				start = s->open_seg == it->flush_seg ? s->open_pos : 0;
+				if (it->flush_end > start) {
+					if (!avail)
+						break;
+					send_slice(dp, s, (uint32_t)it->flush_seg, start,
+						   it->flush_end - start, s->n_segs);
+					avail--;
+				}
+				s->open_seg = it->flush_seg;
+				s->open_pos = it->flush_end;
+				it->flush_seg = -1;
+			}
+			s->head = it->next;
+			if (it->kind == FDX__IT_ABORT) {
+				free(it);
+				send_ctl(s, FDX__DH_ABORT, NULL, s->n_segs);
+			} else {
+				send_ctl(s, FDX__DH_EVENT, it, s->n_segs);
+			}
+		}
+		if (!s->head)
+			s->tail = NULL;
+		atomic_fetch_sub_explicit(&p->queued, 1, memory_order_relaxed);
+		did = 1;
+	}
+	/*
+	 * A flush or the buffer timeout: send what was written of the current
+	 * segment, once everything queued before it went. The task may have
+	 * queued more since the drain (P1: seen through pushed): then next round.
+	 */
+	if (!s->head && s->flush_pending) {
+		pub = atomic_load_explicit(&s->pub, memory_order_acquire);
+		if (atomic_load_explicit(&s->pushed, memory_order_relaxed) != s->drained) {
+			atomic_store_explicit(&dp->work, 1, memory_order_relaxed);
+		} else if (!pub) {
+			s->flush_pending = 0;
+		} else {
+			int64_t seg = (int64_t)(pub >> 32) - 1;
+			uint32_t pos = (uint32_t)pub;
+
+			if (s->open_seg != seg) {
+				s->open_seg = seg;
+				s->open_pos = 0;
+			}
+			if (pos <= s->open_pos) {
+				s->flush_pending = 0;
+			} else if (avail) {
+				send_slice(dp, s, (uint32_t)seg, s->open_pos, pos - s->open_pos, 0);
+				s->open_pos = pos;
+				s->flush_pending = 0;
+				avail--;
+				did = 1;
+			}
+		}
+	}
+	backlog = backlog_of(s);
+	atomic_store_explicit(&s->backlog, backlog, memory_order_relaxed);
+	/* Without credit, the consumer learns the backlog by itself: it may float us credit. */
+	if (!avail && backlog && backlog != s->last_backlog) {
+		send_ctl(s, FDX__DH_BACKLOG, NULL, backlog);
+		did = 1;
+	}
+	s->last_backlog = avail ? 0 : backlog;
+	return did;
+}
+
+static void on_send_done(struct fdx__conn *c, int res)
+{
+	struct txb *b = &c->b[!c->fill];
+	size_t left = (size_t)res;
+
+	c->sending = 0;
+	if (res < 0)
+		b->iov_at = b->niov; /* nothing more goes; the slices are let go below */
+
+	while (left && b->iov_at < b->niov) {
+		struct iovec *v = &b->iov[b->iov_at];
+
+		if (left >= v->iov_len) {
+			left -= v->iov_len;
+			b->iov_at++;
+		} else {
+			v->iov_base = (char *)v->iov_base + left;
+			v->iov_len -= left;
+			left = 0;
+		}
+	}
+	if (res >= 0 && b->iov_at < b->niov) {
+		conn_submit_send(c); /* a short send: the rest */
+		return;
+	}
+	for (uint32_t i = 0; i < b->np; i++) {
+		struct txpart *pt = &b->parts[i];
+
+		if (pt->p) {
+			/* tcp: the bytes are in the socket; the slice's segment may go. */
+			atomic_fetch_add_explicit(&pt->s->returned, 1, memory_order_release);
+			atomic_fetch_sub_explicit(&pt->p->in_flight, 1, memory_order_relaxed);
+			fdx__part_unref(pt->p, (uint32_t)pt->seg);
+		}
+	}
+	txb_reset(b);
+	if (res < 0)
+		conn_kill(c, FDX_EPEERGONE, fdx_strerror(res));
+}
+
+/* ---- consumer: frames in ------------------------------------------------ */
+
+static void hdr_decode(struct fdx__dhdr *h, const void *raw)
+{
+	memcpy(h, raw, sizeof(*h));
+	h->magic = le32toh(h->magic);
+	h->flags = le16toh(h->flags);
+	h->gate = le32toh(h->gate);
+	h->gate_channel = le32toh(h->gate_channel);
+	h->seq = le32toh(h->seq);
+	h->len = le32toh(h->len);
+	h->offset = le64toh(h->offset);
+	h->backlog = le32toh(h->backlog);
+	h->event_type = le32toh(h->event_type);
+}
+
+/*
+ * Check a frame header before anything is used. 1 if it is fine, 0 if it is
+ * for a channel closed meanwhile (dropped), -1 with why set if it is bad.
+ */
+static int check_hdr(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_gate **gp,
+		     char *why, size_t n)
+{
+	struct fdx_gate *g;
+	struct fdx__gchan *gc;
+	uint64_t sess;
+
+	if (h->magic != FDX__DH_MAGIC || h->version != FDX__DH_VERSION) {
+		snprintf(why, n, "not a data frame (magic %#x, version %u)", h->magic, h->version);
+		return -1;
+	}
+	if (h->type < FDX__DH_BUFFER || h->type > FDX__DH_ABORT) {
+		snprintf(why, n, "unknown frame type %u", h->type);
+		return -1;
+	}
+	g = gate_find(c->dp, h->gate);
+	if (!g || h->gate_channel >= g->n) {
+		snprintf(why, n, "unknown channel %u of gate %u", h->gate_channel, h->gate);
+		return -1;
+	}
+	gc = &g->ch[h->gate_channel];
+	sess = atomic_load_explicit(&gc->sess, memory_order_acquire);
+	if (sess != c->sess) {
+		if (sess == 0)
+			return 0; /* closed meanwhile */
+		snprintf(why, n, "channel %u of gate %u is not open to this peer", h->gate_channel,
+			 h->gate);
+		return -1;
+	}
+	if (h->type != FDX__DH_BACKLOG) {
+		if (h->seq != gc->expect_seq) {
+			snprintf(why, n, "channel %u of gate %u: sequence %u, expected %u",
+				 h->gate_channel, h->gate, h->seq, gc->expect_seq);
+			return -1;
+		}
+	}
+	if (h->type == FDX__DH_EVENT &&
+	    (h->len > FDX_EVENT_PAYLOAD_MAX || h->event_type < FDX_EVENT_WATERMARK ||
+	     h->event_type > FDX_EVENT_USER)) {
+		snprintf(why, n, "bad event (type %u, %u bytes)", h->event_type, h->len);
+		return -1;
+	}
+	if (h->type == FDX__DH_BUFFER && c->link == FDX_LINK_SHM) {
+		const struct fdx_region *r = c->map->region;
+		uint64_t off = h->offset;
+
+		if (h->len == 0 || off < r->data_offset || off >= r->size ||
+		    (off & (r->seg_size - 1)) + h->len > r->seg_size) {
+			snprintf(why, n,
+				 "buffer [%#llx, +%u) is not inside one segment of the region",
+				 (unsigned long long)off, h->len);
+			return -1;
+		}
+	}
+	if (h->type == FDX__DH_BUFFER && c->link == FDX_LINK_TCP &&
+	    (!g->pool || h->len > g->pool->region->seg_size)) {
+		snprintf(why, n, "buffer of %u bytes does not fit a segment of gate %u", h->len,
+			 g->id);
+		return -1;
+	}
+	if (h->type != FDX__DH_BACKLOG)
+		gc->expect_seq++;
+	atomic_store_explicit(&gc->link, c->link, memory_order_relaxed);
+	*gp = g;
+	return 1;
+}
+
+/* A checked frame becomes an item (payload: the event's bytes, or NULL). */
+static int frame_item(struct fdx__conn *c, struct fdx_gate *g, const struct fdx__dhdr *h,
+		      struct fdx__gitem **out)
+{
+	uint32_t kind = h->type == FDX__DH_BUFFER  ? FDX__GI_BUFFER
+			: h->type == FDX__DH_EVENT ? FDX__GI_EVENT
+			: h->type == FDX__DH_ABORT ? FDX__GI_ABORT
+						   : FDX__GI_BACKLOG;
+	struct fdx__gitem *it =
+		gitem_new(kind, h->gate_channel, h->type == FDX__DH_EVENT ? h->len : 0);
+
+	if (!it)
+		return -ENOMEM;
+	it->link_type = (uint8_t)c->link;
+	it->sess = c->sess;
+	it->seq = h->seq;
+	it->len = h->len;
+	it->backlog = h->backlog;
+	it->event_type = h->event_type;
+	it->flags = h->flags & FDX__DH_PRIORITY;
+	if (kind == FDX__GI_EVENT)
+		it->data = it->payload;
+	if (kind == FDX__GI_BUFFER && c->link == FDX_LINK_SHM) {
+		it->data = c->map->region->base + h->offset;
+		it->offset = h->offset;
+		it->map = c->map;
+		atomic_fetch_add_explicit(&c->map->refs, 1, memory_order_relaxed);
+	} else if (kind == FDX__GI_BUFFER) {
+		struct fdx_buf b;
+
+		if (fdx_lbp_try_request(g->pool, &b) < 0) {
+			free(it);
+			return -ENOBUFS;
+		}
+		it->offset = b.offset;
+		it->data = g->pool->region->base + b.offset;
+	}
+	*out = it;
+	return 0;
+}
+
+/* shm: every whole frame in rx. */
+static void shm_parse(struct fdx__conn *c)
+{
+	uint32_t pos = 0;
+	char why[200];
+
+	while (!c->dead && c->rx_len - pos >= HDR_LEN) {
+		struct fdx__dhdr h;
+		struct fdx_gate *g = NULL;
+		struct fdx__gitem *it;
+		uint32_t need;
+		int ok;
+
+		hdr_decode(&h, c->rx + pos);
+		need = HDR_LEN +
+		       (h.type == FDX__DH_EVENT && h.len <= FDX_EVENT_PAYLOAD_MAX ? h.len : 0);
+		if (c->rx_len - pos < need)
+			break;
+		ok = check_hdr(c, &h, &g, why, sizeof(why));
+		if (ok < 0) {
+			conn_kill(c, FDX_EPROTO, why);
+			return;
+		}
+		if (ok > 0) {
+			if (frame_item(c, g, &h, &it) < 0) {
+				conn_kill(c, -ENOMEM, "out of memory");
+				return;
+			}
+			if (h.type == FDX__DH_EVENT)
+				memcpy(it->payload, c->rx + pos + HDR_LEN, h.len);
+			fdx__gate_push(g, it);
+		}
+		pos += need;
+	}
+	memmove(c->rx, c->rx + pos, c->rx_len - pos);
+	c->rx_len -= pos;
+	if (!c->dead)
+		post_recv(c, c->rx + c->rx_len, RX_CAP - c->rx_len);
+}
+
+/* tcp: a whole header came; take its payload straight into its place. */
+static void tcp_header(struct fdx__conn *c)
+{
+	struct fdx_gate *g = NULL;
+	char why[200];
+	int ok, err;
+
+	hdr_decode(&c->hdr, c->rx);
+	ok = check_hdr(c, &c->hdr, &g, why, sizeof(why));
+	if (ok < 0) {
+		conn_kill(c, FDX_EPROTO, why);
+		return;
+	}
+	c->it = NULL;
+	if (ok > 0) {
+		err = frame_item(c, g, &c->hdr, &c->it);
+		if (err == -ENOBUFS) {
+			snprintf(
+				why, sizeof(why),
+				"gate %u has no segment free to receive into (sent beyond credit?)",
+				g->id);
+			conn_kill(c, FDX_EPROTO, why);
+			return;
+		}
+		if (err < 0) {
+			conn_kill(c, err, "out of memory");
+			return;
+		}
+	}
+	if ((c->hdr.type == FDX__DH_BUFFER || c->hdr.type == FDX__DH_EVENT) && c->hdr.len) {
+		c->st = RX_PAYLOAD;
+		c->rx_len = 0;
+		c->need = c->hdr.len;
+		if (!c->it) { /* a closed channel's frame: read and drop */
+			c->it = gitem_new(FDX__GI_ABORT, 0, c->hdr.len);
+			if (!c->it) {
+				conn_kill(c, -ENOMEM, "out of memory");
+				return;
+			}
+			c->it->data = c->it->payload;
+			c->it->sess = 0;
+		}
+		post_recv(c, (uint8_t *)c->it->data, c->need);
+		return;
+	}
+	if (c->it)
+		fdx__gate_push(g, c->it);
+	c->it = NULL;
+	c->rx_len = 0;
+	c->need = HDR_LEN;
+	post_recv(c, c->rx, HDR_LEN);
+}
+
+static void tcp_payload_done(struct fdx__conn *c)
+{
+	struct fdx__gitem *it = c->it;
+	struct fdx_gate *g = gate_find(c->dp, c->hdr.gate);
+
+	c->it = NULL;
+	if (it->sess == 0 || !g)
+		free(it);
+	else
+		fdx__gate_push(g, it);
+	c->st = RX_HDR;
+	c->rx_len = 0;
+	c->need = HDR_LEN;
+	post_recv(c, c->rx, HDR_LEN);
+}
+
+/* The data socket's first message: the token, and on shm the region with its memfd. */
+static void on_hello(struct fdx__conn *c, int res)
+{
+	struct fdx__dp *dp = c->dp;
+	struct cmsghdr *cm;
+	struct fdx__dhdr h;
+	char peer[64];
+	int err;
+
+	if (res <= 0) {
+		conn_kill(c, res ? res : 0, res ? fdx_strerror(res) : "closed before its hello");
+		return;
+	}
+	for (cm = CMSG_FIRSTHDR(&c->rmh); cm; cm = CMSG_NXTHDR(&c->rmh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		int *fds = (int *)CMSG_DATA(cm);
+		size_t nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+		for (size_t i = 0; i < nfd; i++) {
+			if (c->hello_fd < 0 && c->st == RX_HELLO && c->rx_len == 0 && i == 0) {
+				c->hello_fd = fds[i];
+			} else {
+				close(fds[i]);
+				c->rx_len += (uint32_t)res;
+				conn_kill(c, FDX_EPROTO, "more than one descriptor in its hello");
+				return;
+			}
+		}
+	}
+	if (c->rmh.msg_flags & MSG_CTRUNC) {
+		conn_kill(c, FDX_EPROTO, "truncated control data in its hello");
+		return;
+	}
+	c->rx_len += (uint32_t)res;
+	if (c->rx_len < c->need) {
+		post_hello_recv(c);
+		return;
+	}
+	if (c->st == RX_HELLO) {
+		hdr_decode(&h, c->rx);
+		if (h.magic != FDX__DH_MAGIC || h.version != FDX__DH_VERSION ||
+		    h.type != FDX__DH_HELLO ||
+		    (h.event_type != FDX_LINK_SHM && h.event_type != FDX_LINK_TCP)) {
+			conn_kill(c, FDX_EPROTO, "its first frame is not a hello");
+			return;
+		}
+		if (fdx__exchange_token_session(dp->ex, c->rx + HDR_LEN, &c->sess, peer,
+						sizeof(peer)) < 0) {
+			conn_kill(c, FDX_EREFUSED,
+				  "it presented a token no control stream handed out");
+			return;
+		}
+		snprintf(c->name, sizeof(c->name), "TaskManager %s", peer);
+		c->link = h.event_type;
+		if (c->link == FDX_LINK_SHM) {
+			if (c->hello_fd < 0) {
+				conn_kill(c, FDX_EPROTO,
+					  "its shm hello came without the region's memfd");
+				return;
+			}
+			c->st = RX_REGION;
+			c->need = HELLO_LEN + FDX__REGION_MSG_LEN;
+			post_hello_recv(c);
+			return;
+		}
+		if (c->hello_fd >= 0) {
+			conn_kill(c, FDX_EPROTO, "a descriptor came with its tcp hello");
+			return;
+		}
+		c->st = RX_HDR;
+		c->rx_len = 0;
+		c->need = HDR_LEN;
+		c->op_recv.kind = OP_RECV;
+		post_recv(c, c->rx, HDR_LEN);
+		return;
+	}
+	/* RX_REGION */
+	struct fdx__rmap *m = calloc(1, sizeof(*m));
+
+	if (!m) {
+		conn_kill(c, -ENOMEM, "out of memory");
+		return;
+	}
+	err = fdx__region_attach_announced(c->hello_fd, c->rx + HELLO_LEN, dp->log, &m->region);
+	close(c->hello_fd);
+	c->hello_fd = -1;
+	if (err < 0) {
+		free(m);
+		conn_kill(c, err, "its region was refused");
+		return;
+	}
+	atomic_init(&m->refs, 1);
+	c->map = m;
+	c->st = RX_SHM;
+	c->rx_len = 0;
+	c->op_recv.kind = OP_RECV;
+	FDX_LOG_INFO(dp->log, "exchange %s: %s: shm data socket up, region of %llu bytes mapped",
+		     fdx__exchange_tm_id(dp->ex), c->name,
+		     (unsigned long long)fdx_region_size(m->region));
+	post_recv(c, c->rx, RX_CAP);
+}
+
+static void on_recv(struct fdx__conn *c, int res)
+{
+	if (c->dead)
+		return;
+	if (res <= 0) {
+		/* A producer's data socket closing is the end of its channels' data. */
+		conn_kill(c, res < 0 ? res : 0, res < 0 ? fdx_strerror(res) : "peer closed it");
+		return;
+	}
+	if (c->role == ROLE_OUT) {
+		conn_kill(c, FDX_EPROTO, "the consumer sent bytes on a data socket");
+		return;
+	}
+	c->rx_len += (uint32_t)res;
+	switch (c->st) {
+	case RX_SHM:
+		shm_parse(c);
+		break;
+	case RX_HDR:
+		if (c->rx_len < HDR_LEN)
+			post_recv(c, c->rx + c->rx_len, HDR_LEN - c->rx_len);
+		else
+			tcp_header(c);
+		break;
+	case RX_PAYLOAD:
+		if (c->rx_len < c->need)
+			post_recv(c, (uint8_t *)c->it->data + c->rx_len, c->need - c->rx_len);
+		else
+			tcp_payload_done(c);
+		break;
+	default:
+		break;
+	}
+}
+
+static void post_accept(struct fdx__dp *dp, int fd, struct op *op)
+{
+	struct io_uring_sqe *sqe = get_sqe(dp);
+
+	if (!sqe)
+		return;
+	io_uring_prep_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data(sqe, op);
+}
+
+static void on_accept(struct fdx__dp *dp, struct op *op, int res)
+{
+	struct fdx__conn *c;
+	int one = 1;
+
+	if (atomic_load(&dp->stop))
+		return;
+	post_accept(dp, op->kind == OP_ACCEPT_UNIX ? dp->ufd : dp->tfd, op);
+	if (res < 0) {
+		if (res != -EINTR && res != -ECONNABORTED)
+			FDX_LOG_WARN(dp->log, "data plane: accept: %s", fdx_strerror(res));
+		return;
+	}
+	if (op->kind == OP_ACCEPT_UNIX) {
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+
+		if (getsockopt(res, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+		    !fdx__exchange_uid_allowed(dp->ex, (uint32_t)cred.uid)) {
+			FDX_LOG_WARN(dp->log, "data plane: refused a data socket from uid %d",
+				     len == sizeof(cred) ? (int)cred.uid : -1);
+			close(res);
+			return;
+		}
+	} else {
+		setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	c = conn_new(dp, res, ROLE_IN);
+	if (!c) {
+		close(res);
+		return;
+	}
+	snprintf(c->name, sizeof(c->name), "an unidentified peer");
+	c->st = RX_HELLO;
+	c->need = HELLO_LEN;
+	post_hello_recv(c);
+}
+
+/* ---- the loop ----------------------------------------------------------- */
+
+static void post_wake(struct fdx__dp *dp)
+{
+	struct io_uring_sqe *sqe = get_sqe(dp);
+
+	if (!sqe)
+		return;
+	io_uring_prep_read(sqe, dp->efd, &dp->efd_buf, sizeof(dp->efd_buf), 0);
+	io_uring_sqe_set_data(sqe, &dp->op_wake);
+}
+
+static void handle_cqe(struct fdx__dp *dp, struct io_uring_cqe *cqe)
+{
+	struct op *op = io_uring_cqe_get_data(cqe);
+	struct fdx__conn *c;
+
+	if (!op)
+		return;
+	switch (op->kind) {
+	case OP_WAKE:
+		if (!atomic_load(&dp->stop))
+			post_wake(dp);
+		return;
+	case OP_ACCEPT_UNIX:
+	case OP_ACCEPT_TCP:
+		on_accept(dp, op, cqe->res);
+		return;
+	default:
+		break;
+	}
+	c = op->c;
+	c->pending--;
+	if (op->kind == OP_SEND)
+		on_send_done(c, cqe->res);
+	else if (c->dead)
+		return;
+	else if (op->kind == OP_HELLO)
+		on_hello(c, cqe->res);
+	else
+		on_recv(c, cqe->res);
+}
+
+static int round_work(struct fdx__dp *dp, uint64_t now)
+{
+	int did = 0, tick = 0;
+
+	if (now >= dp->next_tick) {
+		uint32_t ms = TICK_DEFAULT_MS;
+
+		for (struct fdx_partition *p = dp->parts; p; p = p->next)
+			if (p->timeout_ms && p->timeout_ms < ms)
+				ms = p->timeout_ms;
+		dp->next_tick = now + (uint64_t)ms * 1000000ull;
+		tick = 1;
+	}
+	for (struct fdx_partition *p = dp->parts; p; p = p->next)
+		for (uint32_t i = 0; i < p->n; i++) {
+			if (tick && p->timeout_ms)
+				p->subs[i].flush_pending = 1;
+			did |= pump(dp, &p->subs[i]);
+		}
+	if (dp->n_sent) {
+		fdx__exchange_sent_many(dp->ex, dp->sent_ch, dp->sent_off, dp->n_sent);
+		dp->n_sent = 0;
+	}
+	for (struct fdx__conn **cp = &dp->conns; *cp;) {
+		struct fdx__conn *c = *cp;
+
+		if (c->role == ROLE_OUT)
+			conn_flush(c);
+		if (c->dead && c->pending == 0) {
+			*cp = c->next;
+			conn_free(c);
+			continue;
+		}
+		cp = &c->next;
+	}
+	return did;
+}
+
+static void *loop_main(void *arg)
+{
+	struct fdx__dp *dp = arg;
+	struct io_uring_cqe *cqe;
+
+	pthread_mutex_lock(&dp->lock);
+	post_wake(dp);
+	post_accept(dp, dp->ufd, &dp->op_acc_unix);
+	post_accept(dp, dp->tfd, &dp->op_acc_tcp);
+	while (!atomic_load(&dp->stop)) {
+		unsigned head, n = 0;
+		uint64_t now = now_ns();
+		int did;
+
+		atomic_store_explicit(&dp->work, 0, memory_order_relaxed);
+		io_uring_for_each_cqe(&dp->ring, head, cqe)
+		{
+			handle_cqe(dp, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&dp->ring, n);
+		did = round_work(dp, now);
+		if (did || n) {
+			io_uring_submit(&dp->ring);
+			continue;
+		}
+		/* Nothing to do: sleep until a completion, a kick or the next tick. */
+		pthread_mutex_unlock(&dp->lock);
+		atomic_store_explicit(&dp->sleeping, 1, memory_order_relaxed);
+		/* K2: the flag, then the work; pairs with K1 in fdx__dp_kick(). */
+		atomic_thread_fence(memory_order_seq_cst);
+		if (!atomic_load_explicit(&dp->work, memory_order_relaxed)) {
+			uint64_t wait = dp->next_tick > now ? dp->next_tick - now : 0;
+			struct __kernel_timespec ts = {(long long)(wait / 1000000000ull),
+						       (long long)(wait % 1000000000ull)};
+
+			io_uring_submit_and_wait_timeout(&dp->ring, &cqe, 1, &ts, NULL);
+		} else {
+			io_uring_submit(&dp->ring);
+		}
+		atomic_store_explicit(&dp->sleeping, 0, memory_order_relaxed);
+		pthread_mutex_lock(&dp->lock);
+	}
+	pthread_mutex_unlock(&dp->lock);
+	return NULL;
+}
+
+/* ---- listeners and setup -------------------------------------------------- */
+
+static int listen_data_unix(struct fdx__dp *dp, const char *path)
+{
+	struct sockaddr_un sa;
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	strcpy(sa.sun_path, path);
+	unlink(path); /* ours: the control socket beside it is live and ours */
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	dp->ufd = fd;
+	dp->unix_path = strdup(path);
+	snprintf(dp->unix_ep, sizeof(dp->unix_ep), "unix:%s", path);
+	return dp->unix_path ? 0 : -ENOMEM;
+}
+
+static int listen_data_tcp(struct fdx__dp *dp, const char *host)
+{
+	struct addrinfo hints, *ai = NULL;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char h[128], port[16];
+	int fd, one = 1, err;
+
+	snprintf(h, sizeof(h), "%s", host);
+	if (h[0] == '[') { /* [v6] */
+		memmove(h, h + 1, strlen(h));
+		h[strcspn(h, "]")] = '\0';
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	if (getaddrinfo(h, "0", &hints, &ai) != 0 || !ai)
+		return -EADDRNOTAVAIL;
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		err = -errno;
+		freeaddrinfo(ai);
+		return err;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+		err = -errno;
+		close(fd);
+		freeaddrinfo(ai);
+		return err;
+	}
+	freeaddrinfo(ai);
+	getnameinfo((struct sockaddr *)&ss, len, NULL, 0, port, sizeof(port), NI_NUMERICSERV);
+	dp->tfd = fd;
+	if (ss.ss_family == AF_INET6)
+		snprintf(dp->tcp_ep, sizeof(dp->tcp_ep), "[%s]:%s", h, port);
+	else
+		snprintf(dp->tcp_ep, sizeof(dp->tcp_ep), "%s:%s", h, port);
+	return 0;
+}
+
+int fdx__dp_create(struct fdx_exchange *ex, const struct fdx__dp_params *prm, struct fdx__dp **out)
+{
+	struct fdx__dp *dp = calloc(1, sizeof(*dp));
+	int err;
+
+	if (!dp)
+		return -ENOMEM;
+	dp->ex = ex;
+	dp->log = fdx__exchange_log(ex);
+	dp->ufd = dp->tfd = -1;
+	dp->op_wake.kind = OP_WAKE;
+	dp->op_acc_unix.kind = OP_ACCEPT_UNIX;
+	dp->op_acc_tcp.kind = OP_ACCEPT_TCP;
+	pthread_mutex_init(&dp->lock, NULL);
+	dp->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (dp->efd < 0) {
+		err = -errno;
+		goto fail;
+	}
+	err = listen_data_unix(dp, prm->unix_path);
+	if (err < 0) {
+		FDX_LOG_ERR(dp->log, "data plane: cannot serve unix:%s: %s", prm->unix_path,
+			    fdx_strerror(err));
+		goto fail;
+	}
+	err = listen_data_tcp(dp, prm->tcp_host);
+	if (err < 0) {
+		FDX_LOG_ERR(dp->log, "data plane: cannot serve tcp on %s: %s", prm->tcp_host,
+			    fdx_strerror(err));
+		goto fail;
+	}
+	err = io_uring_queue_init(RING_ENTRIES, &dp->ring, 0);
+	if (err < 0) {
+		FDX_LOG_ERR(dp->log, "data plane: io_uring: %s", fdx_strerror(err));
+		goto fail;
+	}
+	dp->ring_up = 1;
+	err = -pthread_create(&dp->thread, NULL, loop_main, dp);
+	if (err < 0)
+		goto fail;
+	dp->running = 1;
+	*out = dp;
+	return 0;
+fail:
+	fdx__dp_destroy(dp);
+	return err;
+}
+
+void fdx__dp_destroy(struct fdx__dp *dp)
+{
+	if (!dp)
+		return;
+	if (dp->running) {
+		atomic_store(&dp->stop, 1);
+		atomic_store(&dp->sleeping, 1);
+		fdx__dp_kick(dp);
+		pthread_join(dp->thread, NULL);
+	}
+	while (dp->conns) {
+		struct fdx__conn *c = dp->conns;
+
+		dp->conns = c->next;
+		conn_free(c);
+	}
+	if (dp->ring_up)
+		io_uring_queue_exit(&dp->ring);
+	if (dp->ufd >= 0)
+		close(dp->ufd);
+	if (dp->tfd >= 0)
+		close(dp->tfd);
+	if (dp->unix_path)
+		unlink(dp->unix_path);
+	if (dp->efd >= 0)
+		close(dp->efd);
+	pthread_mutex_destroy(&dp->lock);
+	free(dp->unix_path);
+	free(dp->sent_ch);
+	free(dp->sent_off);
+	free(dp);
+}
+
+const char *fdx__dp_unix_endpoint(const struct fdx__dp *dp)
+{
+	return dp->unix_ep;
+}
+
+const char *fdx__dp_tcp_endpoint(const struct fdx__dp *dp)
+{
+	return dp->tcp_ep;
+}
+
+/* ---- partitions and gates come and go -------------------------------------- */
+
+int fdx__dp_add_partition(struct fdx__dp *dp, struct fdx_partition *p)
+{
+	pthread_mutex_lock(&dp->lock);
+	p->next = dp->parts;
+	dp->parts = p;
+	pthread_mutex_unlock(&dp->lock);
+	fdx__dp_kick(dp); /* its buffer timeout may be the shortest */
+	return 0;
+}
+
+void fdx__dp_remove_partition(struct fdx__dp *dp, struct fdx_partition *p)
+{
+	pthread_mutex_lock(&dp->lock);
+	for (struct fdx_partition **pp = &dp->parts; *pp; pp = &(*pp)->next)
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	for (uint32_t i = 0; i < p->n; i++) {
+		struct fdx__sub *s = &p->subs[i];
+
+		if (!atomic_load(&s->connected))
+			continue;
+		if (s->link == FDX_LINK_LOCAL) {
+			uint64_t was = FDX__SESS_LOCAL;
+			struct fdx__gitem *it = gitem_new(FDX__GI_CLOSED, s->gate_channel, 0);
+
+			if (s->lgate &&
+			    atomic_compare_exchange_strong(&s->lgate->ch[s->gate_channel].sess,
+							   &was, 0) &&
+			    it) {
+				it->sess = FDX__SESS_LOCAL;
+				fdx__gate_push(s->lgate, it);
+			} else {
+				free(it);
+			}
+		} else {
+			fdx__exchange_unhook_channel(dp->ex, s->chan);
+			fdx_exchange_close_channel(dp->ex, s->chan);
+		}
+	}
+	/* What the connections still hold of p is p's no more. */
+	for (struct fdx__conn *c = dp->conns; c; c = c->next)
+		for (int k = 0; k < 2; k++)
+			for (uint32_t i = 0; i < c->b[k].np; i++)
+				if (c->b[k].parts[i].p == p)
+					c->b[k].parts[i].p = NULL;
+	pthread_mutex_unlock(&dp->lock);
+}
+
+int fdx__dp_add_gate(struct fdx__dp *dp, struct fdx_gate *g)
+{
+	int err;
+
+	pthread_mutex_lock(&dp->lock);
+	if (gate_find(dp, g->id)) {
+		err = -EEXIST;
+	} else {
+		err = fdx__exchange_add_gate_hooked(dp->ex, g->id, g->n, g->exclusive, &gate_hooks,
+						    g);
+		if (!err) {
+			g->next = dp->gates;
+			dp->gates = g;
+		}
+	}
+	pthread_mutex_unlock(&dp->lock);
+	return err;
+}
+
+void fdx__dp_remove_gate(struct fdx__dp *dp, struct fdx_gate *g)
+{
+	fdx__exchange_remove_gate(dp->ex, g->id); /* no hook runs after this */
+	pthread_mutex_lock(&dp->lock);
+	for (struct fdx_gate **gp = &dp->gates; *gp; gp = &(*gp)->next)
+		if (*gp == g) {
+			*gp = g->next;
+			break;
+		}
+	for (struct fdx_partition *p = dp->parts; p; p = p->next)
+		for (uint32_t i = 0; i < p->n; i++)
+			if (p->subs[i].lgate == g) {
+				fdx__part_fail(p, &p->subs[i], FDX_EPEERGONE,
+					       "its local gate is gone");
+				atomic_store(&p->subs[i].connected, 0);
+				sub_discard(&p->subs[i]);
+				p->subs[i].lgate = NULL;
+			}
+	pthread_mutex_unlock(&dp->lock);
+}
+
+/* ---- connecting a subpartition -------------------------------------------- */
+
+static int dial(const char *ep, uint32_t link, int *out)
+{
+	int fd = -1, err, one = 1;
+
+	if (link == FDX_LINK_SHM) {
+		struct sockaddr_un sa;
+
+		if (strncmp(ep, "unix:", 5) != 0 || strlen(ep + 5) >= sizeof(sa.sun_path))
+			return -EINVAL;
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		memset(&sa, 0, sizeof(sa));
+		sa.sun_family = AF_UNIX;
+		strcpy(sa.sun_path, ep + 5);
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+			err = -errno;
+			close(fd);
+			return err;
+		}
+	} else {
+		struct addrinfo hints, *ai = NULL;
+		char host[128];
+		const char *colon = strrchr(ep, ':');
+
+		if (!colon || (size_t)(colon - ep) >= sizeof(host))
+			return -EINVAL;
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - ep), ep);
+		if (host[0] == '[') {
+			memmove(host, host + 1, strlen(host));
+			host[strcspn(host, "]")] = '\0';
+		}
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_socktype = SOCK_STREAM;
+		if (getaddrinfo(host, colon + 1, &hints, &ai) != 0 || !ai)
+			return -EHOSTUNREACH;
+		fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			err = -errno;
+			freeaddrinfo(ai);
+			return err;
+		}
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+			err = -errno;
+			close(fd);
+			freeaddrinfo(ai);
+			return err;
+		}
+		freeaddrinfo(ai);
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	*out = fd;
+	return 0;
+}
+
+/* With dp->lock held: the data socket to the peer at addr for link (and region). */
+static int get_conn(struct fdx__dp *dp, const char *addr, uint32_t link,
+		    const struct fdx__peer_data *pd, const struct fdx_region *region,
+		    struct fdx__conn **out)
+{
+	struct fdx__conn *c;
+	struct fdx__dhdr h;
+	uint8_t hello[HELLO_LEN];
+	int fd = -1, err;
+
+	for (c = dp->conns; c; c = c->next)
+		if (c->role == ROLE_OUT && !c->dead && c->link == link &&
+		    strcmp(c->addr, addr) == 0 && (link != FDX_LINK_SHM || c->region == region)) {
+			*out = c;
+			return 0;
+		}
+	err = dial(link == FDX_LINK_SHM ? pd->unix_ep : pd->tcp_ep, link, &fd);
+	if (err < 0) {
+		FDX_LOG_ERR(dp->log,
+			    "exchange %s: cannot reach the data socket of TaskManager %s at %s: %s",
+			    fdx__exchange_tm_id(dp->ex), pd->remote_tm,
+			    link == FDX_LINK_SHM ? pd->unix_ep : pd->tcp_ep, fdx_strerror(err));
+		return err;
+	}
+	memset(&h, 0, sizeof(h));
+	h.magic = htole32(FDX__DH_MAGIC);
+	h.version = FDX__DH_VERSION;
+	h.type = FDX__DH_HELLO;
+	h.event_type = htole32(link);
+	memcpy(hello, &h, HDR_LEN);
+	memcpy(hello + HDR_LEN, pd->token, FDX__TOKEN_LEN);
+	if (link == FDX_LINK_SHM) {
+		err = fdx__region_send_with(region, fd, hello, sizeof(hello));
+	} else {
+		ssize_t n = send(fd, hello, sizeof(hello), MSG_NOSIGNAL);
+
+		err = n == (ssize_t)sizeof(hello) ? 0 : n < 0 ? -errno : -EPIPE;
+	}
+	if (err < 0) {
+		close(fd);
+		return err;
+	}
+	c = conn_new(dp, fd, ROLE_OUT);
+	if (!c) {
+		close(fd);
+		return -ENOMEM;
+	}
+	c->link = link;
+	c->region = region;
+	snprintf(c->addr, sizeof(c->addr), "%s", addr);
+	snprintf(c->name, sizeof(c->name), "TaskManager %s at %s", pd->remote_tm, addr);
+	/* Nothing comes back on it: a receive that completes means it closed. */
+	post_recv(c, c->probe, sizeof(c->probe));
+	*out = c;
+	return 0;
+}
+
+FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const char *addr,
+				  uint32_t gate, uint32_t gate_channel, uint32_t link,
+				  int timeout_ms)
+{
+	struct fdx__peer_data pd;
+	struct fdx__dp *dp;
+	struct fdx__sub *s;
+	struct fdx__conn *c = NULL;
+	uint32_t chan = 0, initial = 0, chosen;
+	uint64_t avail;
+	int local, err;
+
+	if (!p || !addr || sub >= p->n || link > FDX_LINK_TCP)
+		return -EINVAL;
+	dp = p->dp;
+	s = &p->subs[sub];
+	if (atomic_load(&s->connected))
+		return -EISCONN;
+	local = strcmp(addr, fdx_exchange_address(p->ex)) == 0;
+	if (link == FDX_LINK_LOCAL && !local)
+		return -EOPNOTSUPP;
+	if (local && (link == FDX_LINK_AUTO || link == FDX_LINK_LOCAL)) {
+		struct fdx__gitem *it;
+		struct fdx_gate *g;
+		uint64_t none = 0;
+
+		pthread_mutex_lock(&dp->lock);
+		g = gate_find(dp, gate);
+		err = !g || gate_channel >= g->n ? -ENOENT : 0;
+		it = err ? NULL : gitem_new(FDX__GI_OPENED, gate_channel, 0);
+		if (!err && !it)
+			err = -ENOMEM;
+		if (!err) {
+			g->ch[gate_channel].expect_seq = 0;
+			if (!atomic_compare_exchange_strong(&g->ch[gate_channel].sess, &none,
+							    FDX__SESS_LOCAL))
+				err = -EBUSY;
+		}
+		if (err) {
+			free(it);
+			pthread_mutex_unlock(&dp->lock);
+			return err;
+		}
+		atomic_store(&g->ch[gate_channel].link, FDX_LINK_LOCAL);
+		it->sess = FDX__SESS_LOCAL;
+		it->lpart = p;
+		it->lsub = s;
+		s->link = FDX_LINK_LOCAL;
+		s->lgate = g;
+		s->gate = gate;
+		s->gate_channel = gate_channel;
+		atomic_store(&s->granted, g->exclusive);
+		fdx__gate_push(g, it);
+		atomic_store_explicit(&s->connected, 1, memory_order_release);
+		pthread_mutex_unlock(&dp->lock);
+		fdx__dp_kick(dp);
+		return 0;
+	}
+	err = fdx_exchange_open_channel(p->ex, addr, p->id, sub, gate, gate_channel, timeout_ms,
+					&chan, &initial);
+	if (err < 0)
+		return err;
+	err = fdx__exchange_peer_data(p->ex, addr, &pd);
+	if (err < 0)
+		goto fail_close;
+	chosen = link == FDX_LINK_AUTO ? pd.link : link;
+	if (chosen == FDX_LINK_SHM && pd.link != FDX_LINK_SHM) {
+		FDX_LOG_ERR(p->log, "partition %s: shm to TaskManager %s at %s: not on this host",
+			    p->id, pd.remote_tm, addr);
+		err = -EOPNOTSUPP;
+		goto fail_close;
+	}
+	pthread_mutex_lock(&dp->lock);
+	err = get_conn(dp, addr, chosen, &pd, p->region, &c);
+	if (!err)
+		err = fdx__exchange_hook_channel(p->ex, chan, &chan_hooks, s, &avail);
+	if (!err) {
+		s->link = chosen;
+		s->chan = chan;
+		s->conn = c;
+		s->gate = gate;
+		s->gate_channel = gate_channel;
+		atomic_store(&s->granted, avail);
+		atomic_store_explicit(&s->connected, 1, memory_order_release);
+	}
+	pthread_mutex_unlock(&dp->lock);
+	if (err < 0)
+		goto fail_close;
+	fdx__dp_kick(dp);
+	return 0;
+fail_close:
+	fdx_exchange_close_channel(p->ex, chan);
+	return err;
+}

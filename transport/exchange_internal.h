@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the data plane (dataplane.c) needs of the control plane (exchange.c).
+ *
+ * Hooks run on the exchange's completion-queue thread with ex->lock held:
+ * they must not block and must not call back into the exchange.
+ */
+#ifndef FDX_TRANSPORT_EXCHANGE_INTERNAL_H
+#define FDX_TRANSPORT_EXCHANGE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <fdx/exchange.h>
+
+#include "../runtime/log.h"
+
+struct fdx__dp;
+
+/* A gate's input channels, as producers open, close and lose them. */
+struct fdx__gate_hooks {
+	/* Before the answer to the open leaves: the producer acts on the answer. */
+	void (*opened)(void *ud, uint32_t gate_channel, uint64_t sess, const char *peer);
+	void (*closed)(void *ud, uint32_t gate_channel, uint64_t sess);
+	void (*failed)(void *ud, uint32_t gate_channel, uint64_t sess, int err, const char *msg);
+};
+
+/* A producer channel's credit (validated: offsets were in flight) and its end. */
+struct fdx__chan_hooks {
+	void (*credit)(void *ud, uint32_t added, const uint64_t *offs, uint32_t n);
+	void (*failed)(void *ud, int err, const char *msg);
+};
+
+struct fdx__dp *fdx__exchange_dp(struct fdx_exchange *ex);
+struct fdx__log *fdx__exchange_log(struct fdx_exchange *ex);
+const char *fdx__exchange_tm_id(const struct fdx_exchange *ex);
+int fdx__exchange_uid_allowed(const struct fdx_exchange *ex, uint32_t uid);
+
+int fdx__exchange_add_gate_hooked(struct fdx_exchange *ex, uint32_t gate, uint32_t n_channels,
+				  uint32_t initial_credit, const struct fdx__gate_hooks *h,
+				  void *ud);
+/* Unregister a gate: its open channels fail at their producers (Error frame). */
+void fdx__exchange_remove_gate(struct fdx_exchange *ex, uint32_t gate);
+
+/* Route channel's credit and failure to h; *available gets its credit now. */
+int fdx__exchange_hook_channel(struct fdx_exchange *ex, uint32_t channel,
+			       const struct fdx__chan_hooks *h, void *ud, uint64_t *available);
+/* Stop the hooks (then close the channel, if open). */
+void fdx__exchange_unhook_channel(struct fdx_exchange *ex, uint32_t channel);
+
+/*
+ * Buffers sent on channels: one credit each, and with offs (shm) the offset
+ * recorded as in flight until handed back. One lock for the batch.
+ */
+void fdx__exchange_sent_many(struct fdx_exchange *ex, const uint32_t *chans, const uint64_t *offs,
+			     uint32_t n);
+
+/* What the handshake with the peer at addr told (it must be up). */
+struct fdx__peer_data {
+	uint32_t link; /* enum fdx_link the consumer proposed */
+	uint8_t token[16];
+	char unix_ep[128]; /* "unix:PATH" or "" */
+	char tcp_ep[128]; /* "HOST:PORT" or "" */
+	char remote_tm[64];
+};
+int fdx__exchange_peer_data(struct fdx_exchange *ex, const char *addr, struct fdx__peer_data *pd);
+
+/* The session a data socket's token belongs to: 0 with *sess and peer set, or -ENOENT. */
+int fdx__exchange_token_session(struct fdx_exchange *ex, const uint8_t *token, uint64_t *sess,
+				char *peer, size_t n);
+
+/* Implemented by dataplane.c, called by the exchange. */
+struct fdx__dp_params {
+	const char *unix_path; /* data socket for shm */
+	const char *tcp_host; /* host of the tcp data socket */
+};
+int fdx__dp_create(struct fdx_exchange *ex, const struct fdx__dp_params *prm, struct fdx__dp **out);
+void fdx__dp_destroy(struct fdx__dp *dp);
+const char *fdx__dp_unix_endpoint(const struct fdx__dp *dp);
+const char *fdx__dp_tcp_endpoint(const struct fdx__dp *dp);
+
+#endif /* FDX_TRANSPORT_EXCHANGE_INTERNAL_H */
