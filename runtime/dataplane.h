@@ -103,6 +103,8 @@ struct fdx__sub {
 	int ended; /* END_OF_PARTITION sent */
 	uint64_t records, bytes;
 	uint64_t n_pushed;
+	uint32_t unkicked; /* full buffers queued since the loop was last woken */
+	uint32_t kick_batch; /* wake the loop every so many (set at connect) */
 
 	/* Shared. */
 	alignas(FDX_CACHELINE) _Atomic uint64_t pub; /* P1: (seg + 1) << 32 | committed */
@@ -266,6 +268,7 @@ struct fdx_gate {
 	_Atomic uint32_t closing;
 	uint32_t n_dirty;
 	uint32_t pend_total;
+	int starving; /* credit waits that a producer has none without */
 	uint32_t flush_at;
 	_Atomic uint64_t buffers_received, events_received, bytes_received, records;
 	_Atomic uint64_t bytes_copied, bytes_reassembled;

@@ -30,6 +30,7 @@
 #define CHANNELS_MAX 65536u
 #define REC_HDR 4u
 #define SPIN_NS 20000u /* poll this long before sleeping (a wake-up costs ~35 us) */
+#define SPIN_ROUNDS 256u /* and at least this many times, reading no clock */
 
 static uint64_t now_ns(void)
 {
@@ -79,9 +80,8 @@ FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 			    g->id, pool->max, (unsigned long long)total);
 		goto fail;
 	}
+	/* Credit goes back in batches of a quarter of the gate's: few control messages. */
 	g->flush_at = (uint32_t)(total / 4);
-	if (g->flush_at > 16)
-		g->flush_at = 16;
 	if (g->flush_at == 0)
 		g->flush_at = 1;
 	err = -ENOMEM;
@@ -215,10 +215,14 @@ static void flush_credit(struct fdx_gate *g)
 		}
 	}
 	g->pend_total = 0;
+	g->starving = 0;
 }
 
 static void announce(struct fdx_gate *g, struct fdx__gchan *c, uint32_t n)
 {
+	/* A producer with a backlog and no credit left waits for this. */
+	if (c->backlog && c->outstanding == 0)
+		g->starving = 1;
 	c->outstanding += n;
 	c->pend_added += n;
 	g->pend_total += n;
@@ -412,6 +416,7 @@ FDX_API int fdx_gate_next(struct fdx_gate *g, struct fdx_view *v, int timeout_ms
 {
 	uint64_t start = 0, deadline = 0;
 	struct fdx__gitem *it;
+	uint32_t spins = 0;
 
 	if (!g || !v)
 		return -EINVAL;
@@ -426,9 +431,15 @@ FDX_API int fdx_gate_next(struct fdx_gate *g, struct fdx_view *v, int timeout_ms
 				return 0;
 			}
 		}
-		/* Nothing to read: whatever credit waits goes now. */
-		flush_credit(g);
+		/*
+		 * Nothing to read. Credit a producer is starving for goes now; the
+		 * rest waits until we are about to sleep, so that a consumer that is
+		 * briefly ahead does not send a control message per buffer.
+		 */
+		if (g->starving)
+			flush_credit(g);
 		if (timeout_ms == 0) {
+			flush_credit(g);
 			atomic_store_explicit(&g->waiting, 1, memory_order_relaxed);
 			atomic_thread_fence(memory_order_seq_cst); /* W2 */
 			if (fdx__mpsc_pop_peek(&g->prio) || fdx__mpsc_pop_peek(&g->q))
@@ -440,10 +451,12 @@ FDX_API int fdx_gate_next(struct fdx_gate *g, struct fdx_view *v, int timeout_ms
 			deadline = timeout_ms < 0 ? UINT64_MAX
 						  : start + (uint64_t)timeout_ms * 1000000ull;
 		}
-		if (now_ns() - start < SPIN_NS) {
+		if (++spins < SPIN_ROUNDS || (spins % 64 && spins < (1u << 24)) ||
+		    now_ns() - start < SPIN_NS) {
 			fdx_cpu_relax();
 			continue;
 		}
+		flush_credit(g);
 		if (deadline != UINT64_MAX && now_ns() >= deadline)
 			return -EAGAIN;
 		wait_for_items(g, deadline);

@@ -189,6 +189,20 @@ static void finish_seg(struct fdx_partition *p, struct fdx__sub *s)
 	push_item(p, s, it);
 	s->cur = -1;
 	s->cur_ptr = NULL;
+	/*
+	 * The loop is woken once per kick_batch full buffers, not for each: one
+	 * wake-up then sends them together. Whatever else needs the loop (a
+	 * flush, an event, a wait for a buffer) wakes it at once.
+	 */
+	if (++s->unkicked >= s->kick_batch) {
+		s->unkicked = 0;
+		fdx__dp_kick(p->dp);
+	}
+}
+
+static void kick_now(struct fdx_partition *p, struct fdx__sub *s)
+{
+	s->unkicked = 0;
 	fdx__dp_kick(p->dp);
 }
 
@@ -201,6 +215,8 @@ static int take_seg(struct fdx_partition *p, struct fdx__sub *s, uint64_t deadli
 	struct fdx_buf b;
 	int err = fdx_lbp_try_request(p->pool, &b);
 
+	if (err == -EAGAIN)
+		kick_now(p, s); /* what is queued must go for buffers to come back */
 	if (err == -EAGAIN && deadline) {
 		uint64_t t0 = now_ns();
 		int64_t us = deadline == UINT64_MAX ? -1
@@ -254,7 +270,7 @@ static void record_done(struct fdx_partition *p, struct fdx__sub *s, uint32_t le
 	}
 	if (p->flush_every) {
 		atomic_store_explicit(&s->flush_req, 1, memory_order_release);
-		fdx__dp_kick(p->dp);
+		kick_now(p, s);
 	}
 }
 
@@ -293,7 +309,7 @@ static int emit_locked(struct fdx_partition *p, struct fdx__sub *s, const uint8_
 				ab->kind = FDX__IT_ABORT;
 				ab->flush_seg = -1;
 				push_item(p, s, ab);
-				fdx__dp_kick(p->dp);
+				kick_now(p, s);
 			} else {
 				FDX_LOG_ERR(p->log,
 					    "partition %s: out of memory withdrawing a record",
@@ -429,7 +445,7 @@ static int event_one(struct fdx_partition *p, uint32_t sub, uint32_t type, uint3
 		it->flush_end = s->wpos;
 	}
 	push_item(p, s, it);
-	fdx__dp_kick(p->dp);
+	kick_now(p, s);
 	return 0;
 }
 
@@ -457,8 +473,10 @@ FDX_API int fdx_partition_flush(struct fdx_partition *p, uint32_t sub)
 	if (!p || (sub >= p->n && sub != FDX_ALL_SUBPARTITIONS))
 		return -EINVAL;
 	for (uint32_t i = 0; i < p->n; i++)
-		if (sub == FDX_ALL_SUBPARTITIONS || i == sub)
+		if (sub == FDX_ALL_SUBPARTITIONS || i == sub) {
 			atomic_store_explicit(&p->subs[i].flush_req, 1, memory_order_release);
+			p->subs[i].unkicked = 0;
+		}
 	fdx__dp_kick(p->dp);
 	return 0;
 }

@@ -651,6 +651,18 @@ static int producer_main(const struct config *c, enum mode m, int addr_fd, int r
 
 	pin_self(c->cpus[0]);
 	produce(p, c, &rep);
+	if (getenv("FDX_BENCH_VERBOSE")) {
+		struct fdx_partition_stats ps = {.size = sizeof(ps)};
+		struct fdx_channel_stats cs = {.size = sizeof(cs)};
+
+		fdx_partition_stats(p, &ps);
+		fdx_partition_channel_stats(p, 0, &cs);
+		fprintf(stderr,
+			"%s: producer: %llu buffers, backpressured %.0f ms, channel 0: max in flight "
+			"%u, credit %u, backlog %u\n",
+			who, (unsigned long long)ps.buffers_sent, (double)ps.backpressured_ns / 1e6,
+			cs.max_in_flight, cs.credit, cs.backlog);
+	}
 	partition_end(p);
 	write_full(rep_fd, &rep, sizeof(rep), "send the report");
 

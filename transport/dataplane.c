@@ -140,6 +140,8 @@ struct fdx__dp {
 	char *unix_path;
 	char unix_ep[160], tcp_ep[160];
 	pthread_mutex_t lock;
+	pthread_cond_t ready; /* the loop has its ring (or failed to) */
+	int ring_result; /* 0 until known, then 1 or -errno */
 	struct fdx_partition *parts;
 	struct fdx_gate *gates;
 	struct fdx__conn *conns;
@@ -1369,12 +1371,40 @@ static int round_work(struct fdx__dp *dp, uint64_t now)
 	return did;
 }
 
+/*
+ * The ring: completions run only when the loop asks (DEFER_TASKRUN), so no
+ * interrupt of the task threads; older kernels get a plain ring.
+ */
+static int ring_init(struct fdx__dp *dp)
+{
+	struct io_uring_params prm;
+	int err;
+
+	memset(&prm, 0, sizeof(prm));
+	prm.flags =
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN;
+	err = io_uring_queue_init_params(RING_ENTRIES, &dp->ring, &prm);
+	if (err == -EINVAL) {
+		memset(&prm, 0, sizeof(prm));
+		err = io_uring_queue_init_params(RING_ENTRIES, &dp->ring, &prm);
+	}
+	return err;
+}
+
 static void *loop_main(void *arg)
 {
 	struct fdx__dp *dp = arg;
 	struct io_uring_cqe *cqe;
+	int err = ring_init(dp);
 
 	pthread_mutex_lock(&dp->lock);
+	dp->ring_up = err == 0;
+	dp->ring_result = err < 0 ? err : 1;
+	pthread_cond_broadcast(&dp->ready);
+	if (err < 0) {
+		pthread_mutex_unlock(&dp->lock);
+		return NULL;
+	}
 	post_wake(dp);
 	post_accept(dp, dp->ufd, &dp->op_acc_unix);
 	post_accept(dp, dp->tfd, &dp->op_acc_tcp);
@@ -1500,6 +1530,7 @@ int fdx__dp_create(struct fdx_exchange *ex, const struct fdx__dp_params *prm, st
 	dp->op_acc_unix.kind = OP_ACCEPT_UNIX;
 	dp->op_acc_tcp.kind = OP_ACCEPT_TCP;
 	pthread_mutex_init(&dp->lock, NULL);
+	pthread_cond_init(&dp->ready, NULL);
 	dp->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (dp->efd < 0) {
 		err = -errno;
@@ -1517,16 +1548,21 @@ int fdx__dp_create(struct fdx_exchange *ex, const struct fdx__dp_params *prm, st
 			    fdx_strerror(err));
 		goto fail;
 	}
-	err = io_uring_queue_init(RING_ENTRIES, &dp->ring, 0);
-	if (err < 0) {
-		FDX_LOG_ERR(dp->log, "data plane: io_uring: %s", fdx_strerror(err));
-		goto fail;
-	}
-	dp->ring_up = 1;
 	err = -pthread_create(&dp->thread, NULL, loop_main, dp);
 	if (err < 0)
 		goto fail;
 	dp->running = 1;
+	/* The loop thread sets its ring up itself: the ring is single-issuer. */
+	pthread_mutex_lock(&dp->lock);
+	while (!dp->ring_result)
+		pthread_cond_wait(&dp->ready, &dp->lock);
+	pthread_mutex_unlock(&dp->lock);
+	if (dp->ring_result < 0) {
+		err = dp->ring_result;
+		FDX_LOG_ERR(dp->log, "data plane: io_uring: %s", fdx_strerror(err));
+		goto fail;
+	}
+	pthread_setname_np(dp->thread, "fdx-io");
 	*out = dp;
 	return 0;
 fail:
@@ -1561,6 +1597,7 @@ void fdx__dp_destroy(struct fdx__dp *dp)
 	if (dp->efd >= 0)
 		close(dp->efd);
 	pthread_mutex_destroy(&dp->lock);
+	pthread_cond_destroy(&dp->ready);
 	free(dp->unix_path);
 	free(dp->sent_ch);
 	free(dp->sent_off);
@@ -1783,6 +1820,12 @@ static int get_conn(struct fdx__dp *dp, const char *addr, uint32_t link,
 	return 0;
 }
 
+/* Full buffers between wake-ups of the loop: a quarter of the initial credit, 1..16. */
+static uint32_t kick_batch_for(uint64_t credit)
+{
+	return credit >= 64 ? 16 : credit >= 8 ? (uint32_t)(credit / 4) : 1;
+}
+
 FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const char *addr,
 				  uint32_t gate, uint32_t gate_channel, uint32_t link,
 				  int timeout_ms)
@@ -1835,6 +1878,7 @@ FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const c
 		s->gate = gate;
 		s->gate_channel = gate_channel;
 		atomic_store(&s->granted, g->exclusive);
+		s->kick_batch = kick_batch_for(g->exclusive);
 		fdx__gate_push(g, it);
 		atomic_store_explicit(&s->connected, 1, memory_order_release);
 		pthread_mutex_unlock(&dp->lock);
@@ -1866,6 +1910,7 @@ FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const c
 		s->gate = gate;
 		s->gate_channel = gate_channel;
 		atomic_store(&s->granted, avail);
+		s->kick_batch = kick_batch_for(avail);
 		atomic_store_explicit(&s->connected, 1, memory_order_release);
 	}
 	pthread_mutex_unlock(&dp->lock);

@@ -1449,6 +1449,17 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 			pthread_cond_broadcast(&ex->cond);
 		} else if (c && c->state == CHAN_ABANDONED) {
 			chan_free_locked(ex, c);
+		} else if (c && c->state == CHAN_OPEN) {
+			/* The consumer dropped an open channel (its gate went): it is over. */
+			snprintf(msg, sizeof(msg), "TaskManager %s: %s", p->remote_tm,
+				 f->error->message ? f->error->message : "channel refused");
+			c->state = CHAN_CLOSED;
+			ex->open_out--;
+			if (c->hooks)
+				c->hooks->failed(c->hook_ud, FDX_EPEERGONE, msg);
+			else
+				ev_channel_failed_locked(ex, c->id, c->gate, c->gate_channel,
+							 FDX_EPEERGONE, p->remote_tm, msg);
 		}
 		break;
 	case FDX__CONTROL_FRAME__FRAME_CREDIT:
@@ -2642,6 +2653,7 @@ FDX_API int fdx_exchange_create(const struct fdx_exchange_opts *o, struct fdx_ex
 	if (err < 0)
 		goto err_destroy;
 	ex->cq_running = 1;
+	pthread_setname_np(ex->cq_thread, "fdx-cq");
 	request_next_call(ex);
 	if (ex->listen_fd >= 0) {
 		err = -pthread_create(&ex->accept_thread, NULL, accept_main, ex);
