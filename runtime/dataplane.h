@@ -237,6 +237,7 @@ struct fdx__gchan {
 	uint64_t *pend_offs; /* offsets not yet handed back */
 	uint32_t n_pend, cap_pend;
 	int dirty, wanting;
+	int ended; /* END_OF_PARTITION taken */
 	uint8_t *asm_buf; /* reassembly of a spanning record */
 	uint32_t asm_len, asm_have, asm_cap;
 	int asm_active;

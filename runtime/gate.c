@@ -152,6 +152,15 @@ void fdx__gate_push(struct fdx_gate *g, struct fdx__gitem *it)
 {
 	uint64_t one = 1;
 
+	if (it->kind == FDX__GI_BUFFER) {
+		/* Held from arrival to release: queued or in a view. */
+		struct fdx__gchan *c = &g->ch[it->ch];
+		uint32_t held = atomic_fetch_add_explicit(&c->held, 1, memory_order_relaxed) + 1;
+
+		if (held > atomic_load_explicit(&c->max_held, memory_order_relaxed))
+			atomic_store_explicit(&c->max_held, held, memory_order_relaxed);
+		atomic_fetch_add_explicit(&g->held, 1, memory_order_relaxed);
+	}
 	fdx__mpsc_push(it->kind == FDX__GI_EVENT && (it->flags & FDX__DH_PRIORITY) ? &g->prio
 										   : &g->q,
 		       &it->link);
@@ -292,13 +301,13 @@ static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 {
 	struct fdx__gchan *c = &g->ch[it->ch];
-	uint32_t held;
 
 	switch (it->kind) {
 	case FDX__GI_OPENED:
 		if (c->open)
 			channel_reset(g, c);
 		c->open = 1;
+		c->ended = 0;
 		c->sess_seen = it->sess;
 		c->outstanding = g->exclusive; /* announced in the answer to the open */
 		c->lpart = it->lpart;
@@ -336,6 +345,10 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		channel_reset(g, c);
 		return 1;
 	case FDX__GI_EVENT:
+		if (it->event_type == FDX_EVENT_END_OF_PARTITION && c->sess_seen == it->sess) {
+			c->ended = 1;
+			flush_credit(g);
+		}
 		atomic_fetch_add_explicit(&c->events_received, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&g->events_received, 1, memory_order_relaxed);
 		return 1;
@@ -347,10 +360,6 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 			atomic_store_explicit(&c->st_backlog, it->backlog, memory_order_relaxed);
 			want_floating(g, it->ch);
 		}
-		held = atomic_fetch_add_explicit(&c->held, 1, memory_order_relaxed) + 1;
-		if (held > atomic_load_explicit(&c->max_held, memory_order_relaxed))
-			atomic_store_explicit(&c->max_held, held, memory_order_relaxed);
-		atomic_fetch_add_explicit(&g->held, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&c->buffers_received, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&c->bytes_received, it->len, memory_order_relaxed);
 		atomic_fetch_add_explicit(&g->buffers_received, 1, memory_order_relaxed);
@@ -584,7 +593,12 @@ FDX_API int fdx_gate_release(struct fdx_gate *g, struct fdx_view *v)
 				announce(g, c, 1);
 			}
 			mark_dirty(g, c);
-			if (c->lpart || g->pend_total >= g->flush_at)
+			/*
+			 * Credit goes in batches, and whenever next() waits; at once
+			 * for a local channel, for a producer that has none left, and
+			 * after the end of the channel (its producer waits in finish).
+			 */
+			if (c->lpart || c->ended || g->starving || g->pend_total >= g->flush_at)
 				flush_credit(g);
 		}
 	}

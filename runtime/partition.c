@@ -227,10 +227,10 @@ static int take_seg(struct fdx_partition *p, struct fdx__sub *s, uint64_t deadli
 		atomic_fetch_add_explicit(&p->backpressured_ns, now_ns() - t0,
 					  memory_order_relaxed);
 	}
-	if (err == -EAGAIN)
+	if (err == -EAGAIN && deadline)
 		err = -ETIMEDOUT;
 	if (err < 0)
-		return err;
+		return err; /* -EAGAIN: no wait was allowed */
 	if (atomic_load_explicit(&s->error, memory_order_relaxed)) {
 		fdx_lbp_recycle(p->pool, b.offset);
 		return -EPIPE;
@@ -293,7 +293,8 @@ static int emit_locked(struct fdx_partition *p, struct fdx__sub *s, const uint8_
 		n = p->seg_size - s->wpos;
 		if (n > left)
 			n = left;
-		memcpy(s->cur_ptr + s->wpos, rec, n);
+		if (n)
+			memcpy(s->cur_ptr + s->wpos, rec, n);
 		s->wpos += n;
 		rec += n;
 		left -= n;

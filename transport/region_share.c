@@ -71,7 +71,8 @@ int fdx__region_send_with(const struct fdx_region *r, int sock, const void *pref
 
 	if (n > sizeof(buf) - FDX__REGION_MSG_LEN)
 		return -EINVAL;
-	memcpy(buf, prefix, n);
+	if (n)
+		memcpy(buf, prefix, n);
 	fdx__region_announce(r, buf + n);
 	/* Belt and braces: F_SEAL_FUTURE_WRITE already forbids a writable mapping. */
 	ro = reopen_readonly(r->fd);

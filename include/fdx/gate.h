@@ -15,6 +15,9 @@
  * opens; the gate has floating credits, handed to channels whose announced
  * backlog exceeds the credit they have, and taken back when their backlog is gone.
  *
+ * A buffer view is a whole buffer of the producer's, or the part of one that
+ * a flush or the buffer timeout sent (the rest comes in later views).
+ *
  * On shm a view points into the producer's region, mapped read-only: nothing
  * is copied. The only copy on the consumer side is the reassembly of a record
  * that spans buffers.

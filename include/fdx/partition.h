@@ -130,9 +130,12 @@ FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const c
  * @param timeout_ms the longest wait for a buffer in total; < 0 waits forever, 0 never waits.
  * @return 0; -EINVAL if p is NULL, rec is NULL with len > 0, or sub is out
  *   of range; -EMSGSIZE if len is above the partition's max_record;
- *   -ETIMEDOUT if the pool stayed empty (backpressure) for timeout_ms;
+ *   -ETIMEDOUT if the pool stayed empty (backpressure) for timeout_ms
+ *   (-EAGAIN with timeout_ms 0);
  *   -EPIPE if sub's channel failed (its peer is gone; see fdx_partition_channel_stats());
- *   FDX_ECLOSED if the partition or its pool is being destroyed.
+ *   -EBUSY if a reservation (fdx_partition_reserve()) is open;
+ *   FDX_ECLOSED if the partition or its pool is being destroyed, or sub has
+ *   ended (FDX_EVENT_END_OF_PARTITION).
  */
 FDX_API int fdx_partition_emit(struct fdx_partition *p, uint32_t sub, const void *rec, uint32_t len,
 			       int timeout_ms);
@@ -151,8 +154,9 @@ FDX_API int fdx_partition_broadcast(struct fdx_partition *p, const void *rec, ui
  * Write the record at *where, then call fdx_partition_commit(). Nothing else
  * may be emitted to any subpartition between the two.
  *
- * @return 0 with *where set; -EMSGSIZE if len + 4 is above the segment size
- *   (emit it with fdx_partition_emit()); the other errors of fdx_partition_emit().
+ * @return 0 with *where set; -EINVAL if where is NULL; -EMSGSIZE if len + 4
+ *   is above the segment size (emit it with fdx_partition_emit()); -EBUSY if a
+ *   reservation is open already; the other errors of fdx_partition_emit().
  */
 FDX_API int fdx_partition_reserve(struct fdx_partition *p, uint32_t sub, uint32_t len, void **where,
 				  int timeout_ms);
@@ -161,7 +165,8 @@ FDX_API int fdx_partition_reserve(struct fdx_partition *p, uint32_t sub, uint32_
  * Zero-copy emit, step 2: the record written at the reserved place is len
  * bytes long (at most what was reserved; 0 is a record of 0 bytes).
  *
- * @return 0; -EINVAL if p is NULL, sub has no reservation or len is above it.
+ * @return 0; -EINVAL if p is NULL, sub has no reservation or len is above it
+ *   (the reservation stays).
  */
 FDX_API int fdx_partition_commit(struct fdx_partition *p, uint32_t sub, uint32_t len);
 
@@ -228,7 +233,7 @@ struct fdx_channel_stats {
 struct fdx_partition_stats {
 	uint32_t size; /**< set by the caller: sizeof(struct fdx_partition_stats) */
 	uint32_t n_subpartitions;
-	uint64_t records; /**< records emitted */
+	uint64_t records; /**< records emitted (a broadcast counts once per subpartition) */
 	uint64_t bytes; /**< record bytes emitted (without length prefixes) */
 	uint64_t buffers_sent;
 	uint64_t events_sent;
