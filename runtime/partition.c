@@ -207,13 +207,31 @@ static void kick_now(struct fdx_partition *p, struct fdx__sub *s)
 }
 
 /*
- * Take a new current segment, waiting until deadline (ns, 0 = no wait,
- * UINT64_MAX = forever). The wait is the backpressure time.
+ * How long an emit may wait for buffers: the clock is read only once it has
+ * to wait, never per record.
  */
-static int take_seg(struct fdx_partition *p, struct fdx__sub *s, uint64_t deadline)
+struct wait {
+	int timeout_ms;
+	uint64_t deadline; /* ns; 0 until needed */
+};
+
+static uint64_t wait_deadline(struct wait *w)
+{
+	if (w->timeout_ms < 0)
+		return UINT64_MAX;
+	if (w->timeout_ms == 0)
+		return 0;
+	if (!w->deadline)
+		w->deadline = now_ns() + (uint64_t)w->timeout_ms * 1000000ull;
+	return w->deadline;
+}
+
+/* Take a new current segment, waiting as w allows. The wait is the backpressure time. */
+static int take_seg(struct fdx_partition *p, struct fdx__sub *s, struct wait *w)
 {
 	struct fdx_buf b;
 	int err = fdx_lbp_try_request(p->pool, &b);
+	uint64_t deadline = err == -EAGAIN ? wait_deadline(w) : 0;
 
 	if (err == -EAGAIN)
 		kick_now(p, s); /* what is queued must go for buffers to come back */
@@ -275,7 +293,7 @@ static void record_done(struct fdx_partition *p, struct fdx__sub *s, uint32_t le
 }
 
 static int emit_locked(struct fdx_partition *p, struct fdx__sub *s, const uint8_t *rec,
-		       uint32_t len, uint64_t deadline)
+		       uint32_t len, struct wait *w)
 {
 	uint32_t le = htole32(len), left = len, n;
 	int err;
@@ -283,7 +301,7 @@ static int emit_locked(struct fdx_partition *p, struct fdx__sub *s, const uint8_
 	if (s->cur >= 0 && s->wpos + REC_HDR > p->seg_size)
 		finish_seg(p, s);
 	if (s->cur < 0) {
-		err = take_seg(p, s, deadline);
+		err = take_seg(p, s, w);
 		if (err < 0)
 			return err;
 	}
@@ -301,7 +319,7 @@ static int emit_locked(struct fdx_partition *p, struct fdx__sub *s, const uint8_
 		if (!left)
 			break;
 		finish_seg(p, s);
-		err = take_seg(p, s, deadline);
+		err = take_seg(p, s, w);
 		if (err < 0) {
 			/* Part of the record is with the loop: withdraw it, in order. */
 			struct fdx__pitem *ab = calloc(1, sizeof(*ab));
@@ -336,13 +354,15 @@ FDX_API int fdx_partition_emit(struct fdx_partition *p, uint32_t sub, const void
 		return -EMSGSIZE;
 	if (p->resv_sub >= 0)
 		return -EBUSY;
-	return emit_locked(p, &p->subs[sub], rec, len, deadline_of(timeout_ms));
+	struct wait w = {timeout_ms, 0};
+
+	return emit_locked(p, &p->subs[sub], rec, len, &w);
 }
 
 FDX_API int fdx_partition_broadcast(struct fdx_partition *p, const void *rec, uint32_t len,
 				    int timeout_ms, uint32_t *done)
 {
-	uint64_t deadline = deadline_of(timeout_ms);
+	struct wait w = {timeout_ms, 0};
 	uint32_t i;
 	int err = 0;
 
@@ -355,8 +375,7 @@ FDX_API int fdx_partition_broadcast(struct fdx_partition *p, const void *rec, ui
 	for (i = 0; i < p->n; i++) {
 		err = sub_check(p, i);
 		if (!err)
-			err = p->resv_sub >= 0 ? -EBUSY
-					       : emit_locked(p, &p->subs[i], rec, len, deadline);
+			err = p->resv_sub >= 0 ? -EBUSY : emit_locked(p, &p->subs[i], rec, len, &w);
 		if (err < 0)
 			break;
 		if (done)
@@ -385,7 +404,9 @@ FDX_API int fdx_partition_reserve(struct fdx_partition *p, uint32_t sub, uint32_
 	if (s->cur >= 0 && s->wpos + REC_HDR + len > p->seg_size)
 		finish_seg(p, s);
 	if (s->cur < 0) {
-		err = take_seg(p, s, deadline_of(timeout_ms));
+		struct wait w = {timeout_ms, 0};
+
+		err = take_seg(p, s, &w);
 		if (err < 0)
 			return err;
 	}

@@ -1422,7 +1422,8 @@ static void *loop_main(void *arg)
 		io_uring_cq_advance(&dp->ring, n);
 		did = round_work(dp, now);
 		if (did || n) {
-			io_uring_submit(&dp->ring);
+			/* One enter: submit what this round queued, reap what completed. */
+			io_uring_submit_and_get_events(&dp->ring);
 			continue;
 		}
 		/* Nothing to do: sleep until a completion, a kick or the next tick. */
