@@ -556,7 +556,7 @@ static int produce_priority(struct prod *p)
 struct psampler {
 	struct prod *p;
 	atomic_int stop;
-	uint64_t samples, bad_sent, bad_in_flight, bad_pool, full, bp_rises, bp_last;
+	uint64_t samples, bad_sent, bad_in_flight, bad_pool, full, bp_rises, bp_last, starved;
 	uint32_t max_in_flight, max_in_use;
 	int err;
 };
@@ -577,6 +577,8 @@ static void *psample(void *arg)
 			s->err += fdx_partition_channel_stats(s->p->part, sub, &cs) != 0;
 			s->bad_sent += cs.buffers_sent > cs.credits_granted;
 			s->bad_in_flight += cs.in_flight > sc->exclusive + sc->floating;
+			/* Seed steps 3 and 4: no credit left, data waiting in our queue. */
+			s->starved += cs.credit == 0 && cs.backlog > 0;
 			if (cs.in_flight > s->max_in_flight)
 				s->max_in_flight = cs.in_flight;
 		}
@@ -632,9 +634,10 @@ static int produce_backpressure(struct prod *p)
 	}
 	say(p,
 	    "result rc=0 samples=%llu bad_sent=%llu bad_in_flight=%llu bad_pool=%llu full=%llu "
-	    "bp_rises=%llu bp_ns=%llu max_in_flight=%u max_in_use=%u err=%d",
+	    "bp_rises=%llu bp_ns=%llu max_in_flight=%u max_in_use=%u starved=%llu err=%d",
 	    ULL(s.samples), ULL(s.bad_sent), ULL(s.bad_in_flight), ULL(s.bad_pool), ULL(s.full),
-	    ULL(s.bp_rises), ULL(ps.backpressured_ns), s.max_in_flight, s.max_in_use, s.err);
+	    ULL(s.bp_rises), ULL(ps.backpressured_ns), s.max_in_flight, s.max_in_use,
+	    ULL(s.starved), s.err);
 	return 0;
 }
 
@@ -1527,6 +1530,8 @@ static void slow_consumer_backpressures_producer(int li)
 	/* The consumer never held more than its credits, per channel and per gate. */
 	assert_int_equal(s->err, 0);
 	assert_true(s->samples >= 10);
+	/* The consumer's buffers filled up to its credit (step 1). */
+	assert_true(s->max_held >= 2);
 	assert_int_equal(s->bad_channel, 0);
 	assert_int_equal(s->bad_gate, 0);
 	assert_int_equal(s->bad_pool, 0);
@@ -1539,6 +1544,8 @@ static void slow_consumer_backpressures_producer(int li)
 	assert_true(kv(line, "max_in_use") <= BP_POOL);
 	/* ...and was held back: its pool ran full and it waited in emit, more and more. */
 	assert_true(kv(line, "full") >= 1);
+	/* Its credit ran out while buffers waited in its queue (the seed's steps 3 and 4). */
+	assert_true(kv(line, "starved") >= 1);
 	assert_true(kv(line, "bp_rises") >= 2);
 	assert_true(kv(line, "bp_ns") >= 200000000ll);
 	peer_stop(pe);
