@@ -48,6 +48,7 @@ enum fdx__dh_type {
 	FDX__DH_EVENT = 3, /* payload follows */
 	FDX__DH_BACKLOG = 4, /* the backlog only (the sender has no credit) */
 	FDX__DH_ABORT = 5, /* the record being spanned is withdrawn */
+	FDX__DH_CLOSE = 6, /* the channel's last frame: the producer closed it */
 };
 
 #define FDX__DH_PRIORITY 0x1u
@@ -209,6 +210,7 @@ struct fdx__gitem {
 	uint32_t event_type;
 	int32_t error;
 	uint32_t released;
+	uint32_t abort_before; /* drop the channel's partial record before this buffer's bytes */
 	const uint8_t *data;
 	uint64_t
 		offset; /* what to hand back: shm the sender's offset, tcp ours, local the slice's */
@@ -226,7 +228,9 @@ struct fdx__gchan {
 	/* Shared: set by the cq thread (or a local connect), read by the loop. */
 	_Atomic uint64_t sess; /* the session that opened it, 0 if not open */
 	_Atomic uint32_t link;
-	uint32_t expect_seq; /* loop */
+	uint32_t expect_seq; /* loop: the next sequence number of session seq_sess */
+	uint64_t seq_sess; /* loop */
+	uint32_t abort_next; /* consumer: drop the partial record before the next buffer */
 	/* Consumer thread. */
 	int open;
 	uint64_t sess_seen; /* the session of the current opening */
@@ -283,7 +287,17 @@ void fdx__gate_push(struct fdx_gate *g, struct fdx__gitem *it);
 /* ---- implemented by transport/dataplane.c ------------------------------ */
 
 struct fdx__dp *fdx__exchange_dp(struct fdx_exchange *ex);
+/* fdx_exchange_credit() if session sess still has the input channel open (transport/exchange.c). */
+int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
+			      uint64_t sess, uint32_t added, const uint64_t *offsets,
+			      uint32_t n_offsets);
 struct fdx__log *fdx__exchange_log(struct fdx_exchange *ex);
+/*
+ * Local credit for sub s of p, handed to the loop, which applies it only if
+ * p still exists. A local gate's consumer thread.
+ */
+int fdx__dp_local_credit(struct fdx__dp *dp, struct fdx_partition *p, struct fdx__sub *s,
+			 uint32_t added, const uint64_t *offs, uint32_t n);
 /* Wake the loop if it sleeps. Any thread. */
 void fdx__dp_kick(struct fdx__dp *dp);
 int fdx__dp_add_partition(struct fdx__dp *dp, struct fdx_partition *p);

@@ -29,7 +29,7 @@
 
 #define CHANNELS_MAX 65536u
 #define REC_HDR 4u
-#define SPIN_NS 20000u /* poll this long before sleeping (a wake-up costs ~35 us) */
+#define SPIN_NS 5000u /* poll this long before sleeping (a wake-up costs ~35 us) */
 #define SPIN_ROUNDS 256u /* and at least this many times, reading no clock */
 
 static uint64_t now_ns(void)
@@ -136,8 +136,12 @@ FDX_API void fdx_gate_destroy(struct fdx_gate *g)
 		return;
 	atomic_store(&g->closing, 1);
 	fdx__dp_remove_gate(g->dp, g); /* nothing is pushed after this */
-	while ((it = pop_item(g)))
+	while ((it = pop_item(g))) {
+		/* A local producer gets its buffers back (remote ones: with their stream). */
+		if (it->kind == FDX__GI_BUFFER && it->lpart)
+			fdx__dp_local_credit(g->dp, it->lpart, it->lsub, 0, &it->offset, 1);
 		item_free(g, it);
+	}
 	for (uint32_t i = 0; i < g->n; i++) {
 		free(g->ch[i].pend_offs);
 		free(g->ch[i].asm_buf);
@@ -207,10 +211,11 @@ static void flush_credit(struct fdx_gate *g)
 		if (!c->dirty)
 			continue;
 		if (c->lpart) {
-			fdx__part_credit(c->lpart, c->lsub, c->pend_added, c->pend_offs, c->n_pend);
+			err = fdx__dp_local_credit(g->dp, c->lpart, c->lsub, c->pend_added,
+						   c->pend_offs, c->n_pend);
 		} else if (c->open) {
-			err = fdx_exchange_credit(g->ex, g->id, i, c->pend_added, c->pend_offs,
-						  c->n_pend);
+			err = fdx__exchange_credit_sess(g->ex, g->id, i, c->sess_seen,
+							c->pend_added, c->pend_offs, c->n_pend);
 			if (err < 0 && err != -ENOENT)
 				FDX_LOG_ERR(g->log, "gate %u channel %u: credit not sent: %s",
 					    g->id, i, fdx_strerror(err));
@@ -287,6 +292,7 @@ static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 	c->pend_added = 0;
 	c->n_pend = 0;
 	c->asm_active = 0;
+	c->abort_next = 0;
 	if (c->open)
 		atomic_fetch_sub_explicit(&g->channels_open, 1, memory_order_relaxed);
 	c->open = 0;
@@ -325,7 +331,8 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		free(it);
 		return 0;
 	case FDX__GI_ABORT:
-		c->asm_active = 0;
+		/* At its place in the stream: before the next buffer's bytes, not now. */
+		c->abort_next = 1;
 		free(it);
 		return 0;
 	case FDX__GI_BACKLOG:
@@ -353,6 +360,8 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		atomic_fetch_add_explicit(&g->events_received, 1, memory_order_relaxed);
 		return 1;
 	case FDX__GI_BUFFER:
+		it->abort_before = c->abort_next;
+		c->abort_next = 0;
 		if (c->open && c->sess_seen == it->sess) {
 			if (c->outstanding)
 				c->outstanding--;
@@ -499,6 +508,10 @@ FDX_API int fdx_gate_next_record(struct fdx_gate *g, struct fdx_view *v, const v
 	d = it->data;
 	if (v->cursor > it->len)
 		return -EINVAL;
+	if (it->abort_before) { /* the record being reassembled was withdrawn */
+		c->asm_active = 0;
+		it->abort_before = 0;
+	}
 	left = it->len - v->cursor;
 	if (c->asm_active) {
 		uint32_t take = c->asm_len - c->asm_have;

@@ -477,8 +477,9 @@ FDX_API int fdx_partition_event(struct fdx_partition *p, uint32_t sub, uint32_t 
 	int err = 0;
 
 	if (!p || (sub >= p->n && sub != FDX_ALL_SUBPARTITIONS) || (!payload && len) ||
-	    type < FDX_EVENT_WATERMARK || type > FDX_EVENT_USER || (flags & ~FDX_EVENT_PRIORITY))
-		return -EINVAL;
+	    type < FDX_EVENT_WATERMARK || type > FDX_EVENT_USER || (flags & ~FDX_EVENT_PRIORITY) ||
+	    (type == FDX_EVENT_END_OF_PARTITION && (flags & FDX_EVENT_PRIORITY)))
+		return -EINVAL; /* the end never overtakes the data */
 	if (len > FDX_EVENT_PAYLOAD_MAX)
 		return -EMSGSIZE;
 	if (p->resv_sub >= 0)

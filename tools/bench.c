@@ -87,9 +87,17 @@
 #define WATCHDOG_S 120u /* added to --seconds: a child killed by SIGALRM is stuck */
 #define RECORD_MIN 8u /* the first 8 bytes of a record are its counter */
 #define RECORD_MAX FDX_RECORD_MAX_DEFAULT
+/*
+ * Credit defaults for a shared-memory run: a credit costs the consumer no
+ * memory on shm, and the credit loop (release -> gRPC -> producer) takes a
+ * few hundred microseconds under load, so about 8 MiB must be in flight to
+ * keep a channel busy. Exclusive credits shrink as channels grow.
+ */
 #define POOL_DEFAULT 256u
-#define EXCLUSIVE_DEFAULT 8u
-#define FLOATING_DEFAULT 32u
+#define EXCLUSIVE_TOTAL 128u /* exclusive credits of the gate, spread over its channels */
+#define EXCLUSIVE_MIN 2u
+#define FLOATING_DEFAULT 128u
+#define POOL_SLACK 32u /* segments beyond the credits: the ones being filled, the queue */
 #define TCP_POOL_MARGIN FDX_NBP_BATCH_DEFAULT
 #define CEILING_RING_MIN (8ull << 20)
 
@@ -614,6 +622,20 @@ static int consumer_main(const struct config *c, enum mode m, int addr_fd, int r
 	report_wait(g, rep_fd, &rep);
 	verify(&cs, &rep, c->channels, &res);
 	write_full(res_fd, &res, sizeof(res), "send the result");
+	if (getenv("FDX_BENCH_VERBOSE")) {
+		struct fdx_exchange_stats es = {.size = sizeof(es)};
+		struct fdx_gate_stats gs = {.size = sizeof(gs)};
+
+		fdx_exchange_stats(ex, &es);
+		fdx_gate_stats(g, &gs);
+		fprintf(stderr,
+			"%s: consumer: %llu buffers, %llu credit messages (%.1f buffers each)\n",
+			who, (unsigned long long)gs.buffers_received,
+			(unsigned long long)es.credit_msgs_out,
+			es.credit_msgs_out
+				? (double)gs.buffers_received / (double)es.credit_msgs_out
+				: 0.0);
+	}
 
 	fdx_gate_destroy(g);
 	fdx_exchange_destroy(ex);
@@ -1137,12 +1159,13 @@ static void usage(FILE *f)
 		"  --record-size N   bytes per record, %u..%u, K/M suffix ok (default 1024)\n"
 		"  --channels N      subpartitions = input channels, 1..65536 (default 1)\n"
 		"  --segment-size N  buffer size, a power of two in [4K, 1M] (default 32K)\n"
-		"  --exclusive N     exclusive credits per channel (default %u; 0 = none)\n"
+		"  --exclusive N     exclusive credits per channel (default max(%u, %u / channels); 0 = none)\n"
 		"  --floating N      floating credits per gate (default %u; 0 = none)\n"
-		"  --pool N          producer pool, segments (default max(%u, 2 x channels))\n"
+		"  --pool N          producer pool, segments (default max(%u, credits + %u))\n"
 		"  --json            print {\"results\": [...]} instead of a table\n"
 		"The producer runs on the first allowed CPU, the consumer on the second.\n",
-		RECORD_MIN, RECORD_MAX, EXCLUSIVE_DEFAULT, FLOATING_DEFAULT, POOL_DEFAULT);
+		RECORD_MIN, RECORD_MAX, EXCLUSIVE_MIN, EXCLUSIVE_TOTAL, FLOATING_DEFAULT,
+		POOL_DEFAULT, POOL_SLACK);
 }
 
 static void bad_option(const char *what, const char *arg)
@@ -1241,7 +1264,7 @@ int main(int argc, char **argv)
 			   .record_size = 1024,
 			   .channels = 1,
 			   .seg_size = FDX_SEG_SIZE_DEFAULT,
-			   .exclusive = EXCLUSIVE_DEFAULT,
+			   .exclusive = UINT32_MAX, /* not given */
 			   .floating = FLOATING_DEFAULT,
 			   .cpus = {-1, -1}};
 	struct result res[MODE_COUNT];
@@ -1308,13 +1331,19 @@ int main(int argc, char **argv)
 		bad_option("unexpected argument", argv[optind]);
 	if (compare && mode >= 0)
 		bad_option("--mode and --compare exclude each other", NULL);
+	if (c.exclusive == UINT32_MAX)
+		c.exclusive = EXCLUSIVE_TOTAL / c.channels > EXCLUSIVE_MIN
+				      ? EXCLUSIVE_TOTAL / c.channels
+				      : EXCLUSIVE_MIN;
 	if (c.exclusive == 0 && c.floating == 0)
 		bad_option("--exclusive and --floating cannot both be 0", NULL);
 	tcp_need = (uint64_t)c.channels * c.exclusive + c.floating + TCP_POOL_MARGIN;
 	if (tcp_need > FDX_SEG_COUNT_MAX)
 		bad_option("channels x exclusive + floating is too many segments", NULL);
 	if (!pool)
-		pool = c.channels > POOL_DEFAULT / 2 ? 2ull * c.channels : POOL_DEFAULT;
+		pool = tcp_need - TCP_POOL_MARGIN + POOL_SLACK > POOL_DEFAULT
+			       ? tcp_need - TCP_POOL_MARGIN + POOL_SLACK
+			       : POOL_DEFAULT;
 	/* Each subpartition holds the buffer it fills: one more is needed to send any. */
 	if (pool < (uint64_t)c.channels + 1)
 		bad_option("--pool must be at least channels + 1", NULL);

@@ -59,6 +59,7 @@
 #define IOV_BATCH 512u
 #define TICK_DEFAULT_MS 100u
 #define CONNECT_TIMEOUT_DEFAULT_MS 5000
+#define GONE_GATES 16u /* gates removed lately: their late frames are dropped, not fatal */
 
 enum op_kind { OP_WAKE = 1, OP_ACCEPT_UNIX, OP_ACCEPT_TCP, OP_SEND, OP_RECV, OP_HELLO };
 
@@ -100,6 +101,8 @@ struct fdx__conn {
 	char name[200]; /* the peer, for messages */
 	/* Producer side. */
 	char addr[128];
+	uint8_t token[FDX__TOKEN_LEN]; /* the session it belongs to */
+	int need_probe; /* its hang-up receive is to be posted by the loop */
 	const struct fdx_region *region;
 	struct txb b[2];
 	int fill; /* the batch being filled; the other may be in flight */
@@ -121,8 +124,18 @@ struct fdx__conn {
 	struct fdx__rmap *map;
 	struct fdx__dhdr hdr; /* tcp: the frame being received */
 	struct fdx__gitem *it;
+	struct fdx_gate *it_gate; /* tcp: the gate whose segment it is received into */
 	struct op op_send, op_recv;
 	struct fdx__conn *next;
+};
+
+/* Local credit, from a consumer thread to the loop. */
+struct lcredit {
+	struct fdx__mpsc_node link;
+	struct fdx_partition *p;
+	struct fdx__sub *s;
+	uint32_t added, n;
+	uint64_t offs[];
 };
 
 struct fdx__dp {
@@ -146,6 +159,10 @@ struct fdx__dp {
 	struct fdx_gate *gates;
 	struct fdx__conn *conns;
 	uint64_t next_tick;
+	uint64_t gone_gates[GONE_GATES]; /* id + 1 of gates removed lately, 0 = none */
+	uint32_t gone_at;
+	/* Local credit from consumer threads, applied by the loop (the partition may be gone). */
+	struct fdx__mpsc lcredit;
 	/* This round's buffers for fdx__exchange_sent_many(). */
 	uint32_t *sent_ch;
 	uint64_t *sent_off;
@@ -222,7 +239,6 @@ static void gate_opened(void *ud, uint32_t ch, uint64_t sess, const char *peer)
 	struct fdx__gitem *it = gitem_new(FDX__GI_OPENED, ch, 0);
 
 	(void)peer;
-	g->ch[ch].expect_seq = 0;
 	atomic_store_explicit(&g->ch[ch].sess, sess, memory_order_release);
 	if (!it) {
 		FDX_LOG_ERR(g->log, "gate %u: out of memory opening channel %u", g->id, ch);
@@ -232,32 +248,38 @@ static void gate_opened(void *ud, uint32_t ch, uint64_t sess, const char *peer)
 	fdx__gate_push(g, it);
 }
 
+/*
+ * The producer's close on the control stream may overtake its last frames on
+ * the data socket: the channel ends with the CLOSE frame there, in order (see
+ * frame_close()), or with the session.
+ */
 static void gate_closed(void *ud, uint32_t ch, uint64_t sess)
 {
-	struct fdx_gate *g = ud;
-	struct fdx__gitem *it = gitem_new(FDX__GI_CLOSED, ch, 0);
-	uint64_t was = sess;
+	(void)ud;
+	(void)ch;
+	(void)sess;
+}
 
-	atomic_compare_exchange_strong(&g->ch[ch].sess, &was, 0);
-	if (it) {
-		it->sess = sess;
-		fdx__gate_push(g, it);
-	}
+/* Push a FAILED item for channel ch of g if session sess still had it open. */
+static void fail_input(struct fdx_gate *g, uint32_t ch, uint64_t sess, int err, const char *msg)
+{
+	uint64_t was = sess;
+	struct fdx__gitem *it;
+
+	if (!atomic_compare_exchange_strong(&g->ch[ch].sess, &was, 0))
+		return; /* closed or failed already: one FAILED view per opening */
+	it = gitem_new(FDX__GI_FAILED, ch, 0);
+	if (!it)
+		return;
+	it->sess = sess;
+	it->error = err;
+	snprintf(it->msg, sizeof(it->msg), "%s", msg);
+	fdx__gate_push(g, it);
 }
 
 static void gate_failed(void *ud, uint32_t ch, uint64_t sess, int err, const char *msg)
 {
-	struct fdx_gate *g = ud;
-	struct fdx__gitem *it = gitem_new(FDX__GI_FAILED, ch, 0);
-	uint64_t was = sess;
-
-	atomic_compare_exchange_strong(&g->ch[ch].sess, &was, 0);
-	if (it) {
-		it->sess = sess;
-		it->error = err;
-		snprintf(it->msg, sizeof(it->msg), "%s", msg);
-		fdx__gate_push(g, it);
-	}
+	fail_input(ud, ch, sess, err, msg);
 }
 
 static const struct fdx__gate_hooks gate_hooks = {gate_opened, gate_closed, gate_failed};
@@ -452,20 +474,16 @@ static struct fdx__conn *conn_new(struct fdx__dp *dp, int fd, enum conn_role rol
 /* The channels this connection fed on the consumer side fail. */
 static void conn_fail_inputs(struct fdx__conn *c, int err, const char *why)
 {
+	char msg[192];
+
+	snprintf(msg, sizeof(msg), "%.90s: %.90s", c->name, why);
 	for (struct fdx_gate *g = c->dp->gates; g && c->sess; g = g->next)
 		for (uint32_t i = 0; i < g->n; i++) {
-			uint64_t was = c->sess;
-
-			if (atomic_compare_exchange_strong(&g->ch[i].sess, &was, 0)) {
-				struct fdx__gitem *it = gitem_new(FDX__GI_FAILED, i, 0);
-
-				if (!it)
-					continue;
-				it->sess = c->sess;
-				it->error = err;
-				snprintf(it->msg, sizeof(it->msg), "%.90s: %.90s", c->name, why);
-				fdx__gate_push(g, it);
-			}
+			if (atomic_load_explicit(&g->ch[i].sess, memory_order_relaxed) != c->sess)
+				continue;
+			fail_input(g, i, c->sess, err, msg);
+			/* Free for another producer; this one is told on its control stream. */
+			fdx__exchange_drop_input(c->dp->ex, g->id, i, c->sess, err, msg);
 		}
 }
 
@@ -477,8 +495,11 @@ static void conn_fail_outputs(struct fdx__conn *c, int err, const char *why)
 	snprintf(msg, sizeof(msg), "data socket to %s: %s", c->name, why);
 	for (struct fdx_partition *p = c->dp->parts; p; p = p->next)
 		for (uint32_t i = 0; i < p->n; i++)
-			if (p->subs[i].conn == c)
+			if (p->subs[i].conn == c) {
 				fdx__part_fail(p, &p->subs[i], err, msg);
+				/* What the consumer held comes back; the channel is closed. */
+				fdx__exchange_fail_channel(c->dp->ex, p->subs[i].chan);
+			}
 }
 
 /* Close c (its operations complete with errors; freed after the last). */
@@ -497,6 +518,16 @@ static void conn_kill(struct fdx__conn *c, int err, const char *why)
 	shutdown(c->fd, SHUT_RDWR);
 }
 
+/* The tcp item being received goes nowhere: its segment back to its gate's pool. */
+static void tcp_item_drop(struct fdx__conn *c)
+{
+	if (c->it && c->it->kind == FDX__GI_BUFFER && c->it_gate && c->it_gate->pool)
+		fdx_lbp_recycle(c->it_gate->pool, c->it->offset);
+	free(c->it);
+	c->it = NULL;
+	c->it_gate = NULL;
+}
+
 static void conn_free(struct fdx__conn *c)
 {
 	close(c->fd);
@@ -504,7 +535,7 @@ static void conn_free(struct fdx__conn *c)
 		close(c->hello_fd);
 	txb_free(&c->b[0]);
 	txb_free(&c->b[1]);
-	free(c->it);
+	tcp_item_drop(c);
 	fdx__rmap_put(c->map);
 	free(c->rx);
 	free(c);
@@ -885,7 +916,8 @@ static void hdr_decode(struct fdx__dhdr *h, const void *raw)
 
 /*
  * Check a frame header before anything is used. 1 if it is fine, 0 if it is
- * for a channel closed meanwhile (dropped), -1 with why set if it is bad.
+ * for a channel closed or a gate removed meanwhile (dropped: its length was
+ * checked all the same), -1 with why set if it is bad.
  */
 static int check_hdr(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_gate **gp,
 		     char *why, size_t n)
@@ -898,13 +930,53 @@ static int check_hdr(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_
 		snprintf(why, n, "not a data frame (magic %#x, version %u)", h->magic, h->version);
 		return -1;
 	}
-	if (h->type < FDX__DH_BUFFER || h->type > FDX__DH_ABORT) {
+	if (h->type < FDX__DH_BUFFER || h->type > FDX__DH_CLOSE) {
 		snprintf(why, n, "unknown frame type %u", h->type);
 		return -1;
 	}
+	/* Lengths first: even a frame that will be dropped is read no further than this. */
+	if (h->type == FDX__DH_EVENT &&
+	    (h->len > FDX_EVENT_PAYLOAD_MAX || h->event_type < FDX_EVENT_WATERMARK ||
+	     h->event_type > FDX_EVENT_USER)) {
+		snprintf(why, n, "bad event (type %u, %u bytes)", h->event_type, h->len);
+		return -1;
+	}
+	if (h->type != FDX__DH_BUFFER && h->type != FDX__DH_EVENT && h->len) {
+		snprintf(why, n, "frame type %u with %u bytes of payload", h->type, h->len);
+		return -1;
+	}
+	if (h->type == FDX__DH_BUFFER && c->link == FDX_LINK_SHM) {
+		const struct fdx_region *r = c->map->region;
+		uint64_t off = h->offset;
+		uint64_t end = r->data_offset + ((uint64_t)r->seg_count << r->seg_shift);
+
+		if (h->len == 0 || off < r->data_offset || off >= end ||
+		    (off & (r->seg_size - 1)) + h->len > r->seg_size) {
+			snprintf(why, n,
+				 "buffer [%#llx, +%u) is not inside one segment of the region",
+				 (unsigned long long)off, h->len);
+			return -1;
+		}
+	}
+	if (h->type == FDX__DH_BUFFER && c->link == FDX_LINK_TCP &&
+	    (h->len == 0 || h->len > FDX_SEG_SIZE_MAX)) {
+		snprintf(why, n, "buffer of %u bytes", h->len);
+		return -1;
+	}
 	g = gate_find(c->dp, h->gate);
+	if (!g) {
+		for (uint32_t i = 0; i < GONE_GATES; i++)
+			if (c->dp->gone_gates[i] == (uint64_t)h->gate + 1)
+				return 0; /* removed meanwhile */
+	}
 	if (!g || h->gate_channel >= g->n) {
 		snprintf(why, n, "unknown channel %u of gate %u", h->gate_channel, h->gate);
+		return -1;
+	}
+	if (h->type == FDX__DH_BUFFER && c->link == FDX_LINK_TCP &&
+	    (!g->pool || h->len > g->pool->region->seg_size)) {
+		snprintf(why, n, "buffer of %u bytes does not fit a segment of gate %u", h->len,
+			 g->id);
 		return -1;
 	}
 	gc = &g->ch[h->gate_channel];
@@ -916,42 +988,37 @@ static int check_hdr(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_
 			 h->gate);
 		return -1;
 	}
+	/* The loop owns the sequence: it restarts with each new opening. */
+	if (gc->seq_sess != sess) {
+		gc->seq_sess = sess;
+		gc->expect_seq = 0;
+	}
 	if (h->type != FDX__DH_BACKLOG) {
 		if (h->seq != gc->expect_seq) {
 			snprintf(why, n, "channel %u of gate %u: sequence %u, expected %u",
 				 h->gate_channel, h->gate, h->seq, gc->expect_seq);
 			return -1;
 		}
-	}
-	if (h->type == FDX__DH_EVENT &&
-	    (h->len > FDX_EVENT_PAYLOAD_MAX || h->event_type < FDX_EVENT_WATERMARK ||
-	     h->event_type > FDX_EVENT_USER)) {
-		snprintf(why, n, "bad event (type %u, %u bytes)", h->event_type, h->len);
-		return -1;
-	}
-	if (h->type == FDX__DH_BUFFER && c->link == FDX_LINK_SHM) {
-		const struct fdx_region *r = c->map->region;
-		uint64_t off = h->offset;
-
-		if (h->len == 0 || off < r->data_offset || off >= r->size ||
-		    (off & (r->seg_size - 1)) + h->len > r->seg_size) {
-			snprintf(why, n,
-				 "buffer [%#llx, +%u) is not inside one segment of the region",
-				 (unsigned long long)off, h->len);
-			return -1;
-		}
-	}
-	if (h->type == FDX__DH_BUFFER && c->link == FDX_LINK_TCP &&
-	    (!g->pool || h->len > g->pool->region->seg_size)) {
-		snprintf(why, n, "buffer of %u bytes does not fit a segment of gate %u", h->len,
-			 g->id);
-		return -1;
-	}
-	if (h->type != FDX__DH_BACKLOG)
 		gc->expect_seq++;
+	}
 	atomic_store_explicit(&gc->link, c->link, memory_order_relaxed);
 	*gp = g;
 	return 1;
+}
+
+/* A CLOSE frame: the channel's last; it may be opened again. */
+static void frame_close(struct fdx__conn *c, struct fdx_gate *g, const struct fdx__dhdr *h)
+{
+	uint64_t was = c->sess;
+	struct fdx__gitem *it;
+
+	if (!atomic_compare_exchange_strong(&g->ch[h->gate_channel].sess, &was, 0))
+		return;
+	it = gitem_new(FDX__GI_CLOSED, h->gate_channel, 0);
+	if (it) {
+		it->sess = c->sess;
+		fdx__gate_push(g, it);
+	}
 }
 
 /* A checked frame becomes an item (payload: the event's bytes, or NULL). */
@@ -1018,7 +1085,9 @@ static void shm_parse(struct fdx__conn *c)
 			conn_kill(c, FDX_EPROTO, why);
 			return;
 		}
-		if (ok > 0) {
+		if (ok > 0 && h.type == FDX__DH_CLOSE) {
+			frame_close(c, g, &h);
+		} else if (ok > 0) {
 			if (frame_item(c, g, &h, &it) < 0) {
 				conn_kill(c, -ENOMEM, "out of memory");
 				return;
@@ -1049,6 +1118,10 @@ static void tcp_header(struct fdx__conn *c)
 		return;
 	}
 	c->it = NULL;
+	if (ok > 0 && c->hdr.type == FDX__DH_CLOSE) {
+		frame_close(c, g, &c->hdr);
+		ok = 0;
+	}
 	if (ok > 0) {
 		err = frame_item(c, g, &c->hdr, &c->it);
 		if (err == -ENOBUFS) {
@@ -1064,11 +1137,12 @@ static void tcp_header(struct fdx__conn *c)
 			return;
 		}
 	}
+	c->it_gate = c->it ? g : NULL;
 	if ((c->hdr.type == FDX__DH_BUFFER || c->hdr.type == FDX__DH_EVENT) && c->hdr.len) {
 		c->st = RX_PAYLOAD;
 		c->rx_len = 0;
 		c->need = c->hdr.len;
-		if (!c->it) { /* a closed channel's frame: read and drop */
+		if (!c->it) { /* a closed channel's frame (bounded by check_hdr): read and drop */
 			c->it = gitem_new(FDX__GI_ABORT, 0, c->hdr.len);
 			if (!c->it) {
 				conn_kill(c, -ENOMEM, "out of memory");
@@ -1083,6 +1157,7 @@ static void tcp_header(struct fdx__conn *c)
 	if (c->it)
 		fdx__gate_push(g, c->it);
 	c->it = NULL;
+	c->it_gate = NULL;
 	c->rx_len = 0;
 	c->need = HDR_LEN;
 	post_recv(c, c->rx, HDR_LEN);
@@ -1090,14 +1165,15 @@ static void tcp_header(struct fdx__conn *c)
 
 static void tcp_payload_done(struct fdx__conn *c)
 {
-	struct fdx__gitem *it = c->it;
-	struct fdx_gate *g = gate_find(c->dp, c->hdr.gate);
+	struct fdx_gate *g = c->it_gate;
 
-	c->it = NULL;
-	if (it->sess == 0 || !g)
-		free(it);
-	else
-		fdx__gate_push(g, it);
+	if (c->it->sess == 0 || !g) {
+		tcp_item_drop(c);
+	} else {
+		fdx__gate_push(g, c->it);
+		c->it = NULL;
+		c->it_gate = NULL;
+	}
 	c->st = RX_HDR;
 	c->rx_len = 0;
 	c->need = HDR_LEN;
@@ -1111,7 +1187,7 @@ static void on_hello(struct fdx__conn *c, int res)
 	struct cmsghdr *cm;
 	struct fdx__dhdr h;
 	char peer[64];
-	int err;
+	int err, extra = 0;
 
 	if (res <= 0) {
 		conn_kill(c, res ? res : 0, res ? fdx_strerror(res) : "closed before its hello");
@@ -1124,15 +1200,19 @@ static void on_hello(struct fdx__conn *c, int res)
 		size_t nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
 
 		for (size_t i = 0; i < nfd; i++) {
-			if (c->hello_fd < 0 && c->st == RX_HELLO && c->rx_len == 0 && i == 0) {
+			if (c->hello_fd < 0 && c->st == RX_HELLO && c->rx_len == 0 && i == 0)
 				c->hello_fd = fds[i];
-			} else {
-				close(fds[i]);
-				c->rx_len += (uint32_t)res;
-				conn_kill(c, FDX_EPROTO, "more than one descriptor in its hello");
-				return;
-			}
+			else
+				extra = 1;
 		}
+		/* Every descriptor but the region's is closed, whatever happens next. */
+		for (size_t i = 0; i < nfd; i++)
+			if (fds[i] != c->hello_fd)
+				close(fds[i]);
+	}
+	if (extra) {
+		conn_kill(c, FDX_EPROTO, "more than one descriptor in its hello");
+		return;
 	}
 	if (c->rmh.msg_flags & MSG_CTRUNC) {
 		conn_kill(c, FDX_EPROTO, "truncated control data in its hello");
@@ -1307,7 +1387,8 @@ static void handle_cqe(struct fdx__dp *dp, struct io_uring_cqe *cqe)
 	struct op *op = io_uring_cqe_get_data(cqe);
 	struct fdx__conn *c;
 
-	if (!op)
+	/* No user data, or liburing's own timeout on kernels without EXT_ARG. */
+	if (!op || cqe->user_data == LIBURING_UDATA_TIMEOUT)
 		return;
 	switch (op->kind) {
 	case OP_WAKE:
@@ -1333,9 +1414,47 @@ static void handle_cqe(struct fdx__dp *dp, struct io_uring_cqe *cqe)
 		on_recv(c, cqe->res);
 }
 
+/* Local credit: applied only to a partition that still exists. */
+static int apply_local_credit(struct fdx__dp *dp)
+{
+	struct fdx__mpsc_node *n;
+	int did = 0;
+
+	while ((n = fdx__mpsc_pop_wait(&dp->lcredit))) {
+		struct lcredit *lc = (struct lcredit *)n;
+
+		for (struct fdx_partition *p = dp->parts; p; p = p->next)
+			if (p == lc->p) {
+				fdx__part_credit(p, lc->s, lc->added, lc->offs, lc->n);
+				break;
+			}
+		free(lc);
+		did = 1;
+	}
+	return did;
+}
+
+int fdx__dp_local_credit(struct fdx__dp *dp, struct fdx_partition *p, struct fdx__sub *s,
+			 uint32_t added, const uint64_t *offs, uint32_t n)
+{
+	struct lcredit *lc = malloc(sizeof(*lc) + (size_t)n * sizeof(uint64_t));
+
+	if (!lc)
+		return -ENOMEM;
+	lc->p = p;
+	lc->s = s;
+	lc->added = added;
+	lc->n = n;
+	if (n)
+		memcpy(lc->offs, offs, (size_t)n * sizeof(uint64_t));
+	fdx__mpsc_push(&dp->lcredit, &lc->link);
+	fdx__dp_kick(dp);
+	return 0;
+}
+
 static int round_work(struct fdx__dp *dp, uint64_t now)
 {
-	int did = 0, tick = 0;
+	int did = apply_local_credit(dp), tick = 0;
 
 	if (now >= dp->next_tick) {
 		uint32_t ms = TICK_DEFAULT_MS;
@@ -1359,6 +1478,11 @@ static int round_work(struct fdx__dp *dp, uint64_t now)
 	for (struct fdx__conn **cp = &dp->conns; *cp;) {
 		struct fdx__conn *c = *cp;
 
+		if (c->role == ROLE_OUT && c->need_probe && !c->dead) {
+			/* Nothing comes back on it: a receive that completes means it closed. */
+			c->need_probe = 0;
+			post_recv(c, c->probe, sizeof(c->probe));
+		}
 		if (c->role == ROLE_OUT)
 			conn_flush(c);
 		if (c->dead && c->pending == 0) {
@@ -1413,7 +1537,8 @@ static void *loop_main(void *arg)
 		uint64_t now = now_ns();
 		int did;
 
-		atomic_store_explicit(&dp->work, 0, memory_order_relaxed);
+		/* seq_cst: a kick after this is seen below or by K2 (no lost wake-up). */
+		atomic_exchange_explicit(&dp->work, 0, memory_order_seq_cst);
 		io_uring_for_each_cqe(&dp->ring, head, cqe)
 		{
 			handle_cqe(dp, cqe);
@@ -1438,7 +1563,7 @@ static void *loop_main(void *arg)
 
 			io_uring_submit_and_wait_timeout(&dp->ring, &cqe, 1, &ts, NULL);
 		} else {
-			io_uring_submit(&dp->ring);
+			io_uring_submit_and_get_events(&dp->ring);
 		}
 		atomic_store_explicit(&dp->sleeping, 0, memory_order_relaxed);
 		pthread_mutex_lock(&dp->lock);
@@ -1532,6 +1657,7 @@ int fdx__dp_create(struct fdx_exchange *ex, const struct fdx__dp_params *prm, st
 	dp->op_acc_tcp.kind = OP_ACCEPT_TCP;
 	pthread_mutex_init(&dp->lock, NULL);
 	pthread_cond_init(&dp->ready, NULL);
+	fdx__mpsc_init(&dp->lcredit);
 	dp->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (dp->efd < 0) {
 		err = -errno;
@@ -1654,6 +1780,9 @@ void fdx__dp_remove_partition(struct fdx__dp *dp, struct fdx_partition *p)
 				free(it);
 			}
 		} else {
+			/* In order after its data (the control stream's close may overtake it). */
+			if (s->conn && !s->conn->dead && !atomic_load(&s->error))
+				send_ctl(s, FDX__DH_CLOSE, NULL, 0);
 			fdx__exchange_unhook_channel(dp->ex, s->chan);
 			fdx_exchange_close_channel(dp->ex, s->chan);
 		}
@@ -1672,6 +1801,9 @@ int fdx__dp_add_gate(struct fdx__dp *dp, struct fdx_gate *g)
 	int err;
 
 	pthread_mutex_lock(&dp->lock);
+	for (uint32_t i = 0; i < GONE_GATES; i++)
+		if (dp->gone_gates[i] == (uint64_t)g->id + 1)
+			dp->gone_gates[i] = 0;
 	if (gate_find(dp, g->id)) {
 		err = -EEXIST;
 	} else {
@@ -1690,6 +1822,13 @@ void fdx__dp_remove_gate(struct fdx__dp *dp, struct fdx_gate *g)
 {
 	fdx__exchange_remove_gate(dp->ex, g->id); /* no hook runs after this */
 	pthread_mutex_lock(&dp->lock);
+	dp->gone_gates[dp->gone_at++ % GONE_GATES] = (uint64_t)g->id + 1;
+	/* A tcp payload being received into g's pool: that connection ends. */
+	for (struct fdx__conn *c = dp->conns; c; c = c->next)
+		if (c->it_gate == g) {
+			c->it_gate = NULL; /* the segment goes back with the pool */
+			conn_kill(c, FDX_EPEERGONE, "its gate was destroyed");
+		}
 	for (struct fdx_gate **gp = &dp->gates; *gp; gp = &(*gp)->next)
 		if (*gp == g) {
 			*gp = g->next;
@@ -1764,7 +1903,22 @@ static int dial(const char *ep, uint32_t link, int *out)
 	return 0;
 }
 
-/* With dp->lock held: the data socket to the peer at addr for link (and region). */
+static struct fdx__conn *conn_find(struct fdx__dp *dp, const char *addr, uint32_t link,
+				   const uint8_t *token, const struct fdx_region *region)
+{
+	for (struct fdx__conn *c = dp->conns; c; c = c->next)
+		if (c->role == ROLE_OUT && !c->dead && c->link == link &&
+		    memcmp(c->token, token, FDX__TOKEN_LEN) == 0 && strcmp(c->addr, addr) == 0 &&
+		    (link != FDX_LINK_SHM || c->region == region))
+			return c;
+	return NULL;
+}
+
+/*
+ * The data socket to the peer at addr for link, of the session whose token pd
+ * carries (and on shm, for region). Called without dp->lock: a new socket is
+ * dialled without it (the loop goes on meanwhile). Returns with dp->lock held.
+ */
 static int get_conn(struct fdx__dp *dp, const char *addr, uint32_t link,
 		    const struct fdx__peer_data *pd, const struct fdx_region *region,
 		    struct fdx__conn **out)
@@ -1774,18 +1928,18 @@ static int get_conn(struct fdx__dp *dp, const char *addr, uint32_t link,
 	uint8_t hello[HELLO_LEN];
 	int fd = -1, err;
 
-	for (c = dp->conns; c; c = c->next)
-		if (c->role == ROLE_OUT && !c->dead && c->link == link &&
-		    strcmp(c->addr, addr) == 0 && (link != FDX_LINK_SHM || c->region == region)) {
-			*out = c;
-			return 0;
-		}
+	pthread_mutex_lock(&dp->lock);
+	*out = conn_find(dp, addr, link, pd->token, region);
+	if (*out)
+		return 0;
+	pthread_mutex_unlock(&dp->lock);
 	err = dial(link == FDX_LINK_SHM ? pd->unix_ep : pd->tcp_ep, link, &fd);
 	if (err < 0) {
 		FDX_LOG_ERR(dp->log,
 			    "exchange %s: cannot reach the data socket of TaskManager %s at %s: %s",
 			    fdx__exchange_tm_id(dp->ex), pd->remote_tm,
 			    link == FDX_LINK_SHM ? pd->unix_ep : pd->tcp_ep, fdx_strerror(err));
+		pthread_mutex_lock(&dp->lock);
 		return err;
 	}
 	memset(&h, 0, sizeof(h));
@@ -1802,10 +1956,12 @@ static int get_conn(struct fdx__dp *dp, const char *addr, uint32_t link,
 
 		err = n == (ssize_t)sizeof(hello) ? 0 : n < 0 ? -errno : -EPIPE;
 	}
+	pthread_mutex_lock(&dp->lock);
 	if (err < 0) {
 		close(fd);
 		return err;
 	}
+	/* Another thread may have dialled the same peer meanwhile: both sockets serve. */
 	c = conn_new(dp, fd, ROLE_OUT);
 	if (!c) {
 		close(fd);
@@ -1815,8 +1971,8 @@ static int get_conn(struct fdx__dp *dp, const char *addr, uint32_t link,
 	c->region = region;
 	snprintf(c->addr, sizeof(c->addr), "%s", addr);
 	snprintf(c->name, sizeof(c->name), "TaskManager %s at %s", pd->remote_tm, addr);
-	/* Nothing comes back on it: a receive that completes means it closed. */
-	post_recv(c, c->probe, sizeof(c->probe));
+	memcpy(c->token, pd->token, sizeof(c->token));
+	c->need_probe = 1; /* the ring is the loop's: it posts that receive */
 	*out = c;
 	return 0;
 }
@@ -1860,7 +2016,6 @@ FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const c
 		if (!err && !it)
 			err = -ENOMEM;
 		if (!err) {
-			g->ch[gate_channel].expect_seq = 0;
 			if (!atomic_compare_exchange_strong(&g->ch[gate_channel].sess, &none,
 							    FDX__SESS_LOCAL))
 				err = -EBUSY;
@@ -1900,8 +2055,7 @@ FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const c
 		err = -EOPNOTSUPP;
 		goto fail_close;
 	}
-	pthread_mutex_lock(&dp->lock);
-	err = get_conn(dp, addr, chosen, &pd, p->region, &c);
+	err = get_conn(dp, addr, chosen, &pd, p->region, &c); /* returns with dp->lock */
 	if (!err)
 		err = fdx__exchange_hook_channel(p->ex, chan, &chan_hooks, s, &avail);
 	if (!err) {

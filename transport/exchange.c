@@ -108,6 +108,7 @@ struct srv_chan {
 	uint64_t *offs;
 	uint32_t n_offs, cap_offs;
 	int dirty;
+	int gone; /* its gate was removed: only the producer's close is still expected */
 	struct srv_chan *next_dirty;
 };
 
@@ -145,6 +146,7 @@ struct cli_chan {
 	struct cli_chan *bl_next;
 	const struct fdx__chan_hooks *hooks; /* a data-plane channel: credit goes there */
 	void *hook_ud;
+	int took_back; /* its in-flight offsets were taken back: late returns are ignored */
 };
 
 /* An event on its way to the owner, with its offsets. */
@@ -531,10 +533,12 @@ static void session_drop_channels(struct session *s, int err, const char *why)
 		if (!c)
 			continue;
 		g = gate_find(ex, c->gate);
-		if (g && g->chans[c->gate_channel] == c)
+		if (g && c->gate_channel < g->n_channels && g->chans[c->gate_channel] == c)
 			g->chans[c->gate_channel] = NULL;
 		snprintf(msg, sizeof(msg), "TaskManager %s: %s", s->peer_tm, why);
-		if (g && g->hooks)
+		if (c->gone) /* its gate went already: nobody to tell */
+			g = NULL;
+		else if (g && g->hooks)
 			g->hooks->failed(g->hook_ud, c->gate_channel, s->serial, err, msg);
 		else
 			ev_channel_failed_locked(ex, 0, c->gate, c->gate_channel, err, s->peer_tm,
@@ -934,6 +938,12 @@ static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame 
 		session_unknown_channel(s, id);
 		return;
 	}
+	if (c->gone) { /* it crossed our Error saying the gate went */
+		session_chan_remove(s, c);
+		free(c->offs);
+		free(c);
+		return;
+	}
 	memset(&ev, 0, sizeof(ev));
 	ev.type = FDX_EV_CHANNEL_CLOSED;
 	ev.gate = c->gate;
@@ -942,7 +952,7 @@ static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame 
 	struct gate *g = gate_find(ex, c->gate);
 
 	session_chan_remove(s, c);
-	if (g && g->chans[c->gate_channel] == c)
+	if (g && c->gate_channel < g->n_channels && g->chans[c->gate_channel] == c)
 		g->chans[c->gate_channel] = NULL;
 	free(c->offs);
 	free(c);
@@ -1330,8 +1340,8 @@ static void peer_on_credit(struct peer *p, const Fdx__CreditUpdate *cu)
 			break;
 		}
 		c->marked = 1;
-		if (c->state == CHAN_ABANDONED)
-			continue; /* its late answer is being closed again */
+		if (c->state == CHAN_ABANDONED || c->took_back)
+			continue; /* its late answer is being closed again, or it was given up */
 		if (cr->n_returned_offsets > UINT32_MAX) {
 			peer_fail(p, "too many returned offsets");
 			break;
@@ -1379,6 +1389,8 @@ static void peer_on_credit(struct peer *p, const Fdx__CreditUpdate *cu)
 			c->marked = 0;
 	}
 }
+
+static void chan_return_inflight_locked(struct cli_chan *c);
 
 static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 {
@@ -1455,9 +1467,10 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 				 f->error->message ? f->error->message : "channel refused");
 			c->state = CHAN_CLOSED;
 			ex->open_out--;
-			if (c->hooks)
+			if (c->hooks) {
+				chan_return_inflight_locked(c); /* the consumer lets them go */
 				c->hooks->failed(c->hook_ud, FDX_EPEERGONE, msg);
-			else
+			} else
 				ev_channel_failed_locked(ex, c->id, c->gate, c->gate_channel,
 							 FDX_EPEERGONE, p->remote_tm, msg);
 		}
@@ -1515,11 +1528,14 @@ static void peer_on_status_locked(struct peer *p)
 			snprintf(msg, sizeof(msg), "TaskManager %s at %s went away: %s",
 				 p->remote_tm[0] ? p->remote_tm : "?", p->addr,
 				 details && details[0] ? details : fdx_strerror(err));
-			if (c->hooks)
+			if (c->hooks) {
+				/* The consumer is gone: what it held is ours again. */
+				chan_return_inflight_locked(c);
 				c->hooks->failed(c->hook_ud, err, msg);
-			else
+			} else {
 				ev_channel_failed_locked(ex, c->id, c->gate, c->gate_channel, err,
 							 p->remote_tm, msg);
+			}
 		}
 		if (c->opening) {
 			if (c->state == CHAN_OPEN) /* answered, but its opener has not seen it */
@@ -2042,6 +2058,35 @@ int fdx__exchange_add_gate_hooked(struct fdx_exchange *ex, uint32_t gate, uint32
 	return 0;
 }
 
+/*
+ * With ex->lock held: the input channel c ends on our side. Its producer is
+ * told (an Error frame naming it); c stays in its session, marked, until the
+ * producer's close, which may cross our Error.
+ */
+static void srv_chan_drop_locked(struct gate *g, struct srv_chan *c, int code, const char *msg)
+{
+	if (g->chans[c->gate_channel] == c)
+		g->chans[c->gate_channel] = NULL;
+	session_error(c->s, code, c->id, msg);
+	c->gone = 1;
+	c->n_offs = 0;
+	c->pending_added = 0;
+}
+
+void fdx__exchange_drop_input(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
+			      uint64_t sess, int code, const char *msg)
+{
+	struct srv_chan *c;
+	struct gate *g;
+
+	pthread_mutex_lock(&ex->lock);
+	g = gate_find(ex, gate);
+	c = g && gate_channel < g->n_channels ? g->chans[gate_channel] : NULL;
+	if (c && c->s->serial == sess)
+		srv_chan_drop_locked(g, c, code, msg);
+	pthread_mutex_unlock(&ex->lock);
+}
+
 void fdx__exchange_remove_gate(struct fdx_exchange *ex, uint32_t gate)
 {
 	struct gate **pp, *g = NULL;
@@ -2057,18 +2102,13 @@ void fdx__exchange_remove_gate(struct fdx_exchange *ex, uint32_t gate)
 		/* Its open channels end: their producers are told, their streams go on. */
 		for (uint32_t i = 0; i < g->n_channels; i++) {
 			struct srv_chan *c = g->chans[i];
-			struct session *s;
 			char msg[160];
 
 			if (!c)
 				continue;
-			s = c->s;
 			snprintf(msg, sizeof(msg), "gate %u of TaskManager %s is gone", gate,
 				 ex->tm_id);
-			session_error(s, -ENOENT, c->id, msg);
-			session_chan_remove(s, c);
-			free(c->offs);
-			free(c);
+			srv_chan_drop_locked(g, c, -ENOENT, msg);
 		}
 		free(g->chans);
 		free(g);
@@ -2090,6 +2130,14 @@ int fdx__exchange_hook_channel(struct fdx_exchange *ex, uint32_t channel,
 		c->hooks = h;
 		c->hook_ud = ud;
 		*available = c->available;
+		/* The credit so far goes through the hook too: none is lost in between. */
+		while (*available) {
+			uint32_t n = *available > UINT32_MAX ? UINT32_MAX : (uint32_t)*available;
+
+			h->credit(ud, n, NULL, 0);
+			*available -= n;
+		}
+		*available = c->available;
 	}
 	pthread_mutex_unlock(&ex->lock);
 	return err;
@@ -2103,6 +2151,69 @@ void fdx__exchange_unhook_channel(struct fdx_exchange *ex, uint32_t channel)
 		ex->cchans[channel]->hook_ud = NULL;
 	}
 	pthread_mutex_unlock(&ex->lock);
+}
+
+/* With ex->lock held: every offset in flight on c goes back through its hook. */
+static void chan_return_inflight_locked(struct cli_chan *c)
+{
+	uint64_t off[64];
+	uint32_t n = 0;
+
+	if (!c->hooks || !c->cap_inflight)
+		return;
+	for (uint32_t i = 0; i < c->cap_inflight; i++) {
+		if (!c->inflight[i])
+			continue;
+		off[n++] = c->inflight[i];
+		c->inflight[i] = 0;
+		if (n == 64) {
+			c->hooks->credit(c->hook_ud, 0, off, n);
+			n = 0;
+		}
+	}
+	if (n)
+		c->hooks->credit(c->hook_ud, 0, off, n);
+	c->n_inflight = 0;
+	c->took_back = 1;
+}
+
+void fdx__exchange_fail_channel(struct fdx_exchange *ex, uint32_t channel)
+{
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__CloseChannel cl = FDX__CLOSE_CHANNEL__INIT;
+	struct cli_chan *c;
+
+	pthread_mutex_lock(&ex->lock);
+	c = open_chan_locked(ex, channel);
+	if (c) {
+		chan_return_inflight_locked(c);
+		cl.channel = channel;
+		f.frame_case = FDX__CONTROL_FRAME__FRAME_CLOSE;
+		f.close = &cl;
+		peer_send_locked(c->p, &f);
+		c->state = CHAN_CLOSED;
+		ex->open_out--;
+	}
+	pthread_mutex_unlock(&ex->lock);
+}
+
+int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
+			      uint64_t sess, uint32_t added, const uint64_t *offsets,
+			      uint32_t n_offsets)
+{
+	struct srv_chan *c;
+	struct gate *g;
+	int ok;
+
+	/* Only to the producer the credit is for: a channel may have been reopened. */
+	pthread_mutex_lock(&ex->lock);
+	g = gate_find(ex, gate);
+	c = g && gate_channel < g->n_channels ? g->chans[gate_channel] : NULL;
+	ok = c && c->s->serial == sess;
+	pthread_mutex_unlock(&ex->lock);
+	if (!ok)
+		return -ENOENT;
+	return fdx_exchange_credit(ex, gate, gate_channel, added, offsets, n_offsets);
 }
 
 void fdx__exchange_sent_many(struct fdx_exchange *ex, const uint32_t *chans, const uint64_t *offs,

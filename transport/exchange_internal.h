@@ -39,12 +39,34 @@ int fdx__exchange_uid_allowed(const struct fdx_exchange *ex, uint32_t uid);
 int fdx__exchange_add_gate_hooked(struct fdx_exchange *ex, uint32_t gate, uint32_t n_channels,
 				  uint32_t initial_credit, const struct fdx__gate_hooks *h,
 				  void *ud);
+/*
+ * The input channel's data socket failed: it ends here (if session sess still
+ * has it open) and its producer is told with an Error frame carrying code and
+ * msg. It may be opened again.
+ */
+void fdx__exchange_drop_input(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
+			      uint64_t sess, int code, const char *msg);
+
 /* Unregister a gate: its open channels fail at their producers (Error frame). */
 void fdx__exchange_remove_gate(struct fdx_exchange *ex, uint32_t gate);
 
 /* Route channel's credit and failure to h; *available gets its credit now. */
 int fdx__exchange_hook_channel(struct fdx_exchange *ex, uint32_t channel,
 			       const struct fdx__chan_hooks *h, void *ud, uint64_t *available);
+/*
+ * The channel's data socket failed: every offset in flight comes back through
+ * its credit hook, and the channel is closed.
+ */
+void fdx__exchange_fail_channel(struct fdx_exchange *ex, uint32_t channel);
+
+/*
+ * fdx_exchange_credit(), only if the input channel is still open by session
+ * sess (-ENOENT if not: that producer is gone).
+ */
+int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
+			      uint64_t sess, uint32_t added, const uint64_t *offsets,
+			      uint32_t n_offsets);
+
 /* Stop the hooks (then close the channel, if open). */
 void fdx__exchange_unhook_channel(struct fdx_exchange *ex, uint32_t channel);
 
