@@ -1713,6 +1713,9 @@ void fdx__dp_destroy(struct fdx__dp *dp)
 		dp->conns = c->next;
 		conn_free(c);
 	}
+	/* Local credit nobody applied: its partitions are gone with the exchange. */
+	for (struct fdx__mpsc_node *n; (n = fdx__mpsc_pop_wait(&dp->lcredit));)
+		free(n);
 	if (dp->ring_up)
 		io_uring_queue_exit(&dp->ring);
 	if (dp->ufd >= 0)
