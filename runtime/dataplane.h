@@ -119,6 +119,8 @@ struct fdx__sub {
 	_Atomic uint32_t max_in_flight;
 	_Atomic uint64_t records_pub, bytes_pub;
 	_Atomic uint64_t pushed; /* items pushed on q so far (task: store; loop: load) */
+	struct fdx__mpsc_node ready_node; /* in the loop's queue of subpartitions to pump */
+	_Atomic uint32_t ready; /* 1 while in that queue */
 	struct fdx__mpsc q; /* task -> loop */
 
 	/* Loop thread. */
@@ -298,6 +300,12 @@ struct fdx__log *fdx__exchange_log(struct fdx_exchange *ex);
  */
 int fdx__dp_local_credit(struct fdx__dp *dp, struct fdx_partition *p, struct fdx__sub *s,
 			 uint32_t added, const uint64_t *offs, uint32_t n);
+/*
+ * Sub s has something for the loop (items, a flush, credit, a failure): it
+ * is pumped in the loop's next round. Call fdx__dp_kick() to have that round
+ * soon. Any thread.
+ */
+void fdx__dp_ready(struct fdx__dp *dp, struct fdx__sub *s);
 /* Wake the loop if it sleeps. Any thread. */
 void fdx__dp_kick(struct fdx__dp *dp);
 int fdx__dp_add_partition(struct fdx__dp *dp, struct fdx_partition *p);

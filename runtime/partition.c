@@ -141,6 +141,7 @@ void fdx__part_credit(struct fdx_partition *p, struct fdx__sub *s, uint32_t adde
 	}
 	if (added)
 		atomic_fetch_add_explicit(&s->granted, added, memory_order_release);
+	fdx__dp_ready(p->dp, s);
 	fdx__dp_kick(p->dp);
 }
 
@@ -151,6 +152,7 @@ void fdx__part_fail(struct fdx_partition *p, struct fdx__sub *s, int err, const 
 	if (atomic_compare_exchange_strong(&s->error, &none, err))
 		FDX_LOG_WARN(p->log, "partition %s: subpartition %u: channel failed: %s", p->id,
 			     s->index, msg);
+	fdx__dp_ready(p->dp, s);
 	fdx__dp_kick(p->dp);
 }
 
@@ -175,6 +177,7 @@ static void push_item(struct fdx_partition *p, struct fdx__sub *s, struct fdx__p
 	/* Counted before pushed: a loop that sees the count may wait for the item, not miss it. */
 	atomic_store_explicit(&s->pushed, ++s->n_pushed, memory_order_release);
 	fdx__mpsc_push(&s->q, &it->link);
+	fdx__dp_ready(p->dp, s);
 }
 
 /* Hand the current segment, as written, to the loop with the writer's reference. */
@@ -288,6 +291,7 @@ static void record_done(struct fdx_partition *p, struct fdx__sub *s, uint32_t le
 	}
 	if (p->flush_every) {
 		atomic_store_explicit(&s->flush_req, 1, memory_order_release);
+		fdx__dp_ready(p->dp, s);
 		kick_now(p, s);
 	}
 }
@@ -499,6 +503,7 @@ FDX_API int fdx_partition_flush(struct fdx_partition *p, uint32_t sub)
 		if (sub == FDX_ALL_SUBPARTITIONS || i == sub) {
 			atomic_store_explicit(&p->subs[i].flush_req, 1, memory_order_release);
 			p->subs[i].unkicked = 0;
+			fdx__dp_ready(p->dp, &p->subs[i]);
 		}
 	fdx__dp_kick(p->dp);
 	return 0;

@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <liburing.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -163,6 +164,7 @@ struct fdx__dp {
 	uint32_t gone_at;
 	/* Local credit from consumer threads, applied by the loop (the partition may be gone). */
 	struct fdx__mpsc lcredit;
+	struct fdx__mpsc readyq; /* subpartitions to pump (fdx__dp_ready) */
 	/* This round's buffers for fdx__exchange_sent_many(). */
 	uint32_t *sent_ch;
 	uint64_t *sent_off;
@@ -178,6 +180,20 @@ static uint64_t now_ns(void)
 }
 
 /* ---- small things ------------------------------------------------------- */
+
+void fdx__dp_ready(struct fdx__dp *dp, struct fdx__sub *s)
+{
+	if (!atomic_load_explicit(&s->ready, memory_order_relaxed) &&
+	    !atomic_exchange_explicit(&s->ready, 1, memory_order_acq_rel))
+		fdx__mpsc_push(&dp->readyq, &s->ready_node);
+}
+
+static struct fdx__sub *ready_pop(struct fdx__dp *dp)
+{
+	struct fdx__mpsc_node *n = fdx__mpsc_pop_wait(&dp->readyq);
+
+	return n ? (struct fdx__sub *)((char *)n - offsetof(struct fdx__sub, ready_node)) : NULL;
+}
 
 void fdx__dp_kick(struct fdx__dp *dp)
 {
@@ -825,6 +841,7 @@ static int pump(struct fdx__dp *dp, struct fdx__sub *s)
 	if (!s->head && s->flush_pending) {
 		pub = atomic_load_explicit(&s->pub, memory_order_acquire);
 		if (atomic_load_explicit(&s->pushed, memory_order_relaxed) != s->drained) {
+			fdx__dp_ready(dp, s); /* an item is on its way: next round */
 			atomic_store_explicit(&dp->work, 1, memory_order_relaxed);
 		} else if (!pub) {
 			s->flush_pending = 0;
@@ -1465,12 +1482,22 @@ static int round_work(struct fdx__dp *dp, uint64_t now)
 		dp->next_tick = now + (uint64_t)ms * 1000000ull;
 		tick = 1;
 	}
-	for (struct fdx_partition *p = dp->parts; p; p = p->next)
-		for (uint32_t i = 0; i < p->n; i++) {
-			if (tick && p->timeout_ms)
-				p->subs[i].flush_pending = 1;
-			did |= pump(dp, &p->subs[i]);
-		}
+	/*
+	 * The subpartitions that asked (items, flush, credit, failure); every one
+	 * on a tick of the buffer timeout. Each is out of the queue before it is
+	 * pumped: what comes meanwhile queues it again.
+	 */
+	for (struct fdx__sub *s; (s = ready_pop(dp));) {
+		atomic_store_explicit(&s->ready, 0, memory_order_seq_cst);
+		did |= pump(dp, s);
+	}
+	if (tick)
+		for (struct fdx_partition *p = dp->parts; p; p = p->next)
+			for (uint32_t i = 0; i < p->n; i++) {
+				if (p->timeout_ms)
+					p->subs[i].flush_pending = 1;
+				did |= pump(dp, &p->subs[i]);
+			}
 	if (dp->n_sent) {
 		fdx__exchange_sent_many(dp->ex, dp->sent_ch, dp->sent_off, dp->n_sent);
 		dp->n_sent = 0;
@@ -1658,6 +1685,7 @@ int fdx__dp_create(struct fdx_exchange *ex, const struct fdx__dp_params *prm, st
 	pthread_mutex_init(&dp->lock, NULL);
 	pthread_cond_init(&dp->ready, NULL);
 	fdx__mpsc_init(&dp->lcredit);
+	fdx__mpsc_init(&dp->readyq);
 	dp->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (dp->efd < 0) {
 		err = -errno;
@@ -1788,6 +1816,22 @@ void fdx__dp_remove_partition(struct fdx__dp *dp, struct fdx_partition *p)
 				send_ctl(s, FDX__DH_CLOSE, NULL, 0);
 			fdx__exchange_unhook_channel(dp->ex, s->chan);
 			fdx_exchange_close_channel(dp->ex, s->chan);
+		}
+	}
+	/* p's subpartitions leave the ready queue (we are its consumer while the loop waits). */
+	{
+		struct fdx__sub *keep = NULL, *s;
+
+		while ((s = ready_pop(dp))) {
+			if (s->part == p)
+				continue;
+			s->ready_node.next = (struct fdx__mpsc_node *)keep;
+			keep = s;
+		}
+		while (keep) {
+			s = keep;
+			keep = (struct fdx__sub *)s->ready_node.next;
+			fdx__mpsc_push(&dp->readyq, &s->ready_node);
 		}
 	}
 	/* What the connections still hold of p is p's no more. */
@@ -1980,7 +2024,11 @@ static int get_conn(struct fdx__dp *dp, const char *addr, uint32_t link,
 	return 0;
 }
 
-/* Full buffers between wake-ups of the loop: a quarter of the initial credit, 1..16. */
+/*
+ * Full buffers of a subpartition between wake-ups of the loop: a quarter of
+ * the credit it started with, 1..16 (a dry pool, a flush or an event wake it
+ * at once).
+ */
 static uint32_t kick_batch_for(uint64_t credit)
 {
 	return credit >= 64 ? 16 : credit >= 8 ? (uint32_t)(credit / 4) : 1;
@@ -2041,6 +2089,7 @@ FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const c
 		fdx__gate_push(g, it);
 		atomic_store_explicit(&s->connected, 1, memory_order_release);
 		pthread_mutex_unlock(&dp->lock);
+		fdx__dp_ready(dp, s); /* what was emitted before may go now */
 		fdx__dp_kick(dp);
 		return 0;
 	}
@@ -2074,6 +2123,7 @@ FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const c
 	pthread_mutex_unlock(&dp->lock);
 	if (err < 0)
 		goto fail_close;
+	fdx__dp_ready(dp, s); /* what was emitted before may go now */
 	fdx__dp_kick(dp);
 	return 0;
 fail_close:
