@@ -5,11 +5,14 @@
 
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <fdx/fdx.h>
 
@@ -53,6 +56,93 @@ static inline int test_count_fds(void)
 			n++;
 	closedir(d);
 	return n - 1; /* the directory's own descriptor */
+}
+
+/*
+ * Fork and exec this program (/proc/self/exe) with argv, its stdin and stdout
+ * piped to *to and *from. Do it before the test creates any exchange: gRPC's
+ * threads must not be forked. Returns the child's pid, or -1.
+ */
+static inline pid_t test_spawn_self(char *const argv[], int *to, int *from)
+{
+	int in[2], out[2];
+	pid_t pid;
+
+	if (pipe2(in, O_CLOEXEC) < 0)
+		return -1;
+	if (pipe2(out, O_CLOEXEC) < 0) {
+		close(in[0]);
+		close(in[1]);
+		return -1;
+	}
+	pid = fork();
+	if (pid == 0) {
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		execv("/proc/self/exe", argv);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	if (pid < 0) {
+		close(in[1]);
+		close(out[0]);
+		return -1;
+	}
+	*to = in[1];
+	*from = out[0];
+	return pid;
+}
+
+static inline uint64_t test_now_ns(void);
+
+/* One line from fd (without its newline) within ms, a byte at a time; -1 on EOF or timeout. */
+static inline int test_read_fd_line(int fd, char *buf, size_t n, int ms)
+{
+	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
+	size_t k = 0;
+
+	while (k + 1 < n) {
+		struct pollfd pf = {.fd = fd, .events = POLLIN};
+		uint64_t now = test_now_ns();
+		char c;
+
+		if (now >= end)
+			return -1;
+		if (poll(&pf, 1, (int)((end - now) / 1000000u) + 1) <= 0)
+			continue;
+		if (read(fd, &c, 1) != 1)
+			return -1;
+		if (c == '\n')
+			break;
+		buf[k++] = c;
+	}
+	buf[k] = '\0';
+	return 0;
+}
+
+/*
+ * From the *len bytes at buf (what a child said so far), take the first
+ * complete line starting with prefix into out, dropping the lines before it.
+ * 1 if there was one.
+ */
+static inline int test_take_line(char *buf, size_t *len, const char *prefix, char *out, size_t n)
+{
+	size_t pl = strlen(prefix);
+	char *nl;
+
+	while ((nl = memchr(buf, '\n', *len))) {
+		size_t k = (size_t)(nl - buf);
+		int match = k >= pl && strncmp(buf, prefix, pl) == 0;
+
+		if (match)
+			snprintf(out, n, "%.*s", (int)k, buf);
+		memmove(buf, nl + 1, *len - k - 1);
+		*len -= k + 1;
+		if (match)
+			return 1;
+	}
+	return 0;
 }
 
 static inline uint64_t test_now_ns(void)

@@ -727,31 +727,6 @@ static void *prod_thread(void *arg)
 	return NULL;
 }
 
-/* Read one line from fd within timeout_ms, a byte at a time (no read-ahead). */
-static int read_fd_line(int fd, char *buf, size_t n, int timeout_ms)
-{
-	uint64_t end = test_now_ns() + (uint64_t)timeout_ms * 1000000u;
-	size_t k = 0;
-
-	while (k + 1 < n) {
-		struct pollfd pf = {.fd = fd, .events = POLLIN};
-		uint64_t now = test_now_ns();
-		char c;
-
-		if (now >= end)
-			return -1;
-		if (poll(&pf, 1, (int)((end - now) / 1000000u) + 1) <= 0)
-			continue;
-		if (read(fd, &c, 1) != 1)
-			return -1; /* EOF: the parent is gone */
-		if (c == '\n')
-			break;
-		buf[k++] = c;
-	}
-	buf[k] = '\0';
-	return 0;
-}
-
 /* "child MODE LINK N": the producer of a shm or tcp test. */
 static int child_main(int argc, char **argv)
 {
@@ -776,12 +751,12 @@ static int child_main(int argc, char **argv)
 	p->n = strtoull(argv[4], NULL, 10);
 	/* A parent that failed and forgot us cannot keep us forever. */
 	alarm(300);
-	if (read_fd_line(0, line, sizeof(line), 20000) != 0 || strncmp(line, "addr ", 5) != 0)
+	if (test_read_fd_line(0, line, sizeof(line), 20000) != 0 || strncmp(line, "addr ", 5) != 0)
 		return 3;
 	snprintf(p->addr, sizeof(p->addr), "%s", line + 5);
 	prod_setup(p, NULL, NULL);
 	prod_run(p);
-	(void)read_fd_line(0, line, sizeof(line), 60000); /* "stop", or EOF */
+	(void)test_read_fd_line(0, line, sizeof(line), 60000); /* "stop", or EOF */
 	prod_teardown(p);
 	rc = p->rc == 0 ? 0 : 1;
 	free(p);
@@ -860,7 +835,6 @@ static struct peer *peer_spawn(const struct link *l, uint32_t mode, uint64_t n)
 {
 	struct peer *pe = calloc(1, sizeof(*pe));
 	char nbuf[32];
-	int in[2], out[2];
 
 	assert_non_null(pe);
 	pe->link = l;
@@ -873,23 +847,13 @@ static struct peer *peer_spawn(const struct link *l, uint32_t mode, uint64_t n)
 	if (l->link == FDX_LINK_LOCAL)
 		return pe;
 	snprintf(nbuf, sizeof(nbuf), "%llu", ULL(n));
-	assert_int_equal(pipe2(in, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-	pe->pid = fork();
-	assert_true(pe->pid >= 0);
-	if (pe->pid == 0) {
+	{
 		char *argv[] = {"test_dataplane", "child", (char *)scenarios[mode].name,
 				(char *)l->name,  nbuf,	   NULL};
 
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		execv("/proc/self/exe", argv);
-		_exit(127);
+		pe->pid = test_spawn_self(argv, &pe->to, &pe->from);
 	}
-	close(in[0]);
-	close(out[1]);
-	pe->to = in[1];
-	pe->from = out[0];
+	assert_true(pe->pid > 0);
 	return pe;
 }
 
@@ -914,20 +878,8 @@ static void peer_go(struct peer *pe, struct cons *c)
 /* Take the first complete line starting with prefix (dropping others before it). */
 static int take_line(struct peer *pe, const char *prefix, char *out, size_t n)
 {
-	size_t pl = strlen(prefix);
-	char *nl;
-
-	while ((nl = memchr(pe->buf, '\n', pe->len))) {
-		size_t k = (size_t)(nl - pe->buf);
-		int match = k >= pl && strncmp(pe->buf, prefix, pl) == 0;
-
-		if (match)
-			snprintf(out, n, "%.*s", (int)k, pe->buf);
-		memmove(pe->buf, nl + 1, pe->len - k - 1);
-		pe->len -= k + 1;
-		if (match)
-			return 1;
-	}
+	if (test_take_line(pe->buf, &pe->len, prefix, out, n))
+		return 1;
 	if (pe->len == sizeof(pe->buf))
 		pe->len = 0; /* a line too long for us: not one we wait for */
 	return 0;

@@ -204,31 +204,6 @@ static uint8_t good_byte(uint32_t i, uint32_t j)
 
 /* ---- lines between processes ------------------------------------------------ */
 
-/* One line from fd (without its newline) within ms; -1 on EOF or timeout. */
-static int read_fd_line(int fd, char *buf, size_t n, int ms)
-{
-	uint64_t end = test_now_ns() + (uint64_t)ms * 1000000u;
-	size_t k = 0;
-
-	while (k + 1 < n) {
-		struct pollfd pf = {.fd = fd, .events = POLLIN};
-		uint64_t now = test_now_ns();
-		char c;
-
-		if (now >= end)
-			return -1;
-		if (poll(&pf, 1, (int)((end - now) / 1000000u) + 1) <= 0)
-			continue;
-		if (read(fd, &c, 1) != 1)
-			return -1;
-		if (c == '\n')
-			break;
-		buf[k++] = c;
-	}
-	buf[k] = '\0';
-	return 0;
-}
-
 static void say(const char *fmt, ...)
 {
 	char line[512];
@@ -722,7 +697,7 @@ static int fake_main(const char *name)
 		return 2;
 	eo.log_fn = test_log_fn;
 	eo.log_ud = &f->log;
-	if (read_fd_line(0, line, sizeof(line), 20000) != 0 || strncmp(line, "addr ", 5) != 0)
+	if (test_read_fd_line(0, line, sizeof(line), 20000) != 0 || strncmp(line, "addr ", 5) != 0)
 		return 3;
 	snprintf(f->addr, sizeof(f->addr), "%s", line + 5);
 	err = fdx_region_create(&ro, &f->region);
@@ -755,7 +730,7 @@ static int fake_main(const char *name)
 out:
 	if (f->fail[0])
 		say("fake failed: %s", f->fail);
-	(void)read_fd_line(0, line, sizeof(line), 60000); /* "stop", or EOF */
+	(void)test_read_fd_line(0, line, sizeof(line), 60000); /* "stop", or EOF */
 	/*
 	 * Credit for its good buffer came back as its exchange expected: nothing
 	 * went wrong before the stop (its own teardown logs the stream's end).
@@ -801,7 +776,7 @@ static int good_main(const char *channel)
 
 	eo.log_fn = test_log_fn;
 	eo.log_ud = &log;
-	if (read_fd_line(0, line, sizeof(line), 30000) != 0 || strncmp(line, "addr ", 5) != 0)
+	if (test_read_fd_line(0, line, sizeof(line), 30000) != 0 || strncmp(line, "addr ", 5) != 0)
 		return 3;
 	err = fdx_nbp_create(&no, &nbp);
 	if (!err)
@@ -816,7 +791,7 @@ static int good_main(const char *channel)
 	say("ready rc=%d", err);
 	if (err)
 		goto out;
-	if (read_fd_line(0, line, sizeof(line), 60000) != 0 || strcmp(line, "go") != 0)
+	if (test_read_fd_line(0, line, sizeof(line), 60000) != 0 || strcmp(line, "go") != 0)
 		goto out;
 	for (uint32_t i = 0; i < GOOD_RECORDS && !err; i++) {
 		uint32_t len = good_len(i);
@@ -830,7 +805,7 @@ static int good_main(const char *channel)
 	say("result rc=%d", err);
 	rc = err ? 1 : 0;
 out:
-	(void)read_fd_line(0, line, sizeof(line), 60000); /* "stop", or EOF */
+	(void)test_read_fd_line(0, line, sizeof(line), 60000); /* "stop", or EOF */
 	fdx_partition_destroy(p);
 	fdx_lbp_destroy(lbp);
 	fdx_exchange_destroy(ex);
@@ -853,27 +828,13 @@ struct child {
 /* Fork and exec this program as a child; before any exchange of this test exists. */
 static void child_spawn(struct child *c, const char *what, const char *arg)
 {
-	int in[2], out[2];
+	char *argv[] = {"test_dataplane_wire", (char *)what, (char *)arg, NULL};
 
 	c->what = what;
 	c->to = c->from = -1;
 	c->len = 0;
-	assert_int_equal(pipe2(in, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-	c->pid = fork();
-	assert_true(c->pid >= 0);
-	if (c->pid == 0) {
-		char *argv[] = {"test_dataplane_wire", (char *)what, (char *)arg, NULL};
-
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		execv("/proc/self/exe", argv);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	c->to = in[1];
-	c->from = out[0];
+	c->pid = test_spawn_self(argv, &c->to, &c->from);
+	assert_true(c->pid > 0);
 }
 
 static void child_say(struct child *c, const char *line)
@@ -886,21 +847,7 @@ static void child_say(struct child *c, const char *line)
 /* Take the first line starting with prefix; 1 if there was one. */
 static int take_line(struct child *c, const char *prefix, char *out, size_t n)
 {
-	size_t pl = strlen(prefix);
-	char *nl;
-
-	while ((nl = memchr(c->buf, '\n', c->len))) {
-		size_t k = (size_t)(nl - c->buf);
-		int match = k >= pl && strncmp(c->buf, prefix, pl) == 0;
-
-		if (match)
-			snprintf(out, n, "%.*s", (int)k, c->buf);
-		memmove(c->buf, nl + 1, c->len - k - 1);
-		c->len -= k + 1;
-		if (match)
-			return 1;
-	}
-	return 0;
+	return test_take_line(c->buf, &c->len, prefix, out, n);
 }
 
 /* Gather what the child said within ms; -1 once it closed its stdout. */

@@ -234,27 +234,16 @@ static void child_start_mode(struct child *c, const char *listen, int version, i
 			     const char *mode)
 {
 	char v[16], u[16];
-	int in[2], out[2];
 
 	memset(c, 0, sizeof(*c));
 	snprintf(v, sizeof(v), "%d", version);
 	snprintf(u, sizeof(u), "%d", allow_uid);
-	assert_int_equal(pipe2(in, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-	c->pid = fork();
-	assert_true(c->pid >= 0);
-	if (c->pid == 0) {
-		char *argv[] = {"test_exchange", "child", (char *)listen, v, u, (char *)mode, NULL};
+	char *argv[] = {"test_exchange", "child", (char *)listen, v, u, (char *)mode, NULL};
+	int from = -1;
 
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		execv("/proc/self/exe", argv);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	c->to = in[1];
-	c->from = fdopen(out[0], "r");
+	c->pid = test_spawn_self(argv, &c->to, &from);
+	assert_true(c->pid > 0);
+	c->from = fdopen(from, "r");
 	assert_non_null(c->from);
 	assert_int_equal(read_line(c, c->addr, sizeof(c->addr)), 0);
 	assert_null(strstr(c->addr, "error"));

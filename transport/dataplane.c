@@ -719,22 +719,25 @@ static void send_ctl(struct fdx__sub *s, uint32_t type, struct fdx__pitem *it, u
 		atomic_fetch_add_explicit(&s->events_sent, 1, memory_order_relaxed);
 }
 
+/* Append it to the loop's list of s. */
+static void sub_append(struct fdx__sub *s, struct fdx__pitem *it)
+{
+	it->next = NULL;
+	if (s->tail)
+		s->tail->next = it;
+	else
+		s->head = it;
+	s->tail = it;
+}
+
 /* Drop everything queued on a failed or abandoned subpartition. */
 static void sub_discard(struct fdx__sub *s)
 {
 	struct fdx_partition *p = s->part;
 	struct fdx__mpsc_node *n;
 
-	while ((n = fdx__mpsc_pop(&s->q))) {
-		struct fdx__pitem *it = (struct fdx__pitem *)n;
-
-		it->next = NULL;
-		if (s->tail)
-			s->tail->next = it;
-		else
-			s->head = it;
-		s->tail = it;
-	}
+	while ((n = fdx__mpsc_pop(&s->q)))
+		sub_append(s, (struct fdx__pitem *)n);
 	while (s->head) {
 		struct fdx__pitem *it = s->head;
 
@@ -778,12 +781,7 @@ static int pump(struct fdx__dp *dp, struct fdx__sub *s)
 			atomic_fetch_sub_explicit(&p->queued, 1, memory_order_relaxed);
 			continue;
 		}
-		it->next = NULL;
-		if (s->tail)
-			s->tail->next = it;
-		else
-			s->head = it;
-		s->tail = it;
+		sub_append(s, it);
 		if (it->kind == FDX__IT_SEG)
 			s->n_segs++;
 	}
