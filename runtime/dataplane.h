@@ -232,6 +232,9 @@ struct fdx__gchan {
 	_Atomic uint32_t link;
 	uint32_t expect_seq; /* loop: the next sequence number of session seq_sess */
 	uint64_t seq_sess; /* loop */
+	uint64_t rcvd; /* loop: buffers received from session seq_sess */
+	/* Credit granted to the current opening (the cq thread at open, then the consumer). */
+	_Atomic uint64_t granted_total;
 	uint32_t abort_next; /* consumer: drop the partial record before the next buffer */
 	/* Consumer thread. */
 	int open;

@@ -214,6 +214,9 @@ static void flush_credit(struct fdx_gate *g)
 			err = fdx__dp_local_credit(g->dp, c->lpart, c->lsub, c->pend_added,
 						   c->pend_offs, c->n_pend);
 		} else if (c->open) {
+			/* Counted before it leaves: the loop checks the producer against it. */
+			atomic_fetch_add_explicit(&c->granted_total, c->pend_added,
+						  memory_order_release);
 			err = fdx__exchange_credit_sess(g->ex, g->id, i, c->sess_seen,
 							c->pend_added, c->pend_offs, c->n_pend);
 			if (err < 0 && err != -ENOENT)

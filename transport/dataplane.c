@@ -255,6 +255,7 @@ static void gate_opened(void *ud, uint32_t ch, uint64_t sess, const char *peer)
 	struct fdx__gitem *it = gitem_new(FDX__GI_OPENED, ch, 0);
 
 	(void)peer;
+	atomic_store_explicit(&g->ch[ch].granted_total, g->exclusive, memory_order_relaxed);
 	atomic_store_explicit(&g->ch[ch].sess, sess, memory_order_release);
 	if (!it) {
 		FDX_LOG_ERR(g->log, "gate %u: out of memory opening channel %u", g->id, ch);
@@ -264,16 +265,30 @@ static void gate_opened(void *ud, uint32_t ch, uint64_t sess, const char *peer)
 	fdx__gate_push(g, it);
 }
 
+static void gate_close_now(struct fdx_gate *g, uint32_t ch, uint64_t sess)
+{
+	uint64_t was = sess;
+	struct fdx__gitem *it;
+
+	if (!atomic_compare_exchange_strong(&g->ch[ch].sess, &was, 0))
+		return;
+	it = gitem_new(FDX__GI_CLOSED, ch, 0);
+	if (it) {
+		it->sess = sess;
+		fdx__gate_push(g, it);
+	}
+}
+
 /*
  * The producer's close on the control stream may overtake its last frames on
- * the data socket: the channel ends with the CLOSE frame there, in order (see
- * frame_close()), or with the session.
+ * the data socket: then (data_close) the channel ends with the CLOSE frame
+ * there, in order (frame_close()), or with the session. A producer that never
+ * had a data socket closes it here.
  */
-static void gate_closed(void *ud, uint32_t ch, uint64_t sess)
+static void gate_closed(void *ud, uint32_t ch, uint64_t sess, int data_close)
 {
-	(void)ud;
-	(void)ch;
-	(void)sess;
+	if (!data_close)
+		gate_close_now(ud, ch, sess);
 }
 
 /* Push a FAILED item for channel ch of g if session sess still had it open. */
@@ -298,7 +313,14 @@ static void gate_failed(void *ud, uint32_t ch, uint64_t sess, int err, const cha
 	fail_input(ud, ch, sess, err, msg);
 }
 
-static const struct fdx__gate_hooks gate_hooks = {gate_opened, gate_closed, gate_failed};
+static int gate_busy(void *ud, uint32_t ch)
+{
+	struct fdx_gate *g = ud;
+
+	return atomic_load_explicit(&g->ch[ch].sess, memory_order_acquire) != 0;
+}
+
+static const struct fdx__gate_hooks gate_hooks = {gate_opened, gate_closed, gate_failed, gate_busy};
 
 static void chan_credit(void *ud, uint32_t added, const uint64_t *offs, uint32_t n)
 {
@@ -1007,6 +1029,16 @@ static int check_hdr(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_
 	if (gc->seq_sess != sess) {
 		gc->seq_sess = sess;
 		gc->expect_seq = 0;
+		gc->rcvd = 0;
+	}
+	/* Credit bounds what a producer may have sent us: a buffer beyond it is a lie. */
+	if (h->type == FDX__DH_BUFFER &&
+	    gc->rcvd + 1 > atomic_load_explicit(&gc->granted_total, memory_order_acquire)) {
+		snprintf(why, n,
+			 "channel %u of gate %u: buffer %llu sent beyond its credit of %llu",
+			 h->gate_channel, h->gate, (unsigned long long)gc->rcvd + 1,
+			 (unsigned long long)atomic_load(&gc->granted_total));
+		return -1;
 	}
 	if (h->type != FDX__DH_BACKLOG) {
 		if (h->seq != gc->expect_seq) {
@@ -1016,6 +1048,8 @@ static int check_hdr(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_
 		}
 		gc->expect_seq++;
 	}
+	if (h->type == FDX__DH_BUFFER)
+		gc->rcvd++;
 	atomic_store_explicit(&gc->link, c->link, memory_order_relaxed);
 	*gp = g;
 	return 1;
@@ -1024,16 +1058,7 @@ static int check_hdr(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_
 /* A CLOSE frame: the channel's last; it may be opened again. */
 static void frame_close(struct fdx__conn *c, struct fdx_gate *g, const struct fdx__dhdr *h)
 {
-	uint64_t was = c->sess;
-	struct fdx__gitem *it;
-
-	if (!atomic_compare_exchange_strong(&g->ch[h->gate_channel].sess, &was, 0))
-		return;
-	it = gitem_new(FDX__GI_CLOSED, h->gate_channel, 0);
-	if (it) {
-		it->sess = c->sess;
-		fdx__gate_push(g, it);
-	}
+	gate_close_now(g, h->gate_channel, c->sess);
 }
 
 /* A checked frame becomes an item (payload: the event's bytes, or NULL). */
@@ -1810,10 +1835,15 @@ void fdx__dp_remove_partition(struct fdx__dp *dp, struct fdx_partition *p)
 			}
 		} else {
 			/* In order after its data (the control stream's close may overtake it). */
-			if (s->conn && !s->conn->dead && !atomic_load(&s->error))
+			int data_close = s->conn && !s->conn->dead && !atomic_load(&s->error);
+
+			if (data_close)
 				send_ctl(s, FDX__DH_CLOSE, NULL, 0);
 			fdx__exchange_unhook_channel(dp->ex, s->chan);
-			fdx_exchange_close_channel(dp->ex, s->chan);
+			if (data_close)
+				fdx__exchange_close_channel_data(dp->ex, s->chan);
+			else
+				fdx_exchange_close_channel(dp->ex, s->chan);
 		}
 	}
 	/* p's subpartitions leave the ready queue (we are its consumer while the loop waits). */

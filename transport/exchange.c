@@ -715,7 +715,8 @@ static void session_on_open(struct session *s, const Fdx__OpenChannel *o)
 		session_error(s, -ENOENT, o->id, msg);
 		return;
 	}
-	if (g->chans[o->gate_channel]) {
+	if (g->chans[o->gate_channel] ||
+	    (g->hooks && g->hooks->busy && g->hooks->busy(g->hook_ud, o->gate_channel))) {
 		snprintf(msg, sizeof(msg), "input channel %u of gate %u is open already",
 			 o->gate_channel, o->gate);
 		session_error(s, -EBUSY, o->id, msg);
@@ -897,6 +898,7 @@ static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame 
 	struct fdx_exchange_event ev;
 	struct srv_chan *c;
 	uint32_t id = 0;
+	int data_close = 0;
 	char msg[160];
 
 	switch (f->frame_case) {
@@ -920,6 +922,7 @@ static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame 
 		return;
 	case FDX__CONTROL_FRAME__FRAME_CLOSE:
 		id = f->close->channel;
+		data_close = f->close->data_close;
 		break;
 	case FDX__CONTROL_FRAME__FRAME_CREDIT:
 		ex->st.bad_frames++;
@@ -957,7 +960,7 @@ static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame 
 	free(c->offs);
 	free(c);
 	if (g && g->hooks)
-		g->hooks->closed(g->hook_ud, ev.gate_channel, s->serial);
+		g->hooks->closed(g->hook_ud, ev.gate_channel, s->serial, data_close);
 	else
 		ev_push_locked(ex, &ev, NULL, 0);
 }
@@ -1901,7 +1904,7 @@ FDX_API int fdx_exchange_backlog(struct fdx_exchange *ex, uint32_t channel, uint
 	return err;
 }
 
-FDX_API int fdx_exchange_close_channel(struct fdx_exchange *ex, uint32_t channel)
+static int close_channel(struct fdx_exchange *ex, uint32_t channel, int data_close)
 {
 	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
 	Fdx__CloseChannel cl = FDX__CLOSE_CHANNEL__INIT;
@@ -1916,6 +1919,7 @@ FDX_API int fdx_exchange_close_channel(struct fdx_exchange *ex, uint32_t channel
 		err = -ENOENT;
 	} else {
 		cl.channel = channel;
+		cl.data_close = data_close;
 		f.frame_case = FDX__CONTROL_FRAME__FRAME_CLOSE;
 		f.close = &cl;
 		/* A backlog not yet sent would follow the close and name a closed channel. */
@@ -1934,6 +1938,16 @@ FDX_API int fdx_exchange_close_channel(struct fdx_exchange *ex, uint32_t channel
 	}
 	pthread_mutex_unlock(&ex->lock);
 	return err;
+}
+
+FDX_API int fdx_exchange_close_channel(struct fdx_exchange *ex, uint32_t channel)
+{
+	return close_channel(ex, channel, 0);
+}
+
+int fdx__exchange_close_channel_data(struct fdx_exchange *ex, uint32_t channel)
+{
+	return close_channel(ex, channel, 1);
 }
 
 FDX_API int fdx_exchange_add_gate(struct fdx_exchange *ex, uint32_t gate, uint32_t n_channels,

@@ -21,8 +21,11 @@ struct fdx__dp;
 struct fdx__gate_hooks {
 	/* Before the answer to the open leaves: the producer acts on the answer. */
 	void (*opened)(void *ud, uint32_t gate_channel, uint64_t sess, const char *peer);
-	void (*closed)(void *ud, uint32_t gate_channel, uint64_t sess);
+	/* data_close: a CLOSE frame on the data socket ends it (after its last data). */
+	void (*closed)(void *ud, uint32_t gate_channel, uint64_t sess, int data_close);
 	void (*failed)(void *ud, uint32_t gate_channel, uint64_t sess, int err, const char *msg);
+	/* Whether the channel is taken otherwise (a local producer): the open is refused. */
+	int (*busy)(void *ud, uint32_t gate_channel);
 };
 
 /* A producer channel's credit (validated: offsets were in flight) and its end. */
@@ -66,6 +69,9 @@ void fdx__exchange_fail_channel(struct fdx_exchange *ex, uint32_t channel);
 int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
 			      uint64_t sess, uint32_t added, const uint64_t *offsets,
 			      uint32_t n_offsets);
+
+/* fdx_exchange_close_channel(), saying a CLOSE frame ends it on its data socket. */
+int fdx__exchange_close_channel_data(struct fdx_exchange *ex, uint32_t channel);
 
 /* Stop the hooks (then close the channel, if open). */
 void fdx__exchange_unhook_channel(struct fdx_exchange *ex, uint32_t channel);

@@ -14,6 +14,10 @@
  * Credits as in Flink: each channel has exclusive credits, announced when it
  * opens; the gate has floating credits, handed to channels whose announced
  * backlog exceeds the credit they have, and taken back when their backlog is gone.
+ * Credit goes back in batches (a quarter of the gate's credit), at once when
+ * a producer has none left or its channel ended, and whenever
+ * fdx_gate_next() finds nothing to return. A producer that sends beyond its
+ * credit, or anything malformed, fails its connection with a clear error.
  *
  * A buffer view is a whole buffer of the producer's, or the part of one that
  * a flush or the buffer timeout sent (the rest comes in later views).
@@ -66,7 +70,9 @@ struct fdx_gate_opts {
  * @param ex the exchange (borrowed; must outlive the gate).
  * @param pool the segments tcp channels receive into (borrowed; must
  *   outlive the gate), or NULL if no channel will be tcp. Its max must be at
- *   least n_channels * exclusive + floating: each credit is one of its segments.
+ *   least n_channels * exclusive + floating: each credit is one of its
+ *   segments (give it that min too, so that no other pool can take them: a
+ *   tcp frame that finds no segment fails its connection).
  * @param o options (borrowed).
  * @param out receives the gate; set to NULL first, assigned only on success.
  * @return 0; -EINVAL if an argument is NULL, o->size is too small,

@@ -206,9 +206,12 @@ FDX_API int fdx_partition_flush(struct fdx_partition *p, uint32_t sub);
 FDX_API int fdx_partition_finish(struct fdx_partition *p, int timeout_ms);
 
 /**
- * Close every channel and free the partition. Buffers still with a consumer
- * are taken back from it: it must not read them afterwards (its views fail).
- * Segments the partition held are recycled to its pool. NULL is a no-op.
+ * Close every channel and free the partition. Each channel ends in order
+ * after its data (its consumer sees it closed once it has taken the rest).
+ * Segments the partition held are recycled to its pool at once, even those a
+ * consumer still reads: call fdx_partition_finish() first, or a consumer may
+ * read bytes that are being overwritten (never memory outside the region).
+ * NULL is a no-op.
  */
 FDX_API void fdx_partition_destroy(struct fdx_partition *p);
 
