@@ -163,6 +163,7 @@ struct fdx_partition {
 	_Atomic uint32_t queued; /* items pushed by the task, not yet done by the loop */
 	_Atomic uint32_t closing;
 	int64_t resv_sub; /* the subpartition with a reservation, -1 if none */
+	uint64_t next_flush; /* loop: when the buffer timeout strikes next (ns; 0 = not set) */
 	struct fdx_partition *next; /* in the dp's list, under its lock */
 };
 

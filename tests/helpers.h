@@ -3,7 +3,9 @@
 #ifndef FDX_TESTS_HELPERS_H
 #define FDX_TESTS_HELPERS_H
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>

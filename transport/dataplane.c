@@ -1494,33 +1494,38 @@ int fdx__dp_local_credit(struct fdx__dp *dp, struct fdx_partition *p, struct fdx
 
 static int round_work(struct fdx__dp *dp, uint64_t now)
 {
-	int did = apply_local_credit(dp), tick = 0;
+	int did = apply_local_credit(dp);
 
-	if (now >= dp->next_tick) {
-		uint32_t ms = TICK_DEFAULT_MS;
-
-		for (struct fdx_partition *p = dp->parts; p; p = p->next)
-			if (p->timeout_ms && p->timeout_ms < ms)
-				ms = p->timeout_ms;
-		dp->next_tick = now + (uint64_t)ms * 1000000ull;
-		tick = 1;
+	/*
+	 * Each partition's buffer timeout: every timeout_ms, what its
+	 * subpartitions wrote and did not send goes (a record waits at most
+	 * about that long). next_tick: when the loop must wake next for one.
+	 */
+	dp->next_tick = now + (uint64_t)TICK_DEFAULT_MS * 1000000ull;
+	for (struct fdx_partition *p = dp->parts; p; p = p->next) {
+		if (!p->timeout_ms)
+			continue;
+		if (!p->next_flush) {
+			p->next_flush = now + (uint64_t)p->timeout_ms * 1000000ull;
+		} else if (now >= p->next_flush) {
+			p->next_flush = now + (uint64_t)p->timeout_ms * 1000000ull;
+			for (uint32_t i = 0; i < p->n; i++) {
+				p->subs[i].flush_pending = 1;
+				fdx__dp_ready(dp, &p->subs[i]);
+			}
+		}
+		if (p->next_flush < dp->next_tick)
+			dp->next_tick = p->next_flush;
 	}
 	/*
-	 * The subpartitions that asked (items, flush, credit, failure); every one
-	 * on a tick of the buffer timeout. Each is out of the queue before it is
-	 * pumped: what comes meanwhile queues it again.
+	 * The subpartitions that asked (items, flush, credit, failure, the buffer
+	 * timeout). Each is out of the queue before it is pumped: what comes
+	 * meanwhile queues it again.
 	 */
 	for (struct fdx__sub *s; (s = ready_pop(dp));) {
 		atomic_store_explicit(&s->ready, 0, memory_order_seq_cst);
 		did |= pump(dp, s);
 	}
-	if (tick)
-		for (struct fdx_partition *p = dp->parts; p; p = p->next)
-			for (uint32_t i = 0; i < p->n; i++) {
-				if (p->timeout_ms)
-					p->subs[i].flush_pending = 1;
-				did |= pump(dp, &p->subs[i]);
-			}
 	if (dp->n_sent) {
 		fdx__exchange_sent_many(dp->ex, dp->sent_ch, dp->sent_off, dp->n_sent);
 		dp->n_sent = 0;

@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * When partly filled buffers go: on fdx_partition_flush(), after the buffer
+ * timeout, and after every record with a timeout of 0. A local link in one
+ * process (the same loop and credit rules as the others).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "tests/helpers.h"
+
+struct rig {
+	struct fdx_nbp *nbp;
+	struct fdx_lbp *lbp;
+	struct fdx_exchange *ex;
+	struct fdx_gate *gate;
+	struct fdx_partition *part;
+};
+
+/* A gate of one channel and a partition of one subpartition, connected locally. */
+static void rig_open(struct rig *r, uint32_t flags, uint32_t timeout_ms)
+{
+	struct fdx_nbp_opts no = {
+		.size = sizeof(no), .seg_count = 64, .hugepages = FDX_HUGEPAGE_NEVER};
+	struct fdx_lbp_opts lo = {.size = sizeof(lo), .max = 32};
+	struct fdx_exchange_opts eo = {.size = sizeof(eo), .listen = "127.0.0.1:0"};
+	struct fdx_gate_opts go = {
+		.size = sizeof(go), .gate = 1, .n_channels = 1, .exclusive_credits = 8};
+	struct fdx_partition_opts po = {.size = sizeof(po),
+					.n_subpartitions = 1,
+					.flags = flags,
+					.buffer_timeout_ms = timeout_ms};
+
+	memset(r, 0, sizeof(*r));
+	assert_int_equal(fdx_nbp_create(&no, &r->nbp), 0);
+	assert_int_equal(fdx_lbp_create(r->nbp, &lo, &r->lbp), 0);
+	assert_int_equal(fdx_exchange_create(&eo, &r->ex), 0);
+	assert_int_equal(fdx_gate_create(r->ex, NULL, &go, &r->gate), 0);
+	assert_int_equal(fdx_partition_create(r->ex, r->lbp, &po, &r->part), 0);
+	assert_int_equal(fdx_partition_connect(r->part, 0, fdx_exchange_address(r->ex), 1, 0,
+					       FDX_LINK_LOCAL, 5000),
+			 0);
+}
+
+static void rig_close(struct rig *r)
+{
+	struct fdx_view v;
+	int ended = 0;
+
+	int rc = fdx_partition_finish(r->part, 0); /* sends the end, waits for nothing */
+
+	assert_true(rc == 0 || rc == -ETIMEDOUT);
+	for (int i = 0; i < 1000 && !ended; i++) {
+		if (fdx_gate_next(r->gate, &v, 5000) != 0)
+			break;
+		ended = v.kind == FDX_VIEW_EVENT && v.event_type == FDX_EVENT_END_OF_PARTITION;
+		assert_int_equal(fdx_gate_release(r->gate, &v), 0);
+	}
+	assert_true(ended);
+	assert_int_equal(fdx_partition_finish(r->part, 5000), 0);
+	fdx_partition_destroy(r->part);
+	fdx_gate_destroy(r->gate);
+	fdx_exchange_destroy(r->ex);
+	fdx_lbp_destroy(r->lbp);
+	assert_int_equal(fdx_nbp_destroy(r->nbp), 0);
+}
+
+/* The next view must be a buffer holding exactly the records want[0..n). */
+static void expect_view(struct rig *r, const uint32_t *want, uint32_t n)
+{
+	struct fdx_view v;
+	const void *rec;
+	uint32_t len, got = 0;
+
+	assert_int_equal(fdx_gate_next(r->gate, &v, 5000), 0);
+	assert_int_equal(v.kind, FDX_VIEW_BUFFER);
+	while (fdx_gate_next_record(r->gate, &v, &rec, &len) == 1) {
+		uint32_t x;
+
+		assert_true(got < n);
+		assert_int_equal(len, sizeof(x));
+		memcpy(&x, rec, sizeof(x));
+		assert_int_equal(x, want[got]);
+		got++;
+	}
+	assert_int_equal(got, n);
+	assert_int_equal(fdx_gate_release(r->gate, &v), 0);
+}
+
+/* The records want[0..n) arrive, in order, in one view or more (the timeout may strike between). */
+static void expect_records(struct rig *r, const uint32_t *want, uint32_t n)
+{
+	uint32_t got = 0;
+
+	for (int views = 0; got < n && views < 16; views++) {
+		struct fdx_view v;
+		const void *rec;
+		uint32_t len, x;
+
+		assert_int_equal(fdx_gate_next(r->gate, &v, 5000), 0);
+		assert_int_equal(v.kind, FDX_VIEW_BUFFER);
+		while (fdx_gate_next_record(r->gate, &v, &rec, &len) == 1) {
+			assert_true(got < n);
+			assert_int_equal(len, sizeof(x));
+			memcpy(&x, rec, sizeof(x));
+			assert_int_equal(x, want[got]);
+			got++;
+		}
+		assert_int_equal(fdx_gate_release(r->gate, &v), 0);
+	}
+	assert_int_equal(got, n);
+}
+
+static void emit_u32(struct rig *r, uint32_t x)
+{
+	assert_int_equal(fdx_partition_emit(r->part, 0, &x, sizeof(x), 1000), 0);
+}
+
+/* Timeout 0: every record goes at once, each in a view of its own. */
+static void test_timeout_zero_sends_every_record_at_once(void **state)
+{
+	struct rig r;
+
+	(void)state;
+	rig_open(&r, FDX_PARTITION_BUFFER_TIMEOUT, 0);
+	for (uint32_t i = 0; i < 5; i++) {
+		emit_u32(&r, i);
+		expect_view(&r, &i, 1); /* nothing else made it go */
+	}
+	rig_close(&r);
+}
+
+/* No flush, a buffer far from full: the buffer timeout sends it. */
+static void test_buffer_timeout_sends_a_partly_filled_buffer(void **state)
+{
+	uint32_t want[3] = {7, 8, 9};
+	struct rig r;
+
+	(void)state;
+	rig_open(&r, FDX_PARTITION_BUFFER_TIMEOUT, 20);
+	for (uint32_t i = 0; i < 3; i++)
+		emit_u32(&r, want[i]);
+	expect_records(&r, want, 3);
+	rig_close(&r);
+}
+
+/*
+ * A timeout of a minute: records go when flushed (a flush sends what was
+ * written so far; the buffer keeps being filled after it).
+ */
+static void test_flush_sends_what_was_written_so_far(void **state)
+{
+	struct rig r;
+
+	(void)state;
+	rig_open(&r, FDX_PARTITION_BUFFER_TIMEOUT, 60000);
+	for (uint32_t i = 0; i < 4; i++) {
+		uint32_t want[2] = {2 * i, 2 * i + 1};
+
+		emit_u32(&r, want[0]);
+		emit_u32(&r, want[1]);
+		assert_int_equal(fdx_partition_flush(r.part, 0), 0);
+		expect_view(&r, want, 2);
+	}
+	rig_close(&r);
+}
+
+/* A record that fills its buffer to the last byte: the full buffer goes at once. */
+static void test_full_buffer_goes_without_flush(void **state)
+{
+	static uint8_t big[FDX_SEG_SIZE_DEFAULT - 4];
+	struct fdx_view v;
+	const void *rec;
+	uint32_t len;
+	struct rig r;
+
+	(void)state;
+	rig_open(&r, FDX_PARTITION_BUFFER_TIMEOUT, 60000);
+	memset(big, 0x5a, sizeof(big));
+	assert_int_equal(fdx_partition_emit(r.part, 0, big, sizeof(big), 1000), 0);
+	assert_int_equal(fdx_gate_next(r.gate, &v, 5000), 0);
+	assert_int_equal(v.kind, FDX_VIEW_BUFFER);
+	assert_int_equal(v.len, FDX_SEG_SIZE_DEFAULT);
+	assert_int_equal(fdx_gate_next_record(r.gate, &v, &rec, &len), 1);
+	assert_int_equal(len, sizeof(big));
+	assert_memory_equal(rec, big, sizeof(big));
+	assert_int_equal(fdx_gate_release(r.gate, &v), 0);
+	rig_close(&r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_timeout_zero_sends_every_record_at_once),
+		cmocka_unit_test(test_buffer_timeout_sends_a_partly_filled_buffer),
+		cmocka_unit_test(test_flush_sends_what_was_written_so_far),
+		cmocka_unit_test(test_full_buffer_goes_without_flush),
+	};
+	const char *filter = getenv("FDX_TEST_FILTER");
+
+	if (filter)
+		cmocka_set_test_filter(filter);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
