@@ -194,6 +194,33 @@ static void test_full_buffer_goes_without_flush(void **state)
 	rig_close(&r);
 }
 
+/* An event loop waits on the gate's descriptor: armed by an empty next(), readable on data. */
+static void test_gate_event_fd_wakes_an_event_loop(void **state)
+{
+	struct fdx_view v;
+	uint64_t junk;
+	uint32_t x = 42;
+	struct rig r;
+	int fd;
+
+	(void)state;
+	rig_open(&r, FDX_PARTITION_BUFFER_TIMEOUT, 60000);
+	fd = fdx_gate_event_fd(r.gate);
+	assert_true(fd >= 0);
+	assert_int_equal(fdx_gate_next(r.gate, &v, 0), -EAGAIN); /* arms it */
+	struct pollfd pf = {.fd = fd, .events = POLLIN};
+
+	assert_int_equal(poll(&pf, 1, 0), 0); /* nothing yet */
+	emit_u32(&r, x);
+	assert_int_equal(fdx_partition_flush(r.part, 0), 0);
+	assert_int_equal(poll(&pf, 1, 5000), 1);
+	assert_int_equal(read(fd, &junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	assert_int_equal(fdx_gate_next(r.gate, &v, 0), 0);
+	assert_int_equal(v.kind, FDX_VIEW_BUFFER);
+	assert_int_equal(fdx_gate_release(r.gate, &v), 0);
+	rig_close(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -201,6 +228,7 @@ int main(void)
 		cmocka_unit_test(test_buffer_timeout_sends_a_partly_filled_buffer),
 		cmocka_unit_test(test_flush_sends_what_was_written_so_far),
 		cmocka_unit_test(test_full_buffer_goes_without_flush),
+		cmocka_unit_test(test_gate_event_fd_wakes_an_event_loop),
 	};
 	const char *filter = getenv("FDX_TEST_FILTER");
 
