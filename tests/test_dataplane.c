@@ -261,6 +261,8 @@ enum mode {
 	MODE_BACKPRESSURE,
 	MODE_TIMEOUT,
 	MODE_ARGS,
+	MODE_DESTROY,
+	MODE_REUSE,
 	MODE_COUNT,
 };
 
@@ -295,12 +297,40 @@ struct scenario {
 #define TO_AFTER 100u
 #define TO_HELD 64
 
+/*
+ * Destroy right after finish: record i of DR_RECORDS goes to channel
+ * dr_channel(i), dr_len(i) bytes long (about one in 64 spans two to four
+ * buffers). The second producer of those channels sends records REUSE_FIRST..
+ * REUSE_FIRST + REUSE_RECORDS - 1 of the same kind.
+ */
+#define DR_CH 2u
+#define DR_RECORDS 3000u
+#define DR_MIN_SPANNING 10u /* the run must have had records spanning buffers */
+#define REUSE_FIRST 1000000u
+#define REUSE_RECORDS 60u
+
+static uint32_t dr_channel(uint64_t i)
+{
+	return (uint32_t)(mix64(i ^ 0xd35ull) >> 17) & 1u;
+}
+
+static uint32_t dr_len(uint64_t i)
+{
+	uint64_t h = mix64(i ^ 0x1e4ull);
+
+	if (h % 64 == 0) /* 33 KiB .. 97 KiB: two to four buffers */
+		return SEG + 1000 + (uint32_t)((h >> 8) % (2 * SEG));
+	return (uint32_t)((h >> 8) % 3000); /* 0 .. 2999 bytes, some shorter than the header */
+}
+
 static const struct scenario scenarios[MODE_COUNT] = {
 	[MODE_INTEGRITY] = {"integrity", N_CH, 2, 8, 64, 48},
 	[MODE_PRIORITY] = {"priority", 1, 1, FDX_CREDITS_NONE, 16, 4},
 	[MODE_BACKPRESSURE] = {"backpressure", BP_CH, BP_EXCL, BP_FLOAT, BP_POOL, 16},
 	[MODE_TIMEOUT] = {"timeout", 1, 2, FDX_CREDITS_NONE, TO_POOL, 4},
 	[MODE_ARGS] = {"args", 2, 2, 8, 8, 16},
+	[MODE_DESTROY] = {"destroy", DR_CH, 2, 8, 16, 16},
+	[MODE_REUSE] = {"reuse", DR_CH, 2, 8, 16, 16},
 };
 
 struct link {
@@ -446,6 +476,8 @@ static void prod_teardown(struct prod *p)
 	if (!p->shared) {
 		fdx_exchange_destroy(p->ex);
 		fdx_nbp_destroy(p->nbp);
+		p->ex = NULL;
+		p->nbp = NULL;
 	}
 	free(p->scratch);
 	p->part = NULL;
@@ -693,6 +725,34 @@ static int produce_timeout(struct prod *p)
 	return 0;
 }
 
+/*
+ * destroy: DR_RECORDS records over both channels, finish, then at once
+ * destroy the partition (a child then its exchange too, and exits without
+ * waiting for the consumer). reuse: the second producer of the same
+ * channels: a few records, finish.
+ */
+static int produce_destroy(struct prod *p)
+{
+	uint64_t first = p->mode == MODE_REUSE ? REUSE_FIRST : 0;
+	uint64_t n = p->mode == MODE_REUSE ? REUSE_RECORDS : DR_RECORDS;
+
+	for (uint64_t i = first; i < first + n; i++) {
+		uint32_t len = dr_len(i), ch = dr_channel(i);
+
+		rec_fill(p->scratch, len, ch, i);
+		P_OK(p, fdx_partition_emit(p->part, ch, p->scratch, len, STEP_MS));
+	}
+	P_OK(p, fdx_partition_finish(p->part, FINISH_MS));
+	if (p->mode == MODE_DESTROY) {
+		fdx_partition_destroy(p->part);
+		p->part = NULL;
+		if (p->is_child)
+			prod_teardown(p);
+	}
+	say(p, "result rc=0 records=%llu", ULL(n));
+	return 0;
+}
+
 /* Run the mode; the last line said is always "result rc=...". */
 static void prod_run(struct prod *p)
 {
@@ -711,6 +771,10 @@ static void prod_run(struct prod *p)
 			break;
 		case MODE_TIMEOUT:
 			rc = produce_timeout(p);
+			break;
+		case MODE_DESTROY:
+		case MODE_REUSE:
+			rc = produce_destroy(p);
 			break;
 		default:
 			rc = prod_fail(p, __LINE__, "unknown mode", -EINVAL);
@@ -756,7 +820,9 @@ static int child_main(int argc, char **argv)
 	snprintf(p->addr, sizeof(p->addr), "%s", line + 5);
 	prod_setup(p, NULL, NULL);
 	prod_run(p);
-	(void)test_read_fd_line(0, line, sizeof(line), 60000); /* "stop", or EOF */
+	/* destroy: gone at once, as a task that ended (its exchange is destroyed already). */
+	if (p->mode != MODE_DESTROY)
+		(void)test_read_fd_line(0, line, sizeof(line), 60000); /* "stop", or EOF */
 	prod_teardown(p);
 	rc = p->rc == 0 ? 0 : 1;
 	free(p);
@@ -823,8 +889,8 @@ struct peer {
 	int running;
 };
 
-/* The peer of the running test, for reap() after a failure. */
-static struct peer *g_peer;
+/* The peers of the running test (at most two), for reap() after a failure. */
+static struct peer *g_peers[2];
 
 /*
  * shm, tcp: fork and exec the child now, before this test creates any
@@ -843,7 +909,10 @@ static struct peer *peer_spawn(const struct link *l, uint32_t mode, uint64_t n)
 	pe->prod.link = l;
 	pe->prod.n = n;
 	pthread_mutex_init(&pe->prod.mu, NULL);
-	g_peer = pe;
+	if (!g_peers[0])
+		g_peers[0] = pe;
+	else
+		g_peers[1] = pe;
 	if (l->link == FDX_LINK_LOCAL)
 		return pe;
 	snprintf(nbuf, sizeof(nbuf), "%llu", ULL(n));
@@ -1005,7 +1074,9 @@ static void peer_stop(struct peer *pe)
 		prod_teardown(&pe->prod);
 		assert_int_equal(pe->prod.rc, 0);
 	}
-	g_peer = NULL;
+	for (int i = 0; i < 2; i++)
+		if (g_peers[i] == pe)
+			g_peers[i] = NULL;
 	pthread_mutex_destroy(&pe->prod.mu);
 	free(pe);
 }
@@ -1017,23 +1088,25 @@ static void peer_stop(struct peer *pe)
  */
 static int reap(void **state)
 {
-	struct peer *pe = g_peer;
-
 	(void)state;
-	g_peer = NULL;
-	if (!pe)
-		return 0;
-	if (pe->pid > 0) {
-		kill(pe->pid, SIGKILL);
-		waitpid(pe->pid, NULL, 0);
-		close(pe->to);
-		close(pe->from);
+	for (int i = 0; i < 2; i++) {
+		struct peer *pe = g_peers[i];
+
+		g_peers[i] = NULL;
+		if (!pe)
+			continue;
+		if (pe->pid > 0) {
+			kill(pe->pid, SIGKILL);
+			waitpid(pe->pid, NULL, 0);
+			close(pe->to);
+			close(pe->from);
+		}
+		if (pe->running) {
+			pthread_detach(pe->thread);
+			continue;
+		}
+		free(pe);
 	}
-	if (pe->running) {
-		pthread_detach(pe->thread);
-		return 0;
-	}
-	free(pe);
 	return 0;
 }
 
@@ -1938,6 +2011,202 @@ static void test_dataplane_rejects_bad_arguments(void **state)
 	free(payload);
 }
 
+/* ---- 7. destroy right after finish loses nothing; the channels can be reused ---- */
+
+/* The next record of the generator for channel ch, from *k on; 0 if none is left before end. */
+static int dr_next(uint32_t ch, uint64_t *k, uint64_t end)
+{
+	while (*k < end && dr_channel(*k) != ch)
+		(*k)++;
+	return *k < end;
+}
+
+static const char *kind_name(uint32_t kind)
+{
+	return kind == FDX_VIEW_BUFFER ? "buffer" : kind == FDX_VIEW_EVENT ? "event" : "failure";
+}
+
+/*
+ * Records first .. first + n - 1, each on its channel in order and intact,
+ * then END_OF_PARTITION on both channels; no failure, nothing after the end.
+ */
+static void consume_generated(struct cons *c, uint64_t first, uint64_t n, uint32_t *spanning)
+{
+	uint64_t next[DR_CH], items[DR_CH] = {0}, end = first + n;
+	uint64_t deadline = test_now_ns() + 60000000000ull;
+	uint32_t n_ended = 0, views = 0;
+	int ended[DR_CH] = {0};
+
+	for (uint32_t ch = 0; ch < DR_CH; ch++)
+		next[ch] = first;
+	*spanning = 0;
+	while (n_ended < DR_CH) {
+		struct fdx_view v;
+		uint32_t ch;
+		int rc = fdx_gate_next(c->gate, &v, STEP_MS);
+
+		if (rc != 0) {
+			cons_dump(c);
+			fail_msg(
+				"gate next: %s, with %u of %u channels ended (next records: %llu on "
+				"channel 0, %llu on channel 1, of %llu .. %llu)",
+				fdx_strerror(rc), n_ended, DR_CH, ULL(next[0]), ULL(next[1]),
+				ULL(first), ULL(end - 1));
+		}
+		ch = v.channel;
+		if (ch >= DR_CH)
+			fail_msg("a view of channel %u", ch);
+		if (ended[ch]) {
+			cons_dump(c);
+			fail_msg("channel %u: a %s view (event %u, error %s: %s) after "
+				 "END_OF_PARTITION",
+				 ch, kind_name(v.kind), v.event_type, fdx_strerror(v.error),
+				 v.message ? v.message : "");
+		}
+		if (v.kind != FDX_VIEW_FAILED && v.seq != items[ch])
+			fail_msg("channel %u: item seq %llu, expected %llu", ch, ULL(v.seq),
+				 ULL(items[ch]));
+		items[ch]++;
+		if (v.kind == FDX_VIEW_BUFFER) {
+			const void *rec;
+			uint32_t len;
+			char why[160];
+			int r;
+
+			while ((r = fdx_gate_next_record(c->gate, &v, &rec, &len)) == 1) {
+				if (!dr_next(ch, &next[ch], end))
+					fail_msg(
+						"channel %u: a record of %u bytes after its last one",
+						ch, len);
+				if (len != dr_len(next[ch]))
+					fail_msg("channel %u, record %llu: %u bytes, expected %u",
+						 ch, ULL(next[ch]), len, dr_len(next[ch]));
+				if (rec_check(rec, len, ch, next[ch], why, sizeof(why)) != 0)
+					fail_msg("channel %u, record %llu: %s", ch, ULL(next[ch]),
+						 why);
+				*spanning += len > SEG;
+				next[ch]++;
+			}
+			if (r != 0) {
+				cons_dump(c);
+				fail_msg("channel %u: next_record: %s after record %llu", ch,
+					 fdx_strerror(r), ULL(next[ch]));
+			}
+		} else if (v.kind == FDX_VIEW_EVENT && v.event_type == FDX_EVENT_END_OF_PARTITION) {
+			if (dr_next(ch, &next[ch], end))
+				fail_msg(
+					"channel %u: END_OF_PARTITION before record %llu (the tail "
+					"was lost)",
+					ch, ULL(next[ch]));
+			ended[ch] = 1;
+			n_ended++;
+		} else if (v.kind == FDX_VIEW_FAILED) {
+			cons_dump(c);
+			fail_msg("channel %u failed before its END_OF_PARTITION, record %llu "
+				 "next: %s: %s",
+				 ch, ULL(next[ch]), fdx_strerror(v.error),
+				 v.message ? v.message : "");
+		} else {
+			fail_msg("channel %u: view kind %u, event %u", ch, v.kind, v.event_type);
+		}
+		assert_int_equal(fdx_gate_release(c->gate, &v), 0);
+		if (++views > 100000 || test_now_ns() > deadline)
+			fail_msg("%u views: more, or longer, than %llu records can fill", views,
+				 ULL(n));
+	}
+}
+
+/*
+ * After END_OF_PARTITION on both channels nothing more comes, and both
+ * channels close (the producer closed them): they may be opened again.
+ */
+static void await_channels_closed(struct cons *c)
+{
+	uint64_t end = test_now_ns() + 5000000000ull;
+	struct fdx_gate_stats gs;
+
+	for (;;) {
+		struct fdx_view v;
+		int rc = fdx_gate_next(c->gate, &v, 20);
+
+		if (rc == 0) {
+			cons_dump(c);
+			fail_msg("channel %u: a %s view (event %u, error %s: %s) after "
+				 "END_OF_PARTITION",
+				 v.channel, kind_name(v.kind), v.event_type, fdx_strerror(v.error),
+				 v.message ? v.message : "");
+		}
+		assert_int_equal(rc, -EAGAIN);
+		memset(&gs, 0, sizeof(gs));
+		gs.size = sizeof(gs);
+		assert_int_equal(fdx_gate_stats(c->gate, &gs), 0);
+		if (gs.channels_open == 0)
+			break;
+		if (test_now_ns() > end) {
+			cons_dump(c);
+			fail_msg("%u channel(s) still open 5 s after the producer ended them and "
+				 "was destroyed",
+				 gs.channels_open);
+		}
+	}
+	assert_int_equal(gs.held, 0);
+	for (uint32_t ch = 0; ch < DR_CH; ch++) {
+		struct fdx_input_channel_stats cs = {.size = sizeof(cs)};
+
+		assert_int_equal(fdx_gate_channel_stats(c->gate, ch, &cs), 0);
+		assert_int_equal(cs.error, 0);
+		assert_int_equal(cs.held, 0);
+	}
+}
+
+static void destroy_right_after_finish_loses_nothing(int li)
+{
+	/* Both producers now: no process is forked once this one has an exchange. */
+	struct peer *pe = peer_spawn(&links[li], MODE_DESTROY, 0);
+	struct peer *pe2 = peer_spawn(&links[li], MODE_REUSE, 0);
+	struct cons *c = cons_open(&links[li], MODE_DESTROY);
+	uint32_t spanning = 0, spanning2 = 0;
+	char line[1024];
+
+	peer_go(pe, c);
+	consume_generated(c, 0, DR_RECORDS, &spanning);
+	/* rc=0: its finish returned 0 before it destroyed the partition. */
+	peer_result(pe, c, line, sizeof(line));
+	assert_int_equal(kv(line, "records"), DR_RECORDS);
+	print_message("%s: %u records (%u spanning buffers) arrived whole though the producer "
+		      "was destroyed right after finish\n",
+		      links[li].name, DR_RECORDS, spanning);
+	assert_true(spanning >= DR_MIN_SPANNING);
+	peer_stop(pe);
+	await_channels_closed(c);
+
+	/* Channel reuse after a clean close: a second producer opens both channels again. */
+	peer_go(pe2, c);
+	consume_generated(c, REUSE_FIRST, REUSE_RECORDS, &spanning2);
+	peer_result(pe2, c, line, sizeof(line));
+	assert_int_equal(kv(line, "records"), REUSE_RECORDS);
+	peer_stop(pe2);
+	cons_close(c);
+}
+
+static void test_local_destroy_right_after_finish_loses_nothing(void **state)
+{
+	(void)state;
+	destroy_right_after_finish_loses_nothing(LOCAL);
+}
+
+static void test_shm_destroy_right_after_finish_loses_nothing(void **state)
+{
+	(void)state;
+	destroy_right_after_finish_loses_nothing(SHM);
+}
+
+static void test_tcp_destroy_right_after_finish_loses_nothing(void **state)
+{
+	(void)state;
+	destroy_right_after_finish_loses_nothing(TCP);
+}
+
 int main(int argc, char **argv)
 {
 #define T(fn) cmocka_unit_test_teardown(fn, reap)
@@ -1957,6 +2226,9 @@ int main(int argc, char **argv)
 		T(test_local_timed_out_emit_loses_nothing),
 		T(test_shm_timed_out_emit_loses_nothing),
 		T(test_tcp_timed_out_emit_loses_nothing),
+		T(test_local_destroy_right_after_finish_loses_nothing),
+		T(test_shm_destroy_right_after_finish_loses_nothing),
+		T(test_tcp_destroy_right_after_finish_loses_nothing),
 		/* Last: a sanitizer abort in argument checking must not hide the other results. */
 		T(test_dataplane_rejects_bad_arguments),
 	};

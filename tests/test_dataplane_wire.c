@@ -101,6 +101,8 @@ enum wcase_id {
 	TCP_SEQ_REPLAYED,
 	TCP_EVENT_TOO_LONG,
 	SHM_FAILED_CHANNEL_REOPENED,
+	SHM_BUFFER_BEYOND_CREDIT,
+	TCP_BUFFER_BEYOND_CREDIT,
 	N_CASES,
 };
 
@@ -112,6 +114,12 @@ struct wcase {
 	uint32_t valid_first; /* good buffers the fake sends on channel 0 before the bad frame */
 	uint32_t good_channel; /* where the good producer connects (0: after channel 0 failed) */
 	int memfds; /* the fake passes memfds of its own: the consumer must keep none */
+	/*
+	 * The fake sends everything before the consumer takes a view (the test
+	 * waits until its socket is closed): no credit can go back meanwhile.
+	 * valid_first is then the most good buffers that may come before the failure.
+	 */
+	int held;
 };
 
 #define NOT_IN_SEGMENT "is not inside one segment of the region"
@@ -168,6 +176,11 @@ static const struct wcase cases[N_CASES] = {
 				"bad event (type 4, 65537 bytes)", 0, 1, 0},
 	[SHM_FAILED_CHANNEL_REOPENED] = {"reopen", FDX_LINK_SHM, FDX_EPROTO, NOT_IN_SEGMENT, 0, 0,
 					 0},
+	/* The gate's default exclusive credit, no floating credit asked for (backlog 0). */
+	[SHM_BUFFER_BEYOND_CREDIT] = {"beyond-credit", FDX_LINK_SHM, FDX_EPROTO,
+				      "beyond its credit", FDX_EXCLUSIVE_CREDITS_DEFAULT, 1, 0, 1},
+	[TCP_BUFFER_BEYOND_CREDIT] = {"tcp-beyond-credit", FDX_LINK_TCP, FDX_EPROTO,
+				      "beyond its credit", FDX_EXCLUSIVE_CREDITS_DEFAULT, 1, 0, 1},
 };
 
 static const struct wcase *case_by_name(const char *name)
@@ -230,6 +243,7 @@ struct fake {
 	struct fdx_region *region;
 	struct fdx__peer_data pd;
 	uint32_t chan;
+	uint32_t credit; /* granted at open */
 	struct test_log log;
 	char fail[300]; /* the first thing that went wrong */
 };
@@ -461,6 +475,60 @@ static int send_ok_buffer(struct fake *f, int fd, uint32_t link, uint32_t seq)
 }
 
 /*
+ * Correct BUFFER frames on channel 0, one more than the credit granted at
+ * open: the first ones spend that credit as the real producer does, each in
+ * a segment of its own (shm); the last has no credit behind it. All in one
+ * send, sequence numbers in order, the good record in each.
+ */
+static int send_beyond_credit(struct fake *f, int fd, uint32_t link)
+{
+	size_t fl = sizeof(struct fdx__dhdr) + (link == FDX_LINK_TCP ? OK_SLICE : 0);
+	uint32_t n = f->credit + 1;
+	uint8_t *buf;
+	int rc;
+
+	if (f->credit == 0 || n > FAKE_SEGS)
+		return fake_fail(f, "a credit of %u at open: expected 1 .. %u", f->credit,
+				 FAKE_SEGS - 1);
+	buf = calloc(n, fl);
+	if (!buf)
+		return fake_fail(f, "out of memory");
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t off = link == FDX_LINK_SHM ? (uint64_t)(i + 1) * FAKE_SEG : 0;
+		struct fdx__dhdr h;
+
+		if (link == FDX_LINK_SHM) {
+			void *at = fdx_region_ptr(f->region, off, OK_SLICE);
+
+			if (!at) {
+				free(buf);
+				return fake_fail(f, "segment %u of the fake's region", i);
+			}
+			ok_slice(at);
+		}
+		if (i < f->credit && link == FDX_LINK_SHM) {
+			int err = fdx_exchange_sent(f->ex, f->chan, off);
+
+			if (err < 0) {
+				free(buf);
+				return fake_fail(f, "fdx_exchange_sent: %s", fdx_strerror(err));
+			}
+		} else if (i < f->credit) {
+			fdx__exchange_sent_many(f->ex, &f->chan, &off, 1);
+		}
+		hdr_make(&h, FDX__DH_BUFFER, 0, i, OK_SLICE, off);
+		memcpy(buf + i * fl, &h, sizeof(h));
+		if (link == FDX_LINK_TCP)
+			ok_slice(buf + i * fl + sizeof(h));
+	}
+	rc = send_all(fd, buf, n * fl);
+	free(buf);
+	if (rc == 0)
+		say("sent buffers=%u credit=%u", n, f->credit);
+	return rc;
+}
+
+/*
  * The consumer must close fd within CLOSED_MS: EOF or ECONNRESET. It never
  * sends a byte on a data socket.
  */
@@ -578,6 +646,10 @@ static int send_case(struct fake *f, enum wcase_id id)
 	case SHM_FAILED_CHANNEL_REOPENED:
 		hdr_make(&h, FDX__DH_BUFFER, 0, 0, OK_SLICE, size);
 		break;
+	case SHM_BUFFER_BEYOND_CREDIT:
+	case TCP_BUFFER_BEYOND_CREDIT:
+		rc = send_beyond_credit(f, fd, link);
+		goto sent;
 	case TCP_LEN_ABOVE_SEGMENT:
 		/* Only the header: a consumer that believed it would read 32 KiB + 1. */
 		hdr_make(&h, FDX__DH_BUFFER, 0, 0, CONS_SEG + 1, 0);
@@ -707,7 +779,7 @@ static int fake_main(const char *name)
 	}
 	if (err == 0)
 		err = fdx_exchange_open_channel(f->ex, f->addr, "fake", 0, GATE, 0, STEP_MS,
-						&f->chan, NULL);
+						&f->chan, &f->credit);
 	if (err == 0)
 		err = fdx__exchange_peer_data(f->ex, f->addr, &f->pd);
 	if (err < 0) {
@@ -754,9 +826,14 @@ out:
 
 /* ---- the good producer: the real API ------------------------------------------ */
 
-/* "good CHANNEL": connect to CHANNEL over shm, "go": emit, finish. */
+/*
+ * "good CHANNEL": connect to CHANNEL over shm, "go": emit, finish.
+ * "good CHANNEL/BUSY": first try to open input channel BUSY (a partition of
+ * its own, over shm) and say "refused rc=N", then as "good CHANNEL".
+ */
 static int good_main(const char *channel)
 {
+	const char *slash = strchr(channel, '/');
 	struct fdx_nbp_opts no = {.size = sizeof(no),
 				  .seg_size = CONS_SEG,
 				  .seg_count = 32,
@@ -783,6 +860,16 @@ static int good_main(const char *channel)
 		err = fdx_lbp_create(nbp, &lo, &lbp);
 	if (!err)
 		err = fdx_exchange_create(&eo, &ex);
+	if (!err && slash) {
+		struct fdx_partition *q = NULL;
+		int e = fdx_partition_create(ex, lbp, &po, &q);
+
+		if (!e)
+			e = fdx_partition_connect(q, 0, line + 5, GATE, (uint32_t)atoi(slash + 1),
+						  FDX_LINK_SHM, STEP_MS);
+		say("refused rc=%d", e);
+		fdx_partition_destroy(q);
+	}
 	if (!err)
 		err = fdx_partition_create(ex, lbp, &po, &p);
 	if (!err)
@@ -875,12 +962,13 @@ static int child_line(struct child *c, const char *prefix, char *out, size_t n, 
 	for (;;) {
 		uint64_t now = test_now_ns();
 
-		if (take_line(c, prefix, out, n))
-			return 0;
+		/* Its failure first: taking lines drops the ones before the match. */
 		if (memmem(c->buf, c->len, "fake failed", 11)) {
 			snprintf(out, n, "%.*s", (int)c->len, c->buf);
 			return -1;
 		}
+		if (take_line(c, prefix, out, n))
+			return 0;
 		if (now >= end || child_fill(c, (int)((end - now) / 1000000u) + 1) < 0)
 			break;
 	}
@@ -1006,11 +1094,16 @@ struct fx {
 	struct fdx_view v; /* the view being looked at */
 	int holding;
 	int tagged_fds; /* memfds of earlier fakes this process holds (a leak is their test's) */
+	struct fdx_lbp *lpool; /* a local producer's, in this process */
+	struct fdx_partition *lpart;
 };
 
-static int setup(void **state)
+/*
+ * The consumer and its children: "fake FAKE_ARG" (none if NULL) and "good
+ * GOOD_ARG", spawned before any exchange of this process exists.
+ */
+static int fx_setup(void **state, const struct wcase *k, const char *fake_arg, const char *good_arg)
 {
-	const struct wcase *k = *state;
 	struct fx *x = calloc(1, sizeof(*x));
 	struct fdx_nbp_opts no = {.size = sizeof(no),
 				  .seg_size = CONS_SEG,
@@ -1019,17 +1112,18 @@ static int setup(void **state)
 	struct fdx_lbp_opts lo = {.size = sizeof(lo), .max = 16};
 	struct fdx_exchange_opts eo = {.size = sizeof(eo), .tm_id = "consumer"};
 	struct fdx_gate_opts go = {.size = sizeof(go), .gate = GATE, .n_channels = N_CH};
-	char listen[128], ch[16];
+	char listen[128];
 
 	assert_non_null(x);
 	x->k = k;
+	x->fake.to = x->fake.from = x->good.to = x->good.from = -1;
 	*state = x;
 	snprintf(x->dir, sizeof(x->dir), "/tmp/fdx-wiretest-XXXXXX");
 	assert_non_null(mkdtemp(x->dir));
 	/* The children first: no process with gRPC threads is forked. */
-	child_spawn(&x->fake, "fake", k->name);
-	snprintf(ch, sizeof(ch), "%u", k->good_channel);
-	child_spawn(&x->good, "good", ch);
+	if (fake_arg)
+		child_spawn(&x->fake, "fake", fake_arg);
+	child_spawn(&x->good, "good", good_arg);
 	snprintf(listen, sizeof(listen), "unix:%s/consumer.sock", x->dir);
 	eo.listen = listen;
 	eo.log_fn = test_log_fn;
@@ -1042,6 +1136,21 @@ static int setup(void **state)
 	return 0;
 }
 
+static int setup(void **state)
+{
+	const struct wcase *k = *state;
+	char ch[16];
+
+	snprintf(ch, sizeof(ch), "%u", k->good_channel);
+	return fx_setup(state, k, k->name, ch);
+}
+
+/* No fake: the good producer tries channel 0 (taken by a local producer), then uses 1. */
+static int setup_local_taken(void **state)
+{
+	return fx_setup(state, NULL, NULL, "1/0");
+}
+
 static int teardown(void **state)
 {
 	struct fx *x = *state;
@@ -1050,6 +1159,8 @@ static int teardown(void **state)
 	child_reap(&x->good);
 	if (x->holding)
 		fdx_gate_release(x->gate, &x->v);
+	fdx_partition_destroy(x->lpart);
+	fdx_lbp_destroy(x->lpool);
 	fdx_gate_destroy(x->gate);
 	fdx_exchange_destroy(x->ex);
 	fdx_lbp_destroy(x->pool);
@@ -1126,7 +1237,7 @@ static const char *view_kind(uint32_t kind)
  * message naming the peer and the fault) or, for a socket refused before its
  * session was known, the good buffer the fake sends on a correct socket.
  */
-static void await_outcome(struct fx *x)
+static uint32_t await_outcome(struct fx *x)
 {
 	const struct wcase *k = x->k;
 	uint64_t end = test_now_ns() + (uint64_t)OUTCOME_MS * 1000000u;
@@ -1161,15 +1272,18 @@ static void await_outcome(struct fx *x)
 					 x->v.message ? x->v.message : "(null)", k->error,
 					 fdx_strerror(k->error), k->why);
 			}
-			assert_int_equal(valid, k->valid_first);
+			if (k->held)
+				assert_true(valid <= k->valid_first);
+			else
+				assert_int_equal(valid, k->valid_first);
 			release(x);
-			return;
+			return valid;
 		}
 		if (x->v.kind == FDX_VIEW_BUFFER && (k->error == 0 || valid < k->valid_first)) {
 			check_ok_buffer(x);
 			release(x);
 			if (k->error == 0)
-				return;
+				return 1;
 			valid++;
 			continue;
 		}
@@ -1247,7 +1361,8 @@ static void run_case(void **state)
 	const struct wcase *k = x->k;
 	const char *addr = fdx_exchange_address(x->ex);
 	struct fdx_input_channel_stats cs = {.size = sizeof(cs)};
-	char line[600], msg[400];
+	char line[600], msg[400], want[64];
+	uint32_t valid;
 
 	assert_non_null(addr);
 	snprintf(msg, sizeof(msg), "addr %s\n", addr);
@@ -1259,8 +1374,22 @@ static void run_case(void **state)
 		assert_string_equal(line, "ready rc=0");
 	}
 	child_say(&x->fake, msg);
-	await_outcome(x);
-	if (child_line(&x->fake, "closed", line, sizeof(line), STEP_MS) != 0) {
+	if (k->held) {
+		/* Everything sent, and the consumer has seen it, before we take a view. */
+		if (child_line(&x->fake, "sent", line, sizeof(line), STEP_MS) != 0) {
+			dump(x);
+			fail_msg("the fake did not send its frames: %s", line);
+		}
+		snprintf(want, sizeof(want), "sent buffers=%u credit=%u", k->valid_first + 1,
+			 k->valid_first);
+		assert_string_equal(line, want);
+		if (child_line(&x->fake, "closed", line, sizeof(line), STEP_MS) != 0) {
+			dump(x);
+			fail_msg("the consumer did not close the fake's data socket: %s", line);
+		}
+	}
+	valid = await_outcome(x);
+	if (!k->held && child_line(&x->fake, "closed", line, sizeof(line), STEP_MS) != 0) {
 		dump(x);
 		fail_msg("the consumer did not close the fake's data socket: %s", line);
 	}
@@ -1289,7 +1418,7 @@ static void run_case(void **state)
 
 	assert_int_equal(fdx_gate_channel_stats(x->gate, 0, &cs), 0);
 	assert_int_equal(cs.error, k->error);
-	assert_int_equal(cs.buffers_received, k->error ? k->valid_first : 1);
+	assert_int_equal(cs.buffers_received, k->error ? valid : 1);
 	assert_int_equal(cs.events_received, 0);
 
 	/* The consumer keeps serving: a real producer's records come through whole. */
@@ -1309,6 +1438,108 @@ static void run_case(void **state)
 	assert_int_equal(cs.buffers_received > 0, 1);
 	child_stop(&x->good);
 	child_stop(&x->fake);
+}
+
+/* ---- a local channel is not for a remote producer --------------------------- */
+
+#define LOCAL_RECORDS 40u
+
+/*
+ * A local partition of this process holds channel 0: a remote producer's
+ * open of channel 0 is refused with -EBUSY (and brings the gate nothing),
+ * its open of channel 1 works, and channel 0 keeps serving the local one.
+ */
+static void test_remote_open_of_a_local_channel_is_refused(void **state)
+{
+	struct fx *x = *state;
+	const char *addr = fdx_exchange_address(x->ex);
+	struct fdx_lbp_opts lo = {.size = sizeof(lo), .max = 8};
+	struct fdx_partition_opts po = {
+		.size = sizeof(po), .n_subpartitions = 1, .partition_id = "local"};
+	struct fdx_input_channel_stats cs = {.size = sizeof(cs)};
+	uint64_t end;
+	uint32_t n = 0;
+	uint8_t rec[3000];
+	char line[600], msg[400], want[64];
+
+	assert_non_null(addr);
+	assert_int_equal(fdx_lbp_create(x->nbp, &lo, &x->lpool), 0);
+	assert_int_equal(fdx_partition_create(x->ex, x->lpool, &po, &x->lpart), 0);
+	assert_int_equal(fdx_partition_connect(x->lpart, 0, addr, GATE, 0, FDX_LINK_LOCAL, STEP_MS),
+			 0);
+
+	snprintf(msg, sizeof(msg), "addr %s\n", addr);
+	child_say(&x->good, msg);
+	if (child_line(&x->good, "refused", line, sizeof(line), STEP_MS) != 0)
+		fail_msg("the remote producer did not try channel 0: %s", line);
+	snprintf(want, sizeof(want), "refused rc=%d", -EBUSY);
+	if (strcmp(line, want) != 0) {
+		dump(x);
+		fail_msg("a remote open of channel 0, which a local producer holds: \"%s\", "
+			 "expected \"%s\"",
+			 line, want);
+	}
+	if (child_line(&x->good, "ready", line, sizeof(line), STEP_MS) != 0)
+		fail_msg("the remote producer did not connect to channel 1: %s", line);
+	assert_string_equal(line, "ready rc=0");
+
+	/* The remote producer's channel works (a view of channel 0 now would fail it). */
+	child_say(&x->good, "go\n");
+	consume_good(x, 1);
+	assert_int_equal(fdx_gate_channel_stats(x->gate, 1, &cs), 0);
+	assert_int_equal(cs.error, 0);
+
+	/* And channel 0 still serves its local producer. */
+	for (uint32_t i = 0; i < LOCAL_RECORDS; i++) {
+		uint32_t len = good_len(i);
+
+		for (uint32_t j = 0; j < len; j++)
+			rec[j] = good_byte(i, j);
+		assert_int_equal(fdx_partition_emit(x->lpart, 0, rec, len, STEP_MS), 0);
+	}
+	assert_int_equal(fdx_partition_event(x->lpart, 0, FDX_EVENT_END_OF_PARTITION, 0, NULL, 0),
+			 0);
+	end = test_now_ns() + 3ull * STEP_MS * 1000000u;
+	for (;;) {
+		uint64_t now = test_now_ns();
+		const uint8_t *r;
+		uint32_t len;
+		int k;
+
+		next_view(x, now < end ? (int)((end - now) / 1000000u) + 1 : 0,
+			  "the local producer's records");
+		if (x->v.channel != 0 || x->v.kind == FDX_VIEW_FAILED) {
+			dump(x);
+			fail_msg("a %s view on channel %u (%s) while the local producer sends on 0",
+				 view_kind(x->v.kind), x->v.channel,
+				 x->v.kind == FDX_VIEW_FAILED ? x->v.message : "");
+		}
+		if (x->v.kind == FDX_VIEW_EVENT) {
+			assert_int_equal(x->v.event_type, FDX_EVENT_END_OF_PARTITION);
+			release(x);
+			break;
+		}
+		while ((k = fdx_gate_next_record(x->gate, &x->v, (const void **)&r, &len)) == 1) {
+			assert_true(n < LOCAL_RECORDS);
+			assert_int_equal(len, good_len(n));
+			for (uint32_t j = 0; j < len; j++)
+				if (r[j] != good_byte(n, j))
+					fail_msg(
+						"local record %u: byte %u of %u is %#x, expected %#x",
+						n, j, len, r[j], good_byte(n, j));
+			n++;
+		}
+		assert_int_equal(k, 0);
+		release(x);
+	}
+	assert_int_equal(n, LOCAL_RECORDS);
+	assert_int_equal(fdx_partition_finish(x->lpart, STEP_MS), 0);
+	assert_int_equal(fdx_gate_channel_stats(x->gate, 0, &cs), 0);
+	assert_int_equal(cs.link, FDX_LINK_LOCAL);
+	assert_int_equal(cs.error, 0);
+	fdx_partition_destroy(x->lpart);
+	x->lpart = NULL;
+	child_stop(&x->good);
 }
 
 /* ---- the tests --------------------------------------------------------------- */
@@ -1341,7 +1572,9 @@ static void run_case(void **state)
 	X(test_tcp_len_above_segment_fails_the_connection, TCP_LEN_ABOVE_SEGMENT)                  \
 	X(test_tcp_replayed_sequence_fails_the_connection, TCP_SEQ_REPLAYED)                       \
 	X(test_tcp_event_above_payload_max_fails_the_connection, TCP_EVENT_TOO_LONG)               \
-	X(test_shm_failed_channel_can_be_opened_again, SHM_FAILED_CHANNEL_REOPENED)
+	X(test_shm_failed_channel_can_be_opened_again, SHM_FAILED_CHANNEL_REOPENED)                \
+	X(test_shm_buffer_beyond_credit_fails_the_connection, SHM_BUFFER_BEYOND_CREDIT)            \
+	X(test_tcp_buffer_beyond_credit_fails_the_connection, TCP_BUFFER_BEYOND_CREDIT)
 
 #define WIRE_TEST_FN(fn, id)                                            \
 	static void fn(void **state)                                    \
@@ -1356,7 +1589,11 @@ int main(int argc, char **argv)
 {
 #define WIRE_TEST_ENTRY(fn, id) \
 	cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&cases[id]),
-	const struct CMUnitTest tests[] = {WIRE_TESTS(WIRE_TEST_ENTRY)};
+	const struct CMUnitTest tests[] = {
+		WIRE_TESTS(WIRE_TEST_ENTRY) cmocka_unit_test_setup_teardown(
+			test_remote_open_of_a_local_channel_is_refused, setup_local_taken,
+			teardown),
+	};
 #undef WIRE_TEST_ENTRY
 
 	signal(SIGPIPE, SIG_IGN);

@@ -1758,6 +1758,25 @@ void fdx__dp_destroy(struct fdx__dp *dp)
 	if (!dp)
 		return;
 	if (dp->running) {
+		/*
+		 * What is batched for peers (the last frames, CLOSE among them) goes
+		 * before the sockets close, for at most half a second.
+		 */
+		for (int i = 0; i < 500; i++) {
+			struct timespec ms = {0, 1000000};
+			int busy = 0;
+
+			pthread_mutex_lock(&dp->lock);
+			for (struct fdx__conn *c = dp->conns; c; c = c->next)
+				if (c->role == ROLE_OUT && !c->dead &&
+				    (c->sending || c->b[c->fill].np))
+					busy = 1;
+			pthread_mutex_unlock(&dp->lock);
+			if (!busy)
+				break;
+			fdx__dp_kick(dp);
+			nanosleep(&ms, NULL);
+		}
 		atomic_store(&dp->stop, 1);
 		atomic_store(&dp->sleeping, 1);
 		fdx__dp_kick(dp);
@@ -1874,6 +1893,7 @@ void fdx__dp_remove_partition(struct fdx__dp *dp, struct fdx_partition *p)
 				if (c->b[k].parts[i].p == p)
 					c->b[k].parts[i].p = NULL;
 	pthread_mutex_unlock(&dp->lock);
+	fdx__dp_kick(dp); /* the CLOSE frames go now */
 }
 
 int fdx__dp_add_gate(struct fdx__dp *dp, struct fdx_gate *g)
