@@ -95,7 +95,7 @@
  */
 #define POOL_DEFAULT 256u
 #define EXCLUSIVE_TOTAL 128u /* exclusive credits of the gate, spread over its channels */
-#define EXCLUSIVE_MIN 2u
+#define EXCLUSIVE_MIN 4u
 #define FLOATING_DEFAULT 128u
 #define POOL_SLACK 32u /* segments beyond the credits: the ones being filled, the queue */
 #define TCP_POOL_MARGIN FDX_NBP_BATCH_DEFAULT
