@@ -1289,23 +1289,25 @@ static void records_arrive_once_in_order_intact(int li)
 	assert_true(res.records >= integrity_records() / 2);
 }
 
-static void test_local_records_arrive_once_in_order_intact(void **state)
-{
-	(void)state;
-	records_arrive_once_in_order_intact(LOCAL);
-}
+/* The tests of one scenario, one per link: test_local_NAME, test_shm_NAME, test_tcp_NAME. */
+#define PER_LINK(name, fn)                          \
+	static void test_local_##name(void **state) \
+	{                                           \
+		(void)state;                        \
+		fn(LOCAL);                          \
+	}                                           \
+	static void test_shm_##name(void **state)   \
+	{                                           \
+		(void)state;                        \
+		fn(SHM);                            \
+	}                                           \
+	static void test_tcp_##name(void **state)   \
+	{                                           \
+		(void)state;                        \
+		fn(TCP);                            \
+	}
 
-static void test_shm_records_arrive_once_in_order_intact(void **state)
-{
-	(void)state;
-	records_arrive_once_in_order_intact(SHM);
-}
-
-static void test_tcp_records_arrive_once_in_order_intact(void **state)
-{
-	(void)state;
-	records_arrive_once_in_order_intact(TCP);
-}
+PER_LINK(records_arrive_once_in_order_intact, records_arrive_once_in_order_intact)
 
 /* Neither side copies a payload byte between emit and read (reassembly apart). */
 static void nothing_copied_between_emit_and_read(int li)
@@ -1429,23 +1431,7 @@ static void priority_barrier_overtakes_queued_buffers(int li)
 	free(vs);
 }
 
-static void test_local_priority_barrier_overtakes_queued_buffers(void **state)
-{
-	(void)state;
-	priority_barrier_overtakes_queued_buffers(LOCAL);
-}
-
-static void test_shm_priority_barrier_overtakes_queued_buffers(void **state)
-{
-	(void)state;
-	priority_barrier_overtakes_queued_buffers(SHM);
-}
-
-static void test_tcp_priority_barrier_overtakes_queued_buffers(void **state)
-{
-	(void)state;
-	priority_barrier_overtakes_queued_buffers(TCP);
-}
+PER_LINK(priority_barrier_overtakes_queued_buffers, priority_barrier_overtakes_queued_buffers)
 
 /* ---- 3. backpressure with bounded credit and memory ----------------------- */
 
@@ -1578,23 +1564,7 @@ static void slow_consumer_backpressures_producer(int li)
 	free(s);
 }
 
-static void test_local_slow_consumer_backpressures_producer_within_bounds(void **state)
-{
-	(void)state;
-	slow_consumer_backpressures_producer(LOCAL);
-}
-
-static void test_shm_slow_consumer_backpressures_producer_within_bounds(void **state)
-{
-	(void)state;
-	slow_consumer_backpressures_producer(SHM);
-}
-
-static void test_tcp_slow_consumer_backpressures_producer_within_bounds(void **state)
-{
-	(void)state;
-	slow_consumer_backpressures_producer(TCP);
-}
+PER_LINK(slow_consumer_backpressures_producer_within_bounds, slow_consumer_backpressures_producer)
 
 /* ---- 5. a timed-out emit loses nothing, and leaks nothing ----------------- */
 
@@ -1709,23 +1679,7 @@ static void timed_out_emit_loses_nothing(int li)
 	free(held);
 }
 
-static void test_local_timed_out_emit_loses_nothing(void **state)
-{
-	(void)state;
-	timed_out_emit_loses_nothing(LOCAL);
-}
-
-static void test_shm_timed_out_emit_loses_nothing(void **state)
-{
-	(void)state;
-	timed_out_emit_loses_nothing(SHM);
-}
-
-static void test_tcp_timed_out_emit_loses_nothing(void **state)
-{
-	(void)state;
-	timed_out_emit_loses_nothing(TCP);
-}
+PER_LINK(timed_out_emit_loses_nothing, timed_out_emit_loses_nothing)
 
 /* ---- 6. bad arguments ----------------------------------------------------- */
 
@@ -2189,23 +2143,7 @@ static void destroy_right_after_finish_loses_nothing(int li)
 	cons_close(c);
 }
 
-static void test_local_destroy_right_after_finish_loses_nothing(void **state)
-{
-	(void)state;
-	destroy_right_after_finish_loses_nothing(LOCAL);
-}
-
-static void test_shm_destroy_right_after_finish_loses_nothing(void **state)
-{
-	(void)state;
-	destroy_right_after_finish_loses_nothing(SHM);
-}
-
-static void test_tcp_destroy_right_after_finish_loses_nothing(void **state)
-{
-	(void)state;
-	destroy_right_after_finish_loses_nothing(TCP);
-}
+PER_LINK(destroy_right_after_finish_loses_nothing, destroy_right_after_finish_loses_nothing)
 
 int main(int argc, char **argv)
 {
