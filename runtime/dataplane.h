@@ -234,6 +234,7 @@ struct fdx__gchan {
 	uint32_t expect_seq; /* loop: the next sequence number of session seq_sess */
 	uint64_t seq_sess; /* loop */
 	uint64_t rcvd; /* loop: buffers received from session seq_sess */
+	_Atomic uint32_t eop; /* its END_OF_PARTITION arrived (loop; reset at open) */
 	/* Credit granted to the current opening (the cq thread at open, then the consumer). */
 	_Atomic uint64_t granted_total;
 	uint32_t abort_next; /* consumer: drop the partial record before the next buffer */

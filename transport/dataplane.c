@@ -256,6 +256,7 @@ static void gate_opened(void *ud, uint32_t ch, uint64_t sess, const char *peer)
 
 	(void)peer;
 	atomic_store_explicit(&g->ch[ch].granted_total, g->exclusive, memory_order_relaxed);
+	atomic_store_explicit(&g->ch[ch].eop, 0, memory_order_relaxed);
 	atomic_store_explicit(&g->ch[ch].sess, sess, memory_order_release);
 	if (!it) {
 		FDX_LOG_ERR(g->log, "gate %u: out of memory opening channel %u", g->id, ch);
@@ -320,7 +321,15 @@ static int gate_busy(void *ud, uint32_t ch)
 	return atomic_load_explicit(&g->ch[ch].sess, memory_order_acquire) != 0;
 }
 
-static const struct fdx__gate_hooks gate_hooks = {gate_opened, gate_closed, gate_failed, gate_busy};
+static int gate_ended(void *ud, uint32_t ch)
+{
+	struct fdx_gate *g = ud;
+
+	return atomic_load_explicit(&g->ch[ch].eop, memory_order_acquire) != 0;
+}
+
+static const struct fdx__gate_hooks gate_hooks = {gate_opened, gate_closed, gate_failed, gate_busy,
+						  gate_ended};
 
 static void chan_credit(void *ud, uint32_t added, const uint64_t *offs, uint32_t n)
 {
@@ -701,6 +710,9 @@ static void send_ctl(struct fdx__sub *s, uint32_t type, struct fdx__pitem *it, u
 				gi->seq = s->seq++;
 			if (it) {
 				gi->event_type = it->event_type;
+				if (it->event_type == FDX_EVENT_END_OF_PARTITION)
+					atomic_store_explicit(&s->lgate->ch[s->gate_channel].eop, 1,
+							      memory_order_release);
 				gi->flags = (it->flags & FDX_EVENT_PRIORITY) ? FDX__DH_PRIORITY : 0;
 				gi->len = it->len;
 				memcpy(gi->payload, it->payload, it->len);
@@ -1050,6 +1062,8 @@ static int check_hdr(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_
 	}
 	if (h->type == FDX__DH_BUFFER)
 		gc->rcvd++;
+	if (h->type == FDX__DH_EVENT && h->event_type == FDX_EVENT_END_OF_PARTITION)
+		atomic_store_explicit(&gc->eop, 1, memory_order_release);
 	atomic_store_explicit(&gc->link, c->link, memory_order_relaxed);
 	*gp = g;
 	return 1;
@@ -1937,8 +1951,10 @@ void fdx__dp_remove_gate(struct fdx__dp *dp, struct fdx_gate *g)
 	for (struct fdx_partition *p = dp->parts; p; p = p->next)
 		for (uint32_t i = 0; i < p->n; i++)
 			if (p->subs[i].lgate == g) {
-				fdx__part_fail(p, &p->subs[i], FDX_EPEERGONE,
-					       "its local gate is gone");
+				/* After its end, the gate going is no failure. */
+				if (!atomic_load(&g->ch[p->subs[i].gate_channel].eop))
+					fdx__part_fail(p, &p->subs[i], FDX_EPEERGONE,
+						       "its local gate is gone");
 				atomic_store(&p->subs[i].connected, 0);
 				sub_discard(&p->subs[i]);
 				p->subs[i].lgate = NULL;
@@ -2130,6 +2146,7 @@ FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const c
 			return err;
 		}
 		atomic_store(&g->ch[gate_channel].link, FDX_LINK_LOCAL);
+		atomic_store(&g->ch[gate_channel].eop, 0);
 		it->sess = FDX__SESS_LOCAL;
 		it->lpart = p;
 		it->lsub = s;

@@ -2081,7 +2081,9 @@ static void srv_chan_drop_locked(struct gate *g, struct srv_chan *c, int code, c
 {
 	if (g->chans[c->gate_channel] == c)
 		g->chans[c->gate_channel] = NULL;
-	session_error(c->s, code, c->id, msg);
+	/* A channel its producer ended has nothing left to fail: its close is awaited quietly. */
+	if (!(g->hooks && g->hooks->ended && g->hooks->ended(g->hook_ud, c->gate_channel)))
+		session_error(c->s, code, c->id, msg);
 	c->gone = 1;
 	c->n_offs = 0;
 	c->pending_added = 0;

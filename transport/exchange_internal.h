@@ -26,6 +26,8 @@ struct fdx__gate_hooks {
 	void (*failed)(void *ud, uint32_t gate_channel, uint64_t sess, int err, const char *msg);
 	/* Whether the channel is taken otherwise (a local producer): the open is refused. */
 	int (*busy)(void *ud, uint32_t gate_channel);
+	/* Whether its producer ended it (all its data came): removing the gate is no failure. */
+	int (*ended)(void *ud, uint32_t gate_channel);
 };
 
 /* A producer channel's credit (validated: offsets were in flight) and its end. */

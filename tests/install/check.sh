@@ -110,10 +110,30 @@ echo "running consumer_shared (libfdx.so.0 from the prefix, by RUNPATH)"
 echo "running consumer_static (no libfdx.so dependency)"
 "$static" || fail "consumer_static exited with $?"
 
+step "examples/: a producer and a consumer over shm, built against the installed copy"
+examples=$(cd "$src/../../examples" && pwd)
+for ex in producer consumer; do
+	# shellcheck disable=SC2086 # flags are words by design
+	quiet cc -std=c11 -Wall -Wextra -Werror -o "$tmp/$ex" "$examples/$ex.c" $flags
+done
+mkfifo "$tmp/addr"
+LD_LIBRARY_PATH=$libdir timeout 60 "$tmp/consumer" >"$tmp/addr" 2>"$tmp/consumer.err" &
+cons=$!
+exec 3<"$tmp/addr"
+read -r -t 30 addr <&3 || fail "the example consumer printed no address"
+echo "consumer serves $addr"
+LD_LIBRARY_PATH=$libdir timeout 60 "$tmp/producer" "$addr" 100000 ||
+	fail "the example producer exited with $?"
+read -r -t 30 summary <&3 || true
+exec 3<&-
+wait "$cons" || fail "the example consumer exited with $?: $summary $(cat "$tmp/consumer.err")"
+echo "$summary"
+[[ $summary == "consumer: 100000 records, 0 bad" ]] || fail "the example consumer said: $summary"
+
 if ((${#problems[@]})); then
 	printf '\n'
 	printf 'install check: FAILED: %s\n' "${problems[@]}" >&2
 	exit 1
 fi
 echo
-echo "install check: pkg-config consumer OK, find_package consumer (shared, static) OK"
+echo "install check: pkg-config consumer OK, find_package consumer (shared, static) OK, examples OK"
