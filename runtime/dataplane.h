@@ -114,6 +114,8 @@ struct fdx__sub {
 	_Atomic uint64_t granted; /* credit granted in total, initial included */
 	_Atomic uint64_t returned; /* buffers handed back (their credit slot came back) */
 	_Atomic int32_t error; /* why the channel failed, 0 if it did not */
+	_Atomic uint32_t end_sent; /* loop: its END_OF_PARTITION went to the link */
+	_Atomic uint64_t lost; /* buffers taken back from a failed consumer, undelivered */
 	_Atomic uint64_t buffers_sent, events_sent, bytes_sent;
 	_Atomic uint32_t backlog; /* for the statistics */
 	_Atomic uint32_t max_in_flight;

@@ -525,9 +525,15 @@ FDX_API int fdx_partition_finish(struct fdx_partition *p, int timeout_ms)
 				atomic_load_explicit(&p->in_flight, memory_order_acquire);
 		struct timespec nap = {0, 200000};
 
+		/*
+		 * A channel failed if data was lost: buffers taken back undelivered,
+		 * or its end never went. A consumer that went away after the end
+		 * and after handing everything back is no failure.
+		 */
 		failed = 0;
 		for (uint32_t i = 0; i < p->n; i++)
-			if (atomic_load(&p->subs[i].error))
+			if (atomic_load(&p->subs[i].error) &&
+			    (atomic_load(&p->subs[i].lost) || !atomic_load(&p->subs[i].end_sent)))
 				failed = 1;
 		if (busy == 0)
 			break;

@@ -345,7 +345,14 @@ static void chan_failed(void *ud, int err, const char *msg)
 	fdx__part_fail(s->part, s, err, msg);
 }
 
-static const struct fdx__chan_hooks chan_hooks = {chan_credit, chan_failed};
+static void chan_lost(void *ud, uint32_t n)
+{
+	struct fdx__sub *s = ud;
+
+	atomic_fetch_add_explicit(&s->lost, n, memory_order_relaxed);
+}
+
+static const struct fdx__chan_hooks chan_hooks = {chan_credit, chan_lost, chan_failed};
 
 /* ---- connections -------------------------------------------------------- */
 
@@ -694,6 +701,7 @@ nomem:
 /* An event (it, consumed), an abort (it NULL, type ABORT) or a backlog: no credit. */
 static void send_ctl(struct fdx__sub *s, uint32_t type, struct fdx__pitem *it, uint32_t backlog)
 {
+	uint32_t ev_type = it ? it->event_type : 0; /* it is freed below */
 	struct fdx__dhdr h;
 
 	if (s->link == FDX_LINK_LOCAL) {
@@ -749,8 +757,11 @@ static void send_ctl(struct fdx__sub *s, uint32_t type, struct fdx__pitem *it, u
 			}
 		}
 	}
-	if (type == FDX__DH_EVENT)
+	if (type == FDX__DH_EVENT) {
 		atomic_fetch_add_explicit(&s->events_sent, 1, memory_order_relaxed);
+		if (ev_type == FDX_EVENT_END_OF_PARTITION)
+			atomic_store_explicit(&s->end_sent, 1, memory_order_release);
+	}
 }
 
 /* Append it to the loop's list of s. */

@@ -2177,6 +2177,8 @@ static void chan_return_inflight_locked(struct cli_chan *c)
 
 	if (!c->hooks || !c->cap_inflight)
 		return;
+	if (c->n_inflight)
+		c->hooks->lost(c->hook_ud, c->n_inflight);
 	for (uint32_t i = 0; i < c->cap_inflight; i++) {
 		if (!c->inflight[i])
 			continue;

@@ -33,6 +33,8 @@ struct fdx__gate_hooks {
 /* A producer channel's credit (validated: offsets were in flight) and its end. */
 struct fdx__chan_hooks {
 	void (*credit)(void *ud, uint32_t added, const uint64_t *offs, uint32_t n);
+	/* n buffers are taken back from a consumer that failed (their offsets follow as credit). */
+	void (*lost)(void *ud, uint32_t n);
 	void (*failed)(void *ud, int err, const char *msg);
 };
 

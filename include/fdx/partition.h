@@ -200,8 +200,10 @@ FDX_API int fdx_partition_flush(struct fdx_partition *p, uint32_t sub);
  * its consumer (their segments are then in the pool again).
  *
  * @param timeout_ms the longest wait; < 0 waits forever.
- * @return 0; -EINVAL if p is NULL; -ETIMEDOUT (buffers still out; call again);
- *   -EPIPE if a channel failed (its buffers came back all the same).
+ * @return 0 (also if a consumer went away after the end, all handed back);
+ *   -EINVAL if p is NULL; -ETIMEDOUT (buffers still out; call again);
+ *   -EPIPE if a channel failed before its end went or with buffers it never
+ *   handed back (those came back to the pool all the same).
  */
 FDX_API int fdx_partition_finish(struct fdx_partition *p, int timeout_ms);
 
