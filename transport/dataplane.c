@@ -550,6 +550,12 @@ static void conn_fail_outputs(struct fdx__conn *c, int err, const char *why)
 	for (struct fdx_partition *p = c->dp->parts; p; p = p->next)
 		for (uint32_t i = 0; i < p->n; i++)
 			if (p->subs[i].conn == c) {
+				/*
+				 * After its end, the control stream says what became of
+				 * it: its last credit may still be on the way there.
+				 */
+				if (atomic_load(&p->subs[i].end_sent))
+					continue;
 				fdx__part_fail(p, &p->subs[i], err, msg);
 				/* What the consumer held comes back; the channel is closed. */
 				fdx__exchange_fail_channel(c->dp->ex, p->subs[i].chan);
@@ -1785,9 +1791,9 @@ void fdx__dp_destroy(struct fdx__dp *dp)
 	if (dp->running) {
 		/*
 		 * What is batched for peers (the last frames, CLOSE among them) goes
-		 * before the sockets close, for at most half a second.
+		 * before the sockets close, for at most 100 ms.
 		 */
-		for (int i = 0; i < 500; i++) {
+		for (int i = 0; i < 100; i++) {
 			struct timespec ms = {0, 1000000};
 			int busy = 0;
 

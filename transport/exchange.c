@@ -169,6 +169,7 @@ struct session {
 	int greeted; /* a valid hello came */
 	int finishing; /* a final status is wanted */
 	int status_sent; /* SEND_STATUS_FROM_SERVER started */
+	int status_done; /* ... and completed */
 	grpc_status_code final_code;
 	char final_msg[256];
 	char peer_tm[64];
@@ -1086,6 +1087,8 @@ static void session_event(struct session *s, enum tag_kind kind, int ok)
 		session_finish(s, GRPC_STATUS_CANCELLED, "peer closed the stream");
 		break;
 	case TAG_SESSION_STATUS:
+		s->status_done = 1;
+		break;
 	default:
 		break;
 	}
@@ -2081,10 +2084,14 @@ static void srv_chan_drop_locked(struct gate *g, struct srv_chan *c, int code, c
 {
 	if (g->chans[c->gate_channel] == c)
 		g->chans[c->gate_channel] = NULL;
-	/* A channel its producer ended has nothing left to fail: its close is awaited quietly. */
-	if (!(g->hooks && g->hooks->ended && g->hooks->ended(g->hook_ud, c->gate_channel)))
-		session_error(c->s, code, c->id, msg);
 	c->gone = 1;
+	/*
+	 * A channel its producer ended has nothing left to fail: the credit and
+	 * offsets released last still go, and its close is awaited quietly.
+	 */
+	if (g->hooks && g->hooks->ended && g->hooks->ended(g->hook_ud, c->gate_channel))
+		return;
+	session_error(c->s, code, c->id, msg);
 	c->n_offs = 0;
 	c->pending_added = 0;
 }
@@ -2657,6 +2664,48 @@ FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
 	/* The data plane first: its loop calls into the control plane. */
 	fdx__dp_destroy(ex->dp);
 	ex->dp = NULL;
+	/*
+	 * Credit and offsets our consumers released are still owed to their
+	 * producers: let the streams send them, for 100 ms at most.
+	 */
+	for (int i = 0; i < 100; i++) {
+		struct timespec ms = {0, 1000000};
+		int busy = 0;
+
+		pthread_mutex_lock(&ex->lock);
+		for (struct session *s = ex->sessions; s; s = s->next)
+			if (!s->finishing && !s->cancelled &&
+			    (s->q.busy || s->q.head || s->dirty_head))
+				busy = 1;
+		pthread_mutex_unlock(&ex->lock);
+		if (!busy)
+			break;
+		nanosleep(&ms, NULL);
+	}
+	/*
+	 * Then each stream ends with a status, after what it sent (a cancel
+	 * could drop frames the transport has not written yet); its producer
+	 * hears the end once it has taken our last credit.
+	 */
+	pthread_mutex_lock(&ex->lock);
+	for (struct session *s = ex->sessions; s; s = s->next)
+		if (!s->finishing && !s->cancelled && s->greeted)
+			session_finish(s, GRPC_STATUS_UNAVAILABLE,
+				       "the TaskManager is shutting down");
+	pthread_mutex_unlock(&ex->lock);
+	for (int i = 0; i < 100; i++) {
+		struct timespec ms = {0, 1000000};
+		int busy = 0;
+
+		pthread_mutex_lock(&ex->lock);
+		for (struct session *s = ex->sessions; s; s = s->next)
+			if (s->greeted && !s->cancelled && !s->status_done)
+				busy = 1;
+		pthread_mutex_unlock(&ex->lock);
+		if (!busy)
+			break;
+		nanosleep(&ms, NULL);
+	}
 	pthread_mutex_lock(&ex->lock);
 	ex->stopping = 1;
 	for (struct peer *p = ex->peers; p; p = p->next)

@@ -122,8 +122,12 @@ cons=$!
 exec 3<"$tmp/addr"
 read -r -t 30 addr <&3 || fail "the example consumer printed no address"
 echo "consumer serves $addr"
-LD_LIBRARY_PATH=$libdir timeout 60 "$tmp/producer" "$addr" 100000 ||
-	fail "the example producer exited with $?"
+rc=0
+LD_LIBRARY_PATH=$libdir timeout 60 "$tmp/producer" "$addr" 100000 || rc=$?
+if ((rc)); then
+	cat "$tmp/consumer.err" >&2
+	fail "the example producer exited with $rc"
+fi
 read -r -t 30 summary <&3 || true
 exec 3<&-
 wait "$cons" || fail "the example consumer exited with $?: $summary $(cat "$tmp/consumer.err")"
