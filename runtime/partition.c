@@ -34,6 +34,19 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Free p and what it allocated (any part may be missing). */
+static void part_free(struct fdx_partition *p)
+{
+	if (p->seg_items)
+		for (uint32_t i = 0; i < p->region->seg_count; i++)
+			free(p->seg_items[i]);
+	free(p->seg_items);
+	free(p->refs);
+	free(p->subs);
+	free(p->id);
+	free(p);
+}
+
 FDX_API int fdx_partition_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 				 const struct fdx_partition_opts *o, struct fdx_partition **out)
 {
@@ -100,14 +113,7 @@ FDX_API int fdx_partition_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 	*out = p;
 	return 0;
 fail:
-	if (p->seg_items)
-		for (uint32_t i = 0; i < nseg; i++)
-			free(p->seg_items[i]);
-	free(p->seg_items);
-	free(p->refs);
-	free(p->subs);
-	free(p->id);
-	free(p);
+	part_free(p);
 	return err;
 }
 
@@ -570,16 +576,10 @@ FDX_API void fdx_partition_destroy(struct fdx_partition *p)
 		}
 	}
 	/* Whatever is still referenced goes back to the pool now. */
-	for (uint32_t i = 0; i < p->region->seg_count; i++) {
+	for (uint32_t i = 0; i < p->region->seg_count; i++)
 		if (atomic_load(&p->refs[i]))
 			fdx_lbp_recycle(p->pool, fdx__region_seg_offset(p->region, i));
-		free(p->seg_items[i]);
-	}
-	free(p->seg_items);
-	free(p->refs);
-	free(p->subs);
-	free(p->id);
-	free(p);
+	part_free(p);
 }
 
 /* ---- statistics ---------------------------------------------------------- */

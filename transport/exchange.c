@@ -2657,6 +2657,34 @@ static int start_dataplane(struct fdx_exchange *ex)
 	return fdx__dp_create(ex, &prm, &ex->dp);
 }
 
+/* With ex->lock held: what a session still has to send before it may end. */
+static int session_owes_frames(const struct session *s)
+{
+	return !s->finishing && !s->cancelled && (s->q.busy || s->q.head || s->dirty_head);
+}
+
+static int session_status_pending(const struct session *s)
+{
+	return s->greeted && !s->cancelled && !s->status_done;
+}
+
+/* Wait (1 ms naps, at most ms) until no session is still busy as pending says. */
+static void sessions_wait(struct fdx_exchange *ex, int (*pending)(const struct session *), int ms)
+{
+	for (int i = 0; i < ms; i++) {
+		struct timespec nap = {0, 1000000};
+		int busy = 0;
+
+		pthread_mutex_lock(&ex->lock);
+		for (struct session *s = ex->sessions; s && !busy; s = s->next)
+			busy = pending(s);
+		pthread_mutex_unlock(&ex->lock);
+		if (!busy)
+			return;
+		nanosleep(&nap, NULL);
+	}
+}
+
 FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
 {
 	if (!ex)
@@ -2666,46 +2694,19 @@ FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
 	ex->dp = NULL;
 	/*
 	 * Credit and offsets our consumers released are still owed to their
-	 * producers: let the streams send them, for 100 ms at most.
+	 * producers: let the streams send them. Then each stream ends with a
+	 * status, after what it sent (a cancel could drop frames the transport
+	 * has not written yet): its producer hears the end once it has taken our
+	 * last credit. 100 ms at most each.
 	 */
-	for (int i = 0; i < 100; i++) {
-		struct timespec ms = {0, 1000000};
-		int busy = 0;
-
-		pthread_mutex_lock(&ex->lock);
-		for (struct session *s = ex->sessions; s; s = s->next)
-			if (!s->finishing && !s->cancelled &&
-			    (s->q.busy || s->q.head || s->dirty_head))
-				busy = 1;
-		pthread_mutex_unlock(&ex->lock);
-		if (!busy)
-			break;
-		nanosleep(&ms, NULL);
-	}
-	/*
-	 * Then each stream ends with a status, after what it sent (a cancel
-	 * could drop frames the transport has not written yet); its producer
-	 * hears the end once it has taken our last credit.
-	 */
+	sessions_wait(ex, session_owes_frames, 100);
 	pthread_mutex_lock(&ex->lock);
 	for (struct session *s = ex->sessions; s; s = s->next)
 		if (!s->finishing && !s->cancelled && s->greeted)
 			session_finish(s, GRPC_STATUS_UNAVAILABLE,
 				       "the TaskManager is shutting down");
 	pthread_mutex_unlock(&ex->lock);
-	for (int i = 0; i < 100; i++) {
-		struct timespec ms = {0, 1000000};
-		int busy = 0;
-
-		pthread_mutex_lock(&ex->lock);
-		for (struct session *s = ex->sessions; s; s = s->next)
-			if (s->greeted && !s->cancelled && !s->status_done)
-				busy = 1;
-		pthread_mutex_unlock(&ex->lock);
-		if (!busy)
-			break;
-		nanosleep(&ms, NULL);
-	}
+	sessions_wait(ex, session_status_pending, 100);
 	pthread_mutex_lock(&ex->lock);
 	ex->stopping = 1;
 	for (struct peer *p = ex->peers; p; p = p->next)
