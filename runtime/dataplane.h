@@ -214,7 +214,8 @@ struct fdx__gitem {
 	uint32_t backlog;
 	uint32_t event_type;
 	int32_t error;
-	uint32_t released;
+	uint16_t released;
+	uint16_t seg_back; /* tcp: its segment went back to the gate's pool already */
 	uint32_t abort_before; /* drop the channel's partial record before this buffer's bytes */
 	const uint8_t *data;
 	uint64_t

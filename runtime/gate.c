@@ -112,7 +112,8 @@ fail:
 
 static void item_free(struct fdx_gate *g, struct fdx__gitem *it)
 {
-	if (it->kind == FDX__GI_BUFFER && it->link_type == FDX_LINK_TCP && g->pool)
+	if (it->kind == FDX__GI_BUFFER && it->link_type == FDX_LINK_TCP && g->pool &&
+	    !it->seg_back)
 		fdx_lbp_recycle(g->pool, it->offset);
 	if (it->map)
 		fdx__rmap_put(it->map);
@@ -591,6 +592,14 @@ FDX_API int fdx_gate_release(struct fdx_gate *g, struct fdx_view *v)
 	it->released = 1;
 	v->priv[0] = NULL;
 	c = &g->ch[it->ch];
+	if (it->kind == FDX__GI_BUFFER && it->link_type == FDX_LINK_TCP && g->pool) {
+		/*
+		 * Our segment first, its credit after: a producer that has the
+		 * credit may send at once, and the loop must find a segment free.
+		 */
+		fdx_lbp_recycle(g->pool, it->offset);
+		it->seg_back = 1;
+	}
 	if (it->kind == FDX__GI_BUFFER) {
 		atomic_fetch_sub_explicit(&c->held, 1, memory_order_relaxed);
 		atomic_fetch_sub_explicit(&g->held, 1, memory_order_relaxed);

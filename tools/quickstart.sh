@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 #
 # The README's two quick-start commands.
-#   bash tools/quickstart.sh demo   build, then run the main job (for now: the pool benchmark)
+#   bash tools/quickstart.sh demo   build, then run the main job: fdx-demo (about 30 s;
+#                                   extra arguments go to it, e.g. --seconds 10 --link tcp)
 #   bash tools/quickstart.sh test   build and run every test: plain, under ASan+UBSan, and
 #                                   (as root) once more with hugepages reserved
 # Each installs the Debian packages it needs if they are missing.
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
 
 packages=(cmake make gcc pkg-config liburing-dev libprotobuf-c-dev protobuf-c-compiler
-	  libgrpc-dev libcmocka-dev)
+	  libgrpc-dev libcmocka-dev python3)
 
 install_missing() {
 	local missing=() p
@@ -86,8 +87,9 @@ case "${1:-}" in
 demo)
 	install_missing
 	build build
-	echo "== running the main job: build/fdx-bench-pool"
-	exec build/fdx-bench-pool
+	shift
+	echo "== running the main job: build/fdx-demo $*"
+	exec build/fdx-demo "$@"
 	;;
 test)
 	install_missing

@@ -1927,6 +1927,17 @@ void fdx__dp_remove_partition(struct fdx__dp *dp, struct fdx_partition *p)
 	fdx__dp_kick(dp); /* the CLOSE frames go now */
 }
 
+void fdx__dp_visit(struct fdx__dp *dp, void (*on_part)(void *ud, struct fdx_partition *p),
+		   void (*on_gate)(void *ud, struct fdx_gate *g), void *ud)
+{
+	pthread_mutex_lock(&dp->lock);
+	for (struct fdx_partition *p = dp->parts; p; p = p->next)
+		on_part(ud, p);
+	for (struct fdx_gate *g = dp->gates; g; g = g->next)
+		on_gate(ud, g);
+	pthread_mutex_unlock(&dp->lock);
+}
+
 int fdx__dp_add_gate(struct fdx__dp *dp, struct fdx_gate *g)
 {
 	int err;

@@ -17,9 +17,12 @@
  * object keeps its own queue of packed frames, sent one after the other.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <stddef.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,6 +173,7 @@ struct session {
 	int finishing; /* a final status is wanted */
 	int status_sent; /* SEND_STATUS_FROM_SERVER started */
 	int status_done; /* ... and completed */
+	int stats_wanted; /* a StatsRequest waits for its answer (built outside ex->lock) */
 	grpc_status_code final_code;
 	char final_msg[256];
 	char peer_tm[64];
@@ -219,6 +223,7 @@ struct fdx_exchange {
 	char boot_id[40]; /* /proc/sys/kernel/random/boot_id: same host, same id */
 	char *tm_id;
 	char *address; /* as peers dial it */
+	int stats_wanted; /* some session has stats_wanted set */
 	char *sock_path; /* Unix socket file we created, or NULL */
 	uint32_t allow_uids[FDX_EXCHANGE_MAX_UIDS];
 	uint32_t n_allow_uids;
@@ -805,15 +810,27 @@ static void session_on_hello(struct session *s, const Fdx__Hello *h)
 		     s->peer_tm, h->pid, h->uid);
 }
 
-/* Answer a statistics request with this stream's input channels. */
+/*
+ * A statistics request: answered by the cq thread once it has dropped the
+ * exchange's lock, since reading the partitions and gates takes the data
+ * plane's lock, which comes first (stats_answer()).
+ */
 static void session_on_stats(struct session *s)
 {
+	s->stats_wanted = 1;
+	s->ex->stats_wanted = 1;
+}
+
+/* Answer s's statistics request: its own input channels and the snapshot. */
+static void session_send_stats(struct session *s, const Fdx__StatsReply *snap)
+{
 	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
-	Fdx__StatsReply r = FDX__STATS_REPLY__INIT;
+	Fdx__StatsReply r = *snap;
 	Fdx__ChannelStats *cs = calloc(s->n_chans ? s->n_chans : 1, sizeof(*cs));
 	Fdx__ChannelStats **csp = calloc(s->n_chans ? s->n_chans : 1, sizeof(*csp));
 	size_t n = 0;
 
+	s->stats_wanted = 0;
 	if (!cs || !csp) {
 		free(cs);
 		free(csp);
@@ -834,11 +851,36 @@ static void session_on_stats(struct session *s)
 	}
 	r.n_channels = n;
 	r.channels = csp;
+	r.taskmanager_id = s->ex->tm_id;
 	f.frame_case = FDX__CONTROL_FRAME__FRAME_STATS_REPLY;
 	f.stats_reply = &r;
 	session_send(s, &f);
 	free(cs);
 	free(csp);
+}
+
+/*
+ * The cq thread, without the exchange's lock: one snapshot of the
+ * TaskManager, sent to every session that asked.
+ */
+static void stats_answer(struct fdx_exchange *ex)
+{
+	Fdx__StatsReply snap = FDX__STATS_REPLY__INIT;
+	int err = fdx__stats_fill(ex, &snap);
+
+	pthread_mutex_lock(&ex->lock);
+	for (struct session *s = ex->sessions; s; s = s->next) {
+		if (!s->stats_wanted || s->finishing)
+			continue;
+		if (err) {
+			s->stats_wanted = 0;
+			session_error(s, err, 0, "statistics: out of memory");
+		} else {
+			session_send_stats(s, &snap);
+		}
+	}
+	pthread_mutex_unlock(&ex->lock);
+	fdx__stats_clear(&snap);
 }
 
 /* A producer named a channel it never opened: fail its stream. */
@@ -2369,6 +2411,7 @@ static void *cq_main(void *arg)
 			ex->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 		struct peer *dead = NULL;
 		struct tag *t;
+		int stats;
 
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
@@ -2397,9 +2440,13 @@ static void *cq_main(void *arg)
 			break;
 		}
 		events_flush_locked(ex);
+		stats = ex->stats_wanted;
+		ex->stats_wanted = 0;
 		pthread_mutex_unlock(&ex->lock);
 		if (dead)
 			peer_free(dead);
+		if (stats)
+			stats_answer(ex);
 	}
 	return NULL;
 }
@@ -2524,6 +2571,41 @@ err_close:
 
 /* ---- lifecycle -------------------------------------------------------------- */
 
+/*
+ * Sockets that processes killed before their exchange's destroy left in the
+ * default directory (tm-PID-N...): removed once per process, so that the
+ * directory stays bounded and fdx-stat finds only live TaskManagers. A file
+ * whose PID lives (even another program reusing it) is left alone.
+ */
+static void sweep_stale_sockets(struct fdx_exchange *ex, const char *dir)
+{
+	static _Atomic int swept;
+	struct dirent *e;
+	int n = 0;
+	DIR *d;
+
+	if (atomic_exchange(&swept, 1) || !(d = opendir(dir)))
+		return;
+	while ((e = readdir(d)) != NULL) {
+		char *end;
+		long pid;
+
+		if (strncmp(e->d_name, "tm-", 3) != 0)
+			continue;
+		errno = 0;
+		pid = strtol(e->d_name + 3, &end, 10);
+		if (errno || end == e->d_name + 3 || *end != '-' || pid <= 0 || pid == getpid())
+			continue;
+		if (kill((pid_t)pid, 0) < 0 && errno == ESRCH &&
+		    unlinkat(dirfd(d), e->d_name, 0) == 0)
+			n++;
+	}
+	closedir(d);
+	if (n)
+		FDX_LOG_INFO(&ex->log, "exchange: removed %d sockets of processes gone from %s", n,
+			     dir);
+}
+
 static int parse_listen(struct fdx_exchange *ex, const char *listen, char **unix_path)
 {
 	static _Atomic unsigned serial;
@@ -2535,6 +2617,7 @@ static int parse_listen(struct fdx_exchange *ex, const char *listen, char **unix
 		err = default_sock_dir(ex, dir, sizeof(dir));
 		if (err < 0)
 			return err;
+		sweep_stale_sockets(ex, dir);
 		snprintf(buf, sizeof(buf), "%s/tm-%d-%u.sock", dir, (int)getpid(), serial++);
 		*unix_path = strdup(buf);
 		return *unix_path ? 0 : -ENOMEM;

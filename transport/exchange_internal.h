@@ -111,4 +111,22 @@ void fdx__dp_destroy(struct fdx__dp *dp);
 const char *fdx__dp_unix_endpoint(const struct fdx__dp *dp);
 const char *fdx__dp_tcp_endpoint(const struct fdx__dp *dp);
 
+struct fdx_partition;
+struct fdx_gate;
+/*
+ * Call on_part for each partition and on_gate for each gate of the exchange,
+ * under the data plane's lock (none is destroyed meanwhile). The callbacks
+ * must not block or call into the exchange. Any thread but the cq thread
+ * holding the exchange's lock (the order is data plane, then exchange).
+ */
+void fdx__dp_visit(struct fdx__dp *dp, void (*on_part)(void *ud, struct fdx_partition *p),
+		   void (*on_gate)(void *ud, struct fdx_gate *g), void *ud);
+
+/* Implemented by stats.c: the whole TaskManager's statistics, for a StatsReply. */
+struct Fdx__StatsReply;
+/* Fill r's partitions and gates (r initialised by the caller): 0 or -ENOMEM. */
+int fdx__stats_fill(struct fdx_exchange *ex, struct Fdx__StatsReply *r);
+/* Free what fdx__stats_fill() allocated in r (not r itself). */
+void fdx__stats_clear(struct Fdx__StatsReply *r);
+
 #endif /* FDX_TRANSPORT_EXCHANGE_INTERNAL_H */
