@@ -283,6 +283,7 @@ struct fdx_gate {
 	_Atomic uint32_t closing;
 	uint32_t n_dirty;
 	uint32_t pend_total;
+	uint64_t pend_since; /* when next() first waited owing credit (0: not waiting) */
 	int starving; /* credit waits that a producer has none without */
 	uint32_t flush_at;
 	_Atomic uint64_t buffers_received, events_received, bytes_received, records;

@@ -31,6 +31,12 @@
 #define REC_HDR 4u
 #define SPIN_NS 5000u /* poll this long before sleeping (a wake-up costs ~35 us) */
 #define SPIN_ROUNDS 256u /* and at least this many times, reading no clock */
+/*
+ * Credit a waiting consumer still owes goes this long after it first waited
+ * with it (or at once when a batch fills or a producer starves): one control
+ * message per quiet spell, not one per buffer, at a small cost in delay.
+ */
+#define CREDIT_DELAY_NS 100000u
 
 static uint64_t now_ns(void)
 {
@@ -112,8 +118,7 @@ fail:
 
 static void item_free(struct fdx_gate *g, struct fdx__gitem *it)
 {
-	if (it->kind == FDX__GI_BUFFER && it->link_type == FDX_LINK_TCP && g->pool &&
-	    !it->seg_back)
+	if (it->kind == FDX__GI_BUFFER && it->link_type == FDX_LINK_TCP && g->pool && !it->seg_back)
 		fdx_lbp_recycle(g->pool, it->offset);
 	if (it->map)
 		fdx__rmap_put(it->map);
@@ -203,6 +208,7 @@ static int pend_offset(struct fdx__gchan *c, uint64_t off)
 /* Send what credit and offsets accumulated, for every channel. */
 static void flush_credit(struct fdx_gate *g)
 {
+	g->pend_since = 0;
 	if (!g->pend_total)
 		return;
 	for (uint32_t i = 0; i < g->n; i++) {
@@ -418,25 +424,25 @@ static void fill_view(struct fdx_gate *g, struct fdx__gitem *it, struct fdx_view
 static void wait_for_items(struct fdx_gate *g, uint64_t deadline)
 {
 	struct pollfd pfd = {.fd = g->efd, .events = POLLIN};
-	uint64_t now = now_ns(), junk;
-	int ms;
+	uint64_t now = now_ns(), junk, left;
+	struct timespec ts;
 
 	atomic_store_explicit(&g->waiting, 1, memory_order_relaxed);
 	/* W2: the flag, then the queues; pairs with W1 in fdx__gate_push(). */
 	atomic_thread_fence(memory_order_seq_cst);
 	if (fdx__mpsc_pop_peek(&g->prio) || fdx__mpsc_pop_peek(&g->q))
 		return;
-	ms = deadline == UINT64_MAX ? -1
-	     : deadline > now	    ? (int)((deadline - now + 999999) / 1000000)
-				    : 0;
-	if (poll(&pfd, 1, ms) > 0)
+	left = deadline > now ? deadline - now : 0;
+	ts.tv_sec = (time_t)(left / 1000000000ull);
+	ts.tv_nsec = (long)(left % 1000000000ull);
+	if (ppoll(&pfd, 1, deadline == UINT64_MAX ? NULL : &ts, NULL) > 0)
 		if (read(g->efd, &junk, sizeof(junk)) < 0 && errno != EAGAIN)
 			FDX_LOG_ERR(g->log, "gate %u: eventfd: %s", g->id, fdx_strerror(-errno));
 }
 
 FDX_API int fdx_gate_next(struct fdx_gate *g, struct fdx_view *v, int timeout_ms)
 {
-	uint64_t start = 0, deadline = 0;
+	uint64_t start = 0, deadline = 0, now, wake;
 	struct fdx__gitem *it;
 	uint32_t spins = 0;
 
@@ -478,10 +484,21 @@ FDX_API int fdx_gate_next(struct fdx_gate *g, struct fdx_view *v, int timeout_ms
 			fdx_cpu_relax();
 			continue;
 		}
-		flush_credit(g);
-		if (deadline != UINT64_MAX && now_ns() >= deadline)
+		now = now_ns();
+		if (deadline != UINT64_MAX && now >= deadline) {
+			flush_credit(g);
 			return -EAGAIN;
-		wait_for_items(g, deadline);
+		}
+		wake = deadline;
+		if (g->pend_total) {
+			if (!g->pend_since)
+				g->pend_since = now;
+			if (now - g->pend_since >= CREDIT_DELAY_NS)
+				flush_credit(g);
+			else if (g->pend_since + CREDIT_DELAY_NS < wake)
+				wake = g->pend_since + CREDIT_DELAY_NS;
+		}
+		wait_for_items(g, wake);
 	}
 }
 
