@@ -41,16 +41,24 @@ static Fdx__Link link_of(uint32_t link)
 	}
 }
 
-/* Grow *arr (of pointers) by one slot: the new slot, or NULL. */
-static void **push_slot(void ***arr, size_t *n)
+/* A zeroed entry of size bytes appended to *arr (n entries): it, or NULL with c->err set. */
+static void *push_new(struct collect *c, void ***arr, size_t *n, size_t size)
 {
-	void **a = realloc(*arr, (*n + 1) * sizeof(*a));
+	void **a;
+	void *m;
 
-	if (!a)
+	if (c->err)
 		return NULL;
+	m = calloc(1, size);
+	a = m ? realloc(*arr, (*n + 1) * sizeof(*a)) : NULL;
+	if (!a) {
+		free(m);
+		c->err = -ENOMEM;
+		return NULL;
+	}
 	*arr = a;
-	a[*n] = NULL;
-	return &a[(*n)++];
+	a[(*n)++] = m;
+	return m;
 }
 
 static void pool_usage(struct fdx_lbp *pool, uint32_t *in_use, uint32_t *max)
@@ -67,19 +75,11 @@ static void on_part(void *ud, struct fdx_partition *p)
 {
 	struct collect *c = ud;
 	struct fdx_partition_stats ps = {.size = sizeof(ps)};
-	Fdx__PartitionStats *m;
-	void **slot;
+	Fdx__PartitionStats *m =
+		push_new(c, (void ***)&c->r->partitions, &c->r->n_partitions, sizeof(*m));
 
-	if (c->err)
+	if (!m)
 		return;
-	m = calloc(1, sizeof(*m));
-	slot = m ? push_slot((void ***)&c->r->partitions, &c->r->n_partitions) : NULL;
-	if (!slot) {
-		free(m);
-		c->err = -ENOMEM;
-		return;
-	}
-	*slot = m;
 	fdx__partition_stats__init(m);
 	fdx_partition_stats(p, &ps);
 	m->id = strdup(p->id ? p->id : "");
@@ -122,19 +122,10 @@ static void on_gate(void *ud, struct fdx_gate *g)
 {
 	struct collect *c = ud;
 	struct fdx_gate_stats gs = {.size = sizeof(gs)};
-	Fdx__GateStats *m;
-	void **slot;
+	Fdx__GateStats *m = push_new(c, (void ***)&c->r->gates, &c->r->n_gates, sizeof(*m));
 
-	if (c->err)
+	if (!m)
 		return;
-	m = calloc(1, sizeof(*m));
-	slot = m ? push_slot((void ***)&c->r->gates, &c->r->n_gates) : NULL;
-	if (!slot) {
-		free(m);
-		c->err = -ENOMEM;
-		return;
-	}
-	*slot = m;
 	fdx__gate_stats__init(m);
 	fdx_gate_stats(g, &gs);
 	m->gate = g->id;
