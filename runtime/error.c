@@ -28,7 +28,7 @@ FDX_API const char *fdx_strerror(int err)
 	case FDX_EALREADYFREE:
 		return "buffer is already free (double recycle)";
 	case FDX_ECLOSED:
-		return "pool was destroyed";
+		return "closed: the pool, partition or gate is being destroyed, or the subpartition ended";
 	case FDX_EPROTO:
 		return "malformed message from peer";
 	case FDX_EVERSION:

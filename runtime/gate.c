@@ -236,6 +236,7 @@ static void flush_credit(struct fdx_gate *g)
 			c->pend_added = 0;
 			c->n_pend = 0;
 			c->dirty = 0;
+			atomic_store_explicit(&c->st_unannounced, 0, memory_order_relaxed);
 		}
 	}
 	g->pend_total = 0;
@@ -249,6 +250,7 @@ static void announce(struct fdx_gate *g, struct fdx__gchan *c, uint32_t n)
 		g->starving = 1;
 	c->outstanding += n;
 	c->pend_added += n;
+	atomic_store_explicit(&c->st_unannounced, c->pend_added, memory_order_relaxed);
 	g->pend_total += n;
 	mark_dirty(g, c);
 }
@@ -300,6 +302,7 @@ static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 	c->outstanding = 0;
 	c->backlog = 0;
 	c->pend_added = 0;
+	atomic_store_explicit(&c->st_unannounced, 0, memory_order_relaxed);
 	c->n_pend = 0;
 	c->asm_active = 0;
 	c->abort_next = 0;
@@ -672,6 +675,7 @@ FDX_API int fdx_gate_channel_stats(struct fdx_gate *g, uint32_t ch,
 	s.exclusive = g->exclusive;
 	s.floating = atomic_load_explicit(&c->st_floating, memory_order_relaxed);
 	s.backlog = atomic_load_explicit(&c->st_backlog, memory_order_relaxed);
+	s.unannounced = atomic_load_explicit(&c->st_unannounced, memory_order_relaxed);
 	s.held = atomic_load_explicit(&c->held, memory_order_relaxed);
 	s.max_held = atomic_load_explicit(&c->max_held, memory_order_relaxed);
 	s.credits_announced = atomic_load_explicit(&c->credits_announced, memory_order_relaxed);
@@ -693,7 +697,13 @@ FDX_API int fdx_gate_stats(struct fdx_gate *g, struct fdx_gate_stats *st)
 	s.size = st->size;
 	s.n_channels = g->n;
 	s.channels_open = atomic_load_explicit(&g->channels_open, memory_order_relaxed);
-	s.floating_free = g->floating_free;
+	/* The consumer thread owns floating_free; the channels' counts are atomics. */
+	s.floating_free = g->floating;
+	for (uint32_t i = 0; i < g->n; i++) {
+		uint32_t f = atomic_load_explicit(&g->ch[i].st_floating, memory_order_relaxed);
+
+		s.floating_free = s.floating_free > f ? s.floating_free - f : 0;
+	}
 	s.buffers_received = atomic_load_explicit(&g->buffers_received, memory_order_relaxed);
 	s.events_received = atomic_load_explicit(&g->events_received, memory_order_relaxed);
 	s.bytes_received = atomic_load_explicit(&g->bytes_received, memory_order_relaxed);

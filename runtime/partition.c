@@ -522,6 +522,8 @@ FDX_API int fdx_partition_finish(struct fdx_partition *p, int timeout_ms)
 
 	if (!p)
 		return -EINVAL;
+	if (p->resv_sub >= 0)
+		return -EBUSY; /* commit (or emit nothing more) first: the reservation's buffer is open */
 	deadline = deadline_of(timeout_ms);
 	for (uint32_t i = 0; i < p->n; i++)
 		if (!p->subs[i].ended && !atomic_load(&p->subs[i].error))

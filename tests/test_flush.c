@@ -171,6 +171,27 @@ static void test_flush_sends_what_was_written_so_far(void **state)
 	rig_close(&r);
 }
 
+/* finish() with a reservation open refuses (-EBUSY) and sends nothing; after the commit it ends. */
+static void test_finish_refuses_while_a_reservation_is_open(void **state)
+{
+	struct fdx_partition_stats ps = {.size = sizeof(ps)};
+	struct rig r;
+	uint32_t want = 7;
+	void *where;
+
+	(void)state;
+	rig_open(&r, FDX_PARTITION_BUFFER_TIMEOUT, 60000);
+	assert_int_equal(fdx_partition_reserve(r.part, 0, sizeof(want), &where, 1000), 0);
+	assert_int_equal(fdx_partition_finish(r.part, 1000), -EBUSY);
+	assert_int_equal(fdx_partition_stats(r.part, &ps), 0);
+	assert_int_equal(ps.events_sent, 0);
+	memcpy(where, &want, sizeof(want));
+	assert_int_equal(fdx_partition_commit(r.part, 0, sizeof(want)), 0);
+	assert_int_equal(fdx_partition_flush(r.part, 0), 0);
+	expect_view(&r, &want, 1);
+	rig_close(&r);
+}
+
 /* A record that fills its buffer to the last byte: the full buffer goes at once. */
 static void test_full_buffer_goes_without_flush(void **state)
 {
@@ -228,6 +249,7 @@ int main(void)
 		cmocka_unit_test(test_buffer_timeout_sends_a_partly_filled_buffer),
 		cmocka_unit_test(test_flush_sends_what_was_written_so_far),
 		cmocka_unit_test(test_full_buffer_goes_without_flush),
+		cmocka_unit_test(test_finish_refuses_while_a_reservation_is_open),
 		cmocka_unit_test(test_gate_event_fd_wakes_an_event_loop),
 	};
 	const char *filter = getenv("FDX_TEST_FILTER");

@@ -31,13 +31,20 @@ enum fdx_error {
 	FDX_ENOTOWNED = -5007,
 	/** The buffer is already free: a double recycle. */
 	FDX_EALREADYFREE = -5008,
-	/** The pool was destroyed while the caller waited on it. */
+	/**
+	 * The object is being destroyed (a pool while the caller waited on it, a
+	 * partition or a gate), or the subpartition has ended.
+	 */
 	FDX_ECLOSED = -5009,
 	/** A message received from a peer is malformed. */
 	FDX_EPROTO = -5010,
 	/** The peer speaks another protocol version. */
 	FDX_EVERSION = -5011,
-	/** The peer refused us, or was refused (credentials, handshake). */
+	/**
+	 * The peer refused us with no errno to say why, or we refused it (a data
+	 * socket with a token no control stream handed out). A Unix peer refused
+	 * for its uid sees -ECONNREFUSED or FDX_EPEERGONE instead.
+	 */
 	FDX_EREFUSED = -5012,
 	/** The peer went away (process died, socket closed, stream ended). */
 	FDX_EPEERGONE = -5013,
@@ -47,7 +54,8 @@ enum fdx_error {
  * A human-readable name for an fdx return code.
  *
  * @param err a return code of any fdx function (0, -errno or an fdx_error).
- * @return a static string; never NULL, also for unknown codes. Thread-safe.
+ * @return a static string (the caller must not free it); never NULL, also
+ *   for unknown codes. Thread-safe.
  */
 FDX_API const char *fdx_strerror(int err);
 

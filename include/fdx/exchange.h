@@ -6,11 +6,13 @@
  * socket or a TCP address, and opens one stream to each peer TaskManager it
  * sends data to. Only control frames and credits travel on it.
  *
- * Threads: every call here is made by the exchange's owner (any one thread
- * at a time, unless a function says it is thread-safe). The exchange runs one
- * completion-queue thread for gRPC and, for a Unix socket, one thread that
- * accepts connections and checks each peer's credentials (SO_PEERCRED) before
- * gRPC sees it.
+ * Threads: the functions here take the exchange's lock and may be called
+ * from any thread (partitions and gates call them from their own), except
+ * fdx_exchange_poll(), one thread at a time, and fdx_exchange_destroy(),
+ * which must not race with any other use of the exchange. The exchange runs
+ * one completion-queue thread for gRPC, one io_uring thread for the data
+ * plane and, for a Unix socket, one thread that accepts connections and
+ * checks each peer's credentials (SO_PEERCRED) before gRPC sees it.
  */
 #ifndef FDX_FDX_EXCHANGE_H
 #define FDX_FDX_EXCHANGE_H
@@ -58,23 +60,37 @@ struct fdx_exchange_opts {
 };
 
 /**
- * Create an exchange and start serving.
+ * Create an exchange and start serving: the control socket, the data
+ * plane's sockets (a Unix one beside the control socket or in the default
+ * directory, and a TCP one) and its threads.
  *
- * @param o options (borrowed; strings are copied).
- * @param out receives the exchange; set to NULL first, assigned only on success.
+ * @param o options (borrowed; strings and allow_uids are copied; the log sink
+ *   must stay callable until the exchange is destroyed).
+ * @param out receives the exchange, owned by the caller until
+ *   fdx_exchange_destroy(); set to NULL first, assigned only on success.
  * @return 0 on success;
- *   -EINVAL if o or out is NULL, o->size is too small, the listen address
- *     cannot be parsed, or n_allow_uids is above FDX_EXCHANGE_MAX_UIDS;
+ *   -EINVAL if o or out is NULL, o->size is below sizeof(struct
+ *     fdx_exchange_opts), the listen address cannot be parsed ("unix:" with
+ *     no path, or no ":PORT"), n_allow_uids is above FDX_EXCHANGE_MAX_UIDS,
+ *     or allow_uids is NULL with n_allow_uids > 0;
  *   -EPERM if the default socket directory is not ours or others can enter it;
- *   -EADDRINUSE if a live exchange already serves that address;
- *   -ENAMETOOLONG if a Unix socket path is too long;
- *   -ENOMEM; another -errno from socket, bind, listen or mkdir.
+ *   -EADDRINUSE if a live exchange already serves that Unix socket, or gRPC
+ *     cannot serve the TCP address (in use, or not an address of this host);
+ *   -EADDRNOTAVAIL if the data plane's TCP host cannot be resolved;
+ *   -ENAMETOOLONG if a Unix socket path (or the data socket's, PATH.data) is
+ *     too long;
+ *   the -errno of io_uring_setup (-ENOSYS, -EPERM, -ENOMEM, ...) if the data
+ *     plane's ring cannot be set up (old kernel, seccomp, io_uring_disabled);
+ *   -ENOMEM; another -errno from eventfd, socket, bind, listen, mkdir or
+ *     pthread_create.
  */
 FDX_API int fdx_exchange_create(const struct fdx_exchange_opts *o, struct fdx_exchange **out);
 
 /**
- * Stop everything within one second, streams open or not: peers see their
- * streams fail; the socket file is removed. NULL is a no-op.
+ * Stop everything within about a second, streams open or not: credit still
+ * owed goes first (100 ms at most), then peers see their streams end; the
+ * socket files are removed. Destroy the exchange's partitions and gates
+ * first. Must not race with any other use of ex. NULL is a no-op.
  */
 FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex);
 
@@ -82,7 +98,8 @@ FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex);
  * The address the exchange serves, as a peer passes it to
  * fdx_exchange_connect() ("unix:PATH" or "HOST:PORT" with the real port).
  *
- * @return a string owned by the exchange, or NULL if ex is NULL.
+ * @return a string owned by the exchange (do not free it), valid until
+ *   fdx_exchange_destroy(); NULL if ex is NULL.
  */
 FDX_API const char *fdx_exchange_address(const struct fdx_exchange *ex);
 
@@ -91,13 +108,16 @@ FDX_API const char *fdx_exchange_address(const struct fdx_exchange *ex);
  * hands with it, waiting at most timeout_ms.
  *
  * @param ex the exchange.
- * @param addr the peer's address (borrowed).
+ * @param addr the peer's address (borrowed; copied).
  * @param timeout_ms the longest wait; <= 0 means 5000.
  * @return 0 once the peer answered the handshake (also if it already had);
  *   -EINVAL if an argument is NULL;
  *   FDX_EVERSION if the peer speaks another protocol version (the log says which);
- *   FDX_EREFUSED if the peer refused us otherwise (e.g. our uid);
- *   -ECONNREFUSED if nobody serves addr; -ETIMEDOUT if the wait ran out;
+ *   -ECONNREFUSED if nobody serves addr (a Unix peer that refuses our uid
+ *     closes the connection: -ECONNREFUSED or FDX_EPEERGONE);
+ *   FDX_EREFUSED if the stream ended with a permission-denied or
+ *     unauthenticated status;
+ *   -ETIMEDOUT if the wait ran out;
  *   FDX_EPEERGONE if the stream failed for another reason; -ENOMEM.
  */
 FDX_API int fdx_exchange_connect(struct fdx_exchange *ex, const char *addr, int timeout_ms);
@@ -105,10 +125,13 @@ FDX_API int fdx_exchange_connect(struct fdx_exchange *ex, const char *addr, int 
 /**
  * Register an input gate of this TaskManager: producers may then open its
  * channels 0..n_channels-1, each granted initial_credit when it opens
- * (Flink's exclusive buffers per channel). Owner thread.
+ * (Flink's exclusive buffers per channel). Events about them come from
+ * fdx_exchange_poll(). There is no call to unregister such a gate; use
+ * fdx_gate_create() for the data plane's gates.
  *
  * @return 0; -EINVAL if ex is NULL or n_channels is 0 or above 65536;
- *   -EEXIST if the gate is registered already; -ENOMEM.
+ *   -EEXIST if the gate is registered already (also by fdx_gate_create());
+ *   -ENOMEM.
  */
 FDX_API int fdx_exchange_add_gate(struct fdx_exchange *ex, uint32_t gate, uint32_t n_channels,
 				  uint32_t initial_credit);
@@ -120,17 +143,22 @@ FDX_API int fdx_exchange_add_gate(struct fdx_exchange *ex, uint32_t gate, uint32
  *
  * @param ex the exchange.
  * @param addr the consumer's address (borrowed).
- * @param partition_id the producing partition's id, a string (borrowed).
+ * @param partition_id the producing partition's id, a string (borrowed;
+ *   sent, not kept).
  * @param subpartition the subpartition that feeds this channel.
  * @param gate the consumer's input gate.
  * @param gate_channel the input channel of that gate.
- * @param timeout_ms the longest wait; <= 0 means 5000.
- * @param chan receives the channel's id, used by every later call and event.
+ * @param timeout_ms the longest wait, handshake included; <= 0 means 5000.
+ * @param chan receives the channel's id (never 0), used by every later call
+ *   and event; close it with fdx_exchange_close_channel().
  * @param initial_credit receives the credit granted at open (may be NULL).
- * @return 0; -EINVAL if an argument is NULL; -ENOENT if the peer has no such
- *   gate or channel; -EBUSY if that input channel is open already;
- *   -ETIMEDOUT; every error of fdx_exchange_connect(); FDX_EPEERGONE if the
- *   stream failed meanwhile; -ENOMEM.
+ * @return 0; -EINVAL if ex, addr, partition_id or chan is NULL; -ENOENT if
+ *   the peer has no such gate or channel; -EBUSY if that input channel is
+ *   open already; -ENOMEM (here or at the peer); another -errno the peer
+ *   answered with, or FDX_EREFUSED if its refusal carried none; -ETIMEDOUT
+ *   (a late answer is closed again); every error of fdx_exchange_connect();
+ *   FDX_EPEERGONE (or another code of a failed stream, as for
+ *   fdx_exchange_connect()) if the stream failed meanwhile.
  */
 FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
 				      const char *partition_id, uint32_t subpartition,
@@ -141,7 +169,7 @@ FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
  * Announce credit to the producer of an open input channel, and hand back
  * the offsets of its buffers this consumer is done with (in order). Credits
  * are coalesced: while a message is on its way, what accumulates goes in the
- * next one. Owner thread; no syscall per call.
+ * next one. No syscall per call.
  *
  * @param offsets n_offsets offsets (borrowed; copied), or NULL when 0.
  * @return 0; -EINVAL if ex is NULL, or offsets is NULL with n_offsets > 0;
@@ -157,7 +185,7 @@ FDX_API int fdx_exchange_credit(struct fdx_exchange *ex, uint32_t gate, uint32_t
  * stays in flight until the consumer hands the offset back in a credit
  * update; an offset handed back that is not in flight on that channel, or
  * credit that would take the channel's available credit past 2^32 - 1,
- * fails the stream (with the reason on both sides). Owner thread.
+ * fails the stream (with the reason on both sides).
  *
  * @return 0; -EINVAL if ex is NULL or offset is 0 (never a segment);
  *   -ENOENT if channel is not open; -EEXIST if offset is in flight on it
@@ -168,15 +196,17 @@ FDX_API int fdx_exchange_sent(struct fdx_exchange *ex, uint32_t channel, uint64_
 
 /**
  * Producer: announce how many buffers are queued for channel (its backlog),
- * so the consumer can hand it floating credit. Owner thread.
+ * so the consumer can hand it floating credit. Coalesced: only the latest
+ * value goes, once the stream is idle.
  *
- * @return 0; -EINVAL if ex is NULL; -ENOENT if channel is not open; -ENOMEM.
+ * @return 0; -EINVAL if ex is NULL; -ENOENT if channel is not open.
  */
 FDX_API int fdx_exchange_backlog(struct fdx_exchange *ex, uint32_t channel, uint32_t backlog);
 
 /**
  * Producer: close channel; the consumer is told (FDX_EV_CHANNEL_CLOSED) and
- * may let another producer open that input channel. Owner thread.
+ * may let another producer open that input channel. Credit the consumer sent
+ * before it saw the close still comes as FDX_EV_CREDIT.
  *
  * @return 0; -EINVAL if ex is NULL; -ENOENT if channel is not open.
  */
@@ -205,7 +235,7 @@ struct fdx_exchange_event {
 	uint32_t credits; /**< FDX_EV_CREDIT: credit added */
 	uint32_t n_offsets; /**< FDX_EV_CREDIT: buffers handed back */
 	const uint64_t *offsets; /**< their offsets, valid until the next poll */
-	int32_t error; /**< FDX_EV_CHANNEL_FAILED: an fdx code */
+	int32_t error; /**< FDX_EV_CHANNEL_FAILED: a negative fdx return code */
 	uint32_t subpartition; /**< FDX_EV_CHANNEL_OPENED: the producer's subpartition */
 	uint32_t backlog; /**< FDX_EV_BACKLOG: buffers queued at the producer */
 	char peer[64]; /**< the peer TaskManager's id */
@@ -215,16 +245,19 @@ struct fdx_exchange_event {
 /**
  * Take up to max pending events, oldest first, without blocking. Events of
  * one channel come in the order they were sent. The offsets of the events
- * returned stay valid until the next call. Owner thread only.
+ * returned stay valid until the next call (owned by the exchange). One
+ * thread at a time; takes no lock.
  *
+ * @param evs an array of max events, filled in (borrowed).
  * @return the number of events (0 if none); -EINVAL if ex or evs is NULL.
  */
 FDX_API int fdx_exchange_poll(struct fdx_exchange *ex, struct fdx_exchange_event *evs,
 			      uint32_t max);
 
 /**
- * A descriptor (owned by the exchange) that is readable while events may be
- * pending: poll it, read 8 bytes, then call fdx_exchange_poll() until 0.
+ * A descriptor (an eventfd, non-blocking, owned by the exchange: do not close
+ * it; valid until fdx_exchange_destroy()) that is readable while events may
+ * be pending: poll it, read 8 bytes, then call fdx_exchange_poll() until 0.
  *
  * @return the descriptor, or -EINVAL if ex is NULL.
  */

@@ -15,8 +15,8 @@
  * opens; the gate has floating credits, handed to channels whose announced
  * backlog exceeds the credit they have, and taken back when their backlog is gone.
  * Credit goes back in batches (a quarter of the gate's credit), at once when
- * a producer has none left or its channel ended, and whenever
- * fdx_gate_next() finds nothing to return. A producer that sends beyond its
+ * a producer has none left or its channel ended, and otherwise 100 us
+ * after fdx_gate_next() first found nothing to return while owing some. A producer that sends beyond its
  * credit, or anything malformed, fails its connection with a clear error.
  *
  * A buffer view is a whole buffer of the producer's, or the part of one that
@@ -27,7 +27,9 @@
  * that spans buffers.
  *
  * Threads: one thread at a time calls next/next_record/release on a gate;
- * fdx_gate_stats() and fdx_gate_channel_stats() may be called from any thread.
+ * fdx_gate_stats(), fdx_gate_channel_stats() and fdx_gate_event_fd() may be
+ * called from any thread; fdx_gate_destroy() must not race with any other
+ * call.
  */
 #ifndef FDX_FDX_GATE_H
 #define FDX_FDX_GATE_H
@@ -60,7 +62,7 @@ struct fdx_gate_opts {
 	uint32_t n_channels; /**< 1..65536 (required) */
 	uint32_t exclusive_credits; /**< per channel (default 2; FDX_CREDITS_NONE for 0) */
 	uint32_t floating_credits; /**< per gate (default 8; FDX_CREDITS_NONE for 0) */
-	uint32_t max_record; /**< largest record reassembled (default 64 MiB) */
+	uint32_t max_record; /**< largest record reassembled (default 64 MiB, at most 1 GiB) */
 };
 
 /**
@@ -74,17 +76,24 @@ struct fdx_gate_opts {
  *   segments (give it that min too, so that no other pool can take them: a
  *   tcp frame that finds no segment fails its connection).
  * @param o options (borrowed).
- * @param out receives the gate; set to NULL first, assigned only on success.
- * @return 0; -EINVAL if an argument is NULL, o->size is too small,
- *   n_channels is 0 or above 65536, the credits are 0 in total, or pool is
- *   too small; -EEXIST if the exchange has that gate already; -ENOMEM.
+ * @param out receives the gate, owned by the caller until fdx_gate_destroy();
+ *   set to NULL first, assigned only on success.
+ * @return 0; -EINVAL if ex, o or out is NULL, o->size is below sizeof(struct
+ *   fdx_gate_opts), n_channels is 0 or above 65536, max_record is above
+ *   FDX_RECORD_MAX_LIMIT, the credits are 0 or above 2^32 - 1 in total, or
+ *   pool is too small (the log says so); -EEXIST if the exchange has that
+ *   gate already (from fdx_gate_create() or fdx_exchange_add_gate());
+ *   -ENOMEM; -errno from eventfd.
  */
 FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 			    const struct fdx_gate_opts *o, struct fdx_gate **out);
 
 /**
- * Unregister and free the gate; every view must have been released. Peers'
- * channels to it fail. NULL is a no-op.
+ * Unregister and free the gate; every view must have been released (their
+ * data and messages die with it). Peers' channels to it fail, unless they
+ * had ended; buffers still queued are handed back (a local producer's at
+ * once, a remote one's with its stream). Closes the event fd. Destroy the
+ * gate before its pool and exchange. NULL is a no-op.
  */
 FDX_API void fdx_gate_destroy(struct fdx_gate *g);
 
@@ -101,9 +110,9 @@ struct fdx_view {
 	uint32_t channel; /**< the input channel, 0..n_channels-1 */
 	const void *data; /**< the bytes (read-only), valid until released */
 	uint32_t len; /**< how many */
-	uint32_t event_type; /**< FDX_VIEW_EVENT: enum fdx_event_type */
+	uint32_t event_type; /**< FDX_VIEW_EVENT: one of enum fdx_event_type */
 	uint32_t event_flags; /**< FDX_VIEW_EVENT: FDX_EVENT_PRIORITY or 0 */
-	int32_t error; /**< FDX_VIEW_FAILED: an fdx code */
+	int32_t error; /**< FDX_VIEW_FAILED: a negative fdx return code */
 	uint64_t seq; /**< position of the item in its channel, from 0 */
 	const char *message; /**< FDX_VIEW_FAILED: the reason, naming the peer; until released */
 	void *priv[2]; /**< the library's; do not touch */
@@ -113,8 +122,12 @@ struct fdx_view {
 
 /**
  * Take the next view. Priority events first, then items in arrival order.
- * With timeout_ms 0 and nothing pending, arms fdx_gate_event_fd().
+ * With timeout_ms 0 and nothing pending, arms fdx_gate_event_fd(). With
+ * timeout_ms > 0 it spins for a few microseconds before it sleeps.
  *
+ * @param v filled in (borrowed); the caller keeps it, unchanged, until it
+ *   passes it to fdx_gate_release(). Every view, of any kind, must be
+ *   released.
  * @param timeout_ms the longest wait; < 0 waits forever, 0 never waits.
  * @return 0 with *v filled; -EINVAL if g or v is NULL; -EAGAIN if nothing
  *   came within timeout_ms (0: nothing pending); FDX_ECLOSED once the gate
@@ -129,25 +142,35 @@ FDX_API int fdx_gate_next(struct fdx_gate *g, struct fdx_view *v, int timeout_ms
  * other records point into the view. Views of one channel must be iterated in
  * the order they were taken.
  *
+ * @param rec receives a pointer to the record (read-only), valid until the
+ *   view is released, or, for a reassembled record, until the next call on
+ *   a view of that channel.
+ * @param len receives its length in bytes.
  * @return 1 with *rec and *len set; 0 when the view has no more complete
  *   records (a record continuing in the next buffer was taken in);
- *   -EINVAL if an argument is NULL or v is not a buffer view of g;
- *   FDX_EPROTO if the buffer is malformed (the channel is failed, the log
- *   says how) or a record is above max_record; -ENOMEM.
+ *   -EINVAL if an argument is NULL, v is not an unreleased buffer view of g
+ *   or v->cursor is past its data;
+ *   FDX_EPROTO if the buffer ends inside a record header, or a record is
+ *   above max_record (the rest of the view is then skipped); the log says
+ *   how; the channel is not failed;
+ *   -ENOMEM if the reassembly buffer cannot grow (call again).
  */
 FDX_API int fdx_gate_next_record(struct fdx_gate *g, struct fdx_view *v, const void **rec,
 				 uint32_t *len);
 
 /**
  * Release a view: its memory goes back (to the producer on shm and local,
- * to the gate's pool on tcp) and its credit to the producer.
+ * to the gate's pool on tcp) and its credit to the producer. Views may be
+ * released in any order. Afterwards its data, message and records are
+ * invalid.
  *
  * @return 0; -EINVAL if g or v is NULL or v is not an unreleased view of g.
  */
 FDX_API int fdx_gate_release(struct fdx_gate *g, struct fdx_view *v);
 
 /**
- * A descriptor (owned by the gate) readable when fdx_gate_next() may have
+ * A descriptor (an eventfd, non-blocking, owned by the gate: do not close
+ * it; valid until fdx_gate_destroy()) readable when fdx_gate_next() may have
  * something; armed by fdx_gate_next() returning -EAGAIN with timeout 0. Read
  * 8 bytes from it, then call fdx_gate_next(..., 0) until -EAGAIN.
  *
@@ -162,7 +185,7 @@ struct fdx_input_channel_stats {
 	uint32_t exclusive; /**< exclusive credits */
 	uint32_t floating; /**< floating credits it holds now */
 	uint32_t backlog; /**< the producer's last announced backlog */
-	uint32_t unannounced; /**< credit not yet sent to the producer */
+	uint32_t unannounced; /**< credit granted but not yet sent to the producer */
 	uint32_t held; /**< buffers received and not released (queued or in views) */
 	uint32_t max_held; /**< the most ever held */
 	uint64_t credits_announced; /**< all credit granted to the producer, initial included */
@@ -197,6 +220,8 @@ struct fdx_gate_stats {
 /**
  * Read the counters of input channel ch. Any thread.
  *
+ * @param st filled in; st->size must be set to sizeof(*st) (or a smaller,
+ *   older size: only that many bytes are written).
  * @return 0; -EINVAL if g or st is NULL, st->size < 8 or ch is out of range.
  */
 FDX_API int fdx_gate_channel_stats(struct fdx_gate *g, uint32_t ch,
@@ -205,6 +230,8 @@ FDX_API int fdx_gate_channel_stats(struct fdx_gate *g, uint32_t ch,
 /**
  * Read the gate's counters. Any thread.
  *
+ * @param st filled in; st->size must be set to sizeof(*st) (or a smaller,
+ *   older size: only that many bytes are written).
  * @return 0; -EINVAL if g or st is NULL or st->size < 8.
  */
 FDX_API int fdx_gate_stats(struct fdx_gate *g, struct fdx_gate_stats *st);

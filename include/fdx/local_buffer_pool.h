@@ -49,10 +49,12 @@ struct fdx_lbp_opts {
 };
 
 /**
- * Called once when a segment becomes available after a request found the
- * pool empty. Runs on the thread that made it available, possibly with the
- * NetworkBufferPool's lock held: keep it short, do not block, and call no
- * fdx_lbp_ or fdx_nbp_ function from it (set a flag, write an eventfd).
+ * Called once when a segment becomes available after a request or wait found
+ * the pool empty. Runs on the thread that made it available (one recycling,
+ * or changing or destroying a pool of the same nbp; fdx's own threads too)
+ * with the NetworkBufferPool's lock held: keep it short, do not block, and
+ * call no fdx_lbp_ or fdx_nbp_ function from it (set a flag, write an
+ * eventfd). lbp is the pool that has a segment again (borrowed).
  */
 typedef void (*fdx_lbp_avail_fn)(void *ud, struct fdx_lbp *lbp);
 
@@ -77,14 +79,18 @@ struct fdx_lbp_stats {
  *
  * @param nbp the NetworkBufferPool (borrowed; must outlive the lbp).
  * @param o options (borrowed).
- * @param out receives the pool; set to NULL first, assigned only on success.
+ * @param out receives the pool, owned by the caller until fdx_lbp_destroy();
+ *   set to NULL first, assigned only on success.
  * @return 0 on success;
- *   -EINVAL if an argument is NULL, o->size is too small, max is 0, min > max
- *     or max exceeds the nbp's segment count;
+ *   -EINVAL if an argument is NULL, o->size is below sizeof(struct
+ *     fdx_lbp_opts), max is 0, min > max or max exceeds the nbp's segment
+ *     count;
  *   FDX_ENOSEGMENTS if the nbp has fewer free segments than min, even after
  *     taking back the idle segments other pools borrowed (the log says how
  *     many were needed and how many were free);
- *   -ENOMEM if memory for the pool cannot be had.
+ *   -ENOSPC if the nbp has created 2^30 - 1 pools already (ids are not reused);
+ *   -ENOMEM if memory for the pool cannot be had (or another -errno from
+ *     pthread_cond_init).
  * Thread-safe.
  */
 FDX_API int fdx_lbp_create(struct fdx_nbp *nbp, const struct fdx_lbp_opts *o, struct fdx_lbp **out);
@@ -92,9 +98,10 @@ FDX_API int fdx_lbp_create(struct fdx_nbp *nbp, const struct fdx_lbp_opts *o, st
 /**
  * Destroy the pool: threads blocked in fdx_lbp_request() or fdx_lbp_wait()
  * return FDX_ECLOSED, and every segment, cached or still in use, goes back to
- * the nbp (using a buffer after this is a bug). Closes the event fd. Must not
- * race with other calls on the same lbp other than the blocked ones. NULL is
- * a no-op.
+ * the nbp (using a buffer after this is a bug). Closes the event fd; the
+ * callback is not called any more. Destroy the partition or gate that uses
+ * the pool first. Must not race with other calls on the same lbp other than
+ * the blocked ones. NULL is a no-op.
  */
 FDX_API void fdx_lbp_destroy(struct fdx_lbp *lbp);
 
@@ -102,10 +109,12 @@ FDX_API void fdx_lbp_destroy(struct fdx_lbp *lbp);
  * Take a buffer without blocking.
  *
  * @param lbp the pool.
- * @param out receives the buffer on success (unchanged otherwise).
+ * @param out receives the buffer on success (unchanged otherwise); the caller
+ *   owns the segment until it recycles it.
  * @return 0 on success; -EAGAIN if the pool is empty and cannot borrow more
  *   (it owns max segments or the nbp has none free): the expected
  *   back-pressure, after which the event fd and callback will fire;
+ *   FDX_ECLOSED if the pool is being destroyed;
  *   -EINVAL if lbp or out is NULL.
  * Thread-safe; takes no global lock while the pool has cached segments.
  */
@@ -118,7 +127,8 @@ FDX_API int fdx_lbp_try_request(struct fdx_lbp *lbp, struct fdx_buf *out);
  * @param lbp the pool.
  * @param timeout_us the longest wait in microseconds; 0 does not block; < 0
  *   (or a value too large for the clock) waits without a bound.
- * @param out receives the buffer on success (unchanged otherwise).
+ * @param out receives the buffer on success (unchanged otherwise); the caller
+ *   owns the segment until it recycles it.
  * @return 0 on success; -ETIMEDOUT if the timeout passed (-EAGAIN when
  *   timeout_us is 0); FDX_ECLOSED if the pool was destroyed while waiting;
  *   -EINVAL if lbp or out is NULL.
@@ -128,8 +138,10 @@ FDX_API int fdx_lbp_request(struct fdx_lbp *lbp, int64_t timeout_us, struct fdx_
 
 /**
  * Block until a request could succeed (a segment is cached or borrowable),
- * without taking it. Time spent blocked is not counted as back-pressure.
+ * without taking it (another thread may take it first). Time spent blocked is
+ * not counted as back-pressure.
  *
+ * @param timeout_us as for fdx_lbp_request().
  * @return 0 when a segment is available; -ETIMEDOUT if the timeout passed
  *   (-EAGAIN when timeout_us is 0); FDX_ECLOSED if the pool was destroyed while
  *   waiting; -EINVAL if lbp is NULL.
@@ -144,20 +156,24 @@ FDX_API int fdx_lbp_wait(struct fdx_lbp *lbp, int64_t timeout_us);
  * request found the pool empty, and returns surplus segments to the nbp.
  *
  * @param lbp the pool.
- * @param offset the buffer's offset, as request returned it.
- * @return 0 on success; FDX_ENOTOWNED if offset is not a segment of the
- *   region or the segment is owned by someone else; FDX_EALREADYFREE if the
- *   segment is this pool's but already free (a double recycle);
+ * @param offset the buffer's offset, as request returned it; the caller's
+ *   ownership of the segment ends here.
+ * @return 0 on success; FDX_ENOTOWNED if offset is not the start of a segment
+ *   of the region or the segment is owned by someone else; FDX_EALREADYFREE
+ *   if the segment is this pool's but already free (a double recycle);
  *   -EINVAL if lbp is NULL.
- * Thread-safe; takes no global lock in the common case.
+ * Thread-safe; takes no global lock in the common case. The availability
+ * callback may run on this thread before it returns.
  */
 FDX_API int fdx_lbp_recycle(struct fdx_lbp *lbp, uint64_t offset);
 
 /**
- * A pointer to a buffer of this pool, derived from the region's base.
+ * A pointer to a buffer of this pool, derived from the region's base. Only
+ * the buffer's current owner may use it. Thread-safe.
  *
- * @return the pointer to capacity bytes, or NULL if lbp is NULL or offset is
- *   not a segment of the region.
+ * @return the pointer to capacity bytes, valid until the nbp is destroyed, or
+ *   NULL if lbp is NULL or offset is not the start of a segment of the region
+ *   (any segment: ownership is not checked).
  */
 FDX_API void *fdx_lbp_ptr(const struct fdx_lbp *lbp, uint64_t offset);
 
@@ -180,7 +196,8 @@ FDX_API int fdx_lbp_set_max(struct fdx_lbp *lbp, uint32_t max);
  * first call; later calls return the same fd.
  *
  * @param lbp the pool.
- * @param fd receives the descriptor.
+ * @param fd receives the descriptor (non-blocking; owned by the pool: do not
+ *   close it; valid until fdx_lbp_destroy()).
  * @return 0 on success; -EINVAL if an argument is NULL; -errno from eventfd.
  * Thread-safe.
  */
@@ -190,6 +207,9 @@ FDX_API int fdx_lbp_event_fd(struct fdx_lbp *lbp, int *fd);
  * Register (or with fn NULL, remove) the availability callback; see
  * fdx_lbp_avail_fn for where it runs and what it may do.
  *
+ * @param fn the callback; it must stay callable until it is replaced or the
+ *   pool is destroyed.
+ * @param ud passed to fn (borrowed).
  * @return 0 on success; -EINVAL if lbp is NULL.
  * Thread-safe: once this returns, the old callback is no longer called.
  */

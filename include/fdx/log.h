@@ -20,9 +20,11 @@ enum fdx_log_level {
 };
 
 /**
- * A log sink. Called on the thread where the event happened, possibly with
- * fdx locks held: it must not block for long and must not call back into the
- * object that logs.
+ * A log sink. Called on the thread where the event happened (a caller's
+ * thread or one of fdx's own: the exchange's gRPC, accept and io_uring
+ * threads), possibly with fdx locks held: it must not block for long and must
+ * not call back into the object that logs. It must stay callable until the
+ * object it was given to is destroyed.
  *
  * @param ud the user data given with the function.
  * @param lvl the message's level.

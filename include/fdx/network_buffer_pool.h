@@ -4,6 +4,9 @@
  * The NetworkBufferPool (nbp): one per TaskManager. It owns the shared region
  * and its free segments, and lends them in batches to LocalBufferPools, whose
  * common path then needs no global lock.
+ *
+ * Threads: every function here is thread-safe, except that fdx_nbp_destroy()
+ * must not race with any other use of the nbp or of its LocalBufferPools.
  */
 #ifndef FDX_FDX_NETWORK_BUFFER_POOL_H
 #define FDX_FDX_NETWORK_BUFFER_POOL_H
@@ -55,29 +58,34 @@ struct fdx_nbp_stats {
 /**
  * Create a NetworkBufferPool and its region (see fdx_region_create()).
  *
- * @param o options (borrowed).
- * @param out receives the pool; set to NULL first, assigned only on success.
+ * @param o options (borrowed; the log sink must stay callable until the pool
+ *   is destroyed).
+ * @param out receives the pool, owned by the caller until fdx_nbp_destroy();
+ *   set to NULL first, assigned only on success.
  * @return 0 on success;
- *   -EINVAL if o or out is NULL, o->size is too small, seg_size is not a power
- *     of two in range, both seg_count and total_bytes are set, the segment
- *     count or batch is above FDX_SEG_COUNT_MAX, or the policy is unknown;
- *   FDX_ENOHUGEPAGES, -ENOMEM or another error of fdx_region_create().
+ *   -EINVAL if o or out is NULL, o->size is below sizeof(struct
+ *     fdx_nbp_opts), seg_size is not a power of two in range, both seg_count
+ *     and total_bytes are set, the segment count or batch is above
+ *     FDX_SEG_COUNT_MAX, or the policy is unknown;
+ *   -ENOMEM; FDX_ENOHUGEPAGES or another error of fdx_region_create().
  * Thread-safe.
  */
 FDX_API int fdx_nbp_create(const struct fdx_nbp_opts *o, struct fdx_nbp **out);
 
 /**
  * Destroy the pool and its region. Every LocalBufferPool must have been
- * destroyed first. NULL is a no-op.
+ * destroyed first. NULL is a no-op. Must not race with any other call on the
+ * pool or its LocalBufferPools.
  *
  * @return 0 on success (and for NULL); -EBUSY if LocalBufferPools are still
- *   alive, in which case nothing is changed.
+ *   alive, in which case nothing is changed (the log says how many).
  */
 FDX_API int fdx_nbp_destroy(struct fdx_nbp *nbp);
 
 /**
- * The region the pool owns (owned by the pool; valid until fdx_nbp_destroy()).
- * Use it to send the region to a peer or to derive pointers.
+ * The region the pool owns (owned by the pool: do not destroy it; valid until
+ * fdx_nbp_destroy()). Use it to send the region to a peer or to derive
+ * pointers. Thread-safe.
  *
  * @return the region, or NULL if nbp is NULL.
  */

@@ -18,9 +18,10 @@
  * consumer, nothing copied), `tcp` (header and payload over TCP, received
  * straight into the consumer's own segments).
  *
- * Threads: one task thread at a time calls emit/reserve/commit/event/flush
- * on a partition; fdx_partition_stats() and fdx_partition_channel_stats()
- * may be called from any thread.
+ * Threads: one task thread at a time calls connect, emit, broadcast,
+ * reserve, commit, event, flush and finish on a partition;
+ * fdx_partition_stats() and fdx_partition_channel_stats() may be called from
+ * any thread; fdx_partition_destroy() must not race with any other call.
  */
 #ifndef FDX_FDX_PARTITION_H
 #define FDX_FDX_PARTITION_H
@@ -93,11 +94,12 @@ struct fdx_partition_opts {
  * @param ex the exchange that sends its data (borrowed; must outlive it).
  * @param pool the LocalBufferPool of its buffers (borrowed; must outlive
  *   it). Use it for nothing else.
- * @param o options (borrowed).
- * @param out receives the partition; set to NULL first, assigned only on success.
- * @return 0; -EINVAL if an argument is NULL, o->size is too small,
- *   n_subpartitions is 0 or above 65536, or max_record is above
- *   FDX_RECORD_MAX_LIMIT; -ENOMEM.
+ * @param o options (borrowed; partition_id is copied).
+ * @param out receives the partition, owned by the caller until
+ *   fdx_partition_destroy(); set to NULL first, assigned only on success.
+ * @return 0; -EINVAL if an argument is NULL, o->size is below sizeof(struct
+ *   fdx_partition_opts), n_subpartitions is 0 or above 65536, or max_record
+ *   is above FDX_RECORD_MAX_LIMIT; -ENOMEM.
  */
 FDX_API int fdx_partition_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 				 const struct fdx_partition_opts *o, struct fdx_partition **out);
@@ -108,13 +110,22 @@ FDX_API int fdx_partition_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
  * for shm/tcp the data socket too. Waits for the answer. Records emitted to
  * a subpartition before it is connected wait in its queue (bounded by the pool).
  *
+ * @param addr the consumer's address (borrowed; copied). With FDX_LINK_AUTO,
+ *   the exchange's own address, exactly as fdx_exchange_address() returns
+ *   it, means local.
  * @param link FDX_LINK_AUTO, or a link to force.
- * @param timeout_ms the longest wait; <= 0 means 5000.
+ * @param timeout_ms the longest wait; <= 0 means 5000 (a local connect does
+ *   not wait).
  * @return 0; -EINVAL if p or addr is NULL, sub is out of range or link unknown;
  *   -EISCONN if sub is connected already; -EOPNOTSUPP if the forced link is
  *   impossible (local to another exchange, shm to another host);
- *   every error of fdx_exchange_open_channel(); the error of the data
- *   socket's connect; -ENOMEM.
+ *   local: -ENOENT if the exchange has no such gate or channel, -EBUSY if
+ *   that input channel is open already;
+ *   shm and tcp: every error of fdx_exchange_open_channel(); -ENOENT if the
+ *   control stream failed before the channel was set up; the data socket's
+ *   -errno from socket, connect, send or sendmsg (-EHOSTUNREACH if its host
+ *   cannot be resolved, -EINVAL if the peer announced no usable endpoint);
+ *   -ENOMEM.
  */
 FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const char *addr,
 				  uint32_t gate, uint32_t gate_channel, uint32_t link,
@@ -127,6 +138,7 @@ FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const c
  * the middle of a spanning record, what was written of it is withdrawn (the
  * consumer never sees it) and nothing emitted before is lost.
  *
+ * @param rec the record (borrowed; copied before this returns).
  * @param timeout_ms the longest wait for a buffer in total; < 0 waits forever, 0 never waits.
  * @return 0; -EINVAL if p is NULL, rec is NULL with len > 0, or sub is out
  *   of range; -EMSGSIZE if len is above the partition's max_record;
@@ -141,9 +153,14 @@ FDX_API int fdx_partition_emit(struct fdx_partition *p, uint32_t sub, const void
 			       int timeout_ms);
 
 /**
- * Emit one record to every subpartition, in subpartition order. Errors as
- * fdx_partition_emit(); on an error the subpartitions before the one that
- * failed have the record and *done (if not NULL) says how many.
+ * Emit one record to every subpartition, in subpartition order, timeout_ms
+ * bounding the whole call. Errors as fdx_partition_emit(); on an error (one
+ * failed or ended subpartition is enough) the subpartitions before the one
+ * that failed have the record, the rest do not, and *done (if not NULL) says
+ * how many.
+ *
+ * @param done receives the number of subpartitions that have the record (may
+ *   be NULL); set to 0 first.
  */
 FDX_API int fdx_partition_broadcast(struct fdx_partition *p, const void *rec, uint32_t len,
 				    int timeout_ms, uint32_t *done);
@@ -152,11 +169,17 @@ FDX_API int fdx_partition_broadcast(struct fdx_partition *p, const void *rec, ui
  * Zero-copy emit, step 1: room for a record of up to len bytes, in place in
  * the subpartition's current buffer (a new one if it has too little room).
  * Write the record at *where, then call fdx_partition_commit(). Nothing else
- * may be emitted to any subpartition between the two.
+ * may be emitted to any subpartition between the two (emit, broadcast,
+ * reserve, event and finish return -EBUSY).
  *
- * @return 0 with *where set; -EINVAL if where is NULL; -EMSGSIZE if len + 4
- *   is above the segment size (emit it with fdx_partition_emit()); -EBUSY if a
- *   reservation is open already; the other errors of fdx_partition_emit().
+ * @param where receives a pointer to len writable bytes in the pool's
+ *   segment, valid until fdx_partition_commit().
+ * @param timeout_ms the longest wait for a buffer, as for fdx_partition_emit().
+ * @return 0 with *where set; -EINVAL if p or where is NULL or sub is out of
+ *   range; -EMSGSIZE if len + 4 is above the segment size (emit it with
+ *   fdx_partition_emit()) or len is above max_record; -EBUSY if a
+ *   reservation is open already; -ETIMEDOUT, -EAGAIN, -EPIPE and FDX_ECLOSED
+ *   as for fdx_partition_emit().
  */
 FDX_API int fdx_partition_reserve(struct fdx_partition *p, uint32_t sub, uint32_t len, void **where,
 				  int timeout_ms);
@@ -176,19 +199,27 @@ FDX_API int fdx_partition_commit(struct fdx_partition *p, uint32_t sub, uint32_t
  * follows every record emitted before it; with FDX_EVENT_PRIORITY it
  * overtakes the buffers still waiting for credit instead. Events need no
  * credit and no buffer (the payload is copied). After FDX_EVENT_END_OF_PARTITION
- * nothing more may be emitted to that subpartition.
+ * nothing more may be emitted to that subpartition. With FDX_ALL_SUBPARTITIONS
+ * the first subpartition that fails stops the call: those before it have the
+ * event, the rest do not.
  *
+ * @param type one of enum fdx_event_type.
+ * @param flags 0 or FDX_EVENT_PRIORITY (not with FDX_EVENT_END_OF_PARTITION).
+ * @param payload len bytes (borrowed; copied), or NULL when len is 0.
  * @return 0; -EINVAL if p is NULL, sub is out of range, type is unknown,
- *   flags unknown, or payload is NULL with len > 0; -EMSGSIZE if len is above
- *   FDX_EVENT_PAYLOAD_MAX; -EPIPE if sub's channel failed; FDX_ECLOSED if sub
- *   has ended already; -ENOMEM.
+ *   flags unknown, FDX_EVENT_PRIORITY is set on FDX_EVENT_END_OF_PARTITION,
+ *   or payload is NULL with len > 0; -EMSGSIZE if len is above
+ *   FDX_EVENT_PAYLOAD_MAX; -EBUSY if a reservation is open; -EPIPE if sub's
+ *   channel failed; FDX_ECLOSED if sub has ended already or the partition is
+ *   being destroyed; -ENOMEM.
  */
 FDX_API int fdx_partition_event(struct fdx_partition *p, uint32_t sub, uint32_t type,
 				uint32_t flags, const void *payload, uint32_t len);
 
 /**
- * Queue the partly filled buffer of sub (or of every subpartition) now.
- * The buffer keeps being filled afterwards: only what was written so far goes.
+ * Queue the partly filled buffer of sub (or of every subpartition with
+ * FDX_ALL_SUBPARTITIONS) now. The buffer keeps being filled afterwards: only
+ * what was written so far goes. Never waits.
  *
  * @return 0; -EINVAL if p is NULL or sub is out of range.
  */
@@ -196,12 +227,15 @@ FDX_API int fdx_partition_flush(struct fdx_partition *p, uint32_t sub);
 
 /**
  * End the partition: send FDX_EVENT_END_OF_PARTITION on every subpartition
- * that has not ended, then wait until every buffer sent was handed back by
- * its consumer (their segments are then in the pool again).
+ * that has not ended or failed, then wait until every buffer sent was handed
+ * back by its consumer (their segments are then in the pool again). Waits by
+ * yielding and short naps, not on a descriptor. Nothing more can be emitted
+ * afterwards.
  *
- * @param timeout_ms the longest wait; < 0 waits forever.
+ * @param timeout_ms the longest wait; < 0 waits forever, 0 checks once.
  * @return 0 (also if a consumer went away after the end, all handed back);
- *   -EINVAL if p is NULL; -ETIMEDOUT (buffers still out; call again);
+ *   -EINVAL if p is NULL; -EBUSY if a reservation is open (nothing is
+ *   sent); -ETIMEDOUT (buffers still out; call again);
  *   -EPIPE if a channel failed before its end went or with buffers it never
  *   handed back (those came back to the pool all the same).
  */
@@ -255,6 +289,8 @@ struct fdx_partition_stats {
 /**
  * Read the counters of subpartition sub. Any thread.
  *
+ * @param st filled in; st->size must be set to sizeof(*st) (or a smaller,
+ *   older size: only that many bytes are written).
  * @return 0; -EINVAL if p or st is NULL, st->size < 8 or sub is out of range.
  */
 FDX_API int fdx_partition_channel_stats(struct fdx_partition *p, uint32_t sub,
@@ -263,6 +299,8 @@ FDX_API int fdx_partition_channel_stats(struct fdx_partition *p, uint32_t sub,
 /**
  * Read the partition's counters. Any thread.
  *
+ * @param st filled in; st->size must be set to sizeof(*st) (or a smaller,
+ *   older size: only that many bytes are written).
  * @return 0; -EINVAL if p or st is NULL or st->size < 8.
  */
 FDX_API int fdx_partition_stats(struct fdx_partition *p, struct fdx_partition_stats *st);

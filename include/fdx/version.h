@@ -25,7 +25,8 @@ FDX_API unsigned fdx_version(void);
 /**
  * The same version as a string "MAJOR.MINOR.PATCH".
  *
- * @return a static string; never NULL. Thread-safe.
+ * @return a static string (the caller must not free it); never NULL.
+ *   Thread-safe.
  */
 FDX_API const char *fdx_version_string(void);
 
