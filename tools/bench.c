@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fdx-bench: end-to-end throughput of the data plane.
+ * fdx-bench: end-to-end throughput and latency of the data plane, next to
+ * the raw limit of the machine and to what users run today.
  *
  * What it measures. A producer emits records of --record-size bytes,
  * round-robin over --channels subpartitions, for --seconds. A consumer takes
@@ -12,12 +13,13 @@
  * the last record. When the producer is done it sends its record count, byte
  * count and expected checksum. Any mismatch fails the run (exit 1).
  *
- * Modes:
+ * Modes (the same workload, the same two processes, one per core, and the
+ * same reading of every byte in each):
  *  shm          producer and consumer are two processes. Data goes over the
  *               shm link: the consumer maps the producer's region read-only,
  *               and the only copy is the emit into the buffer.
- *  tcp          the same two processes. Data goes over TCP loopback into the
- *               consumer's own segments.
+ *  tcp          the same two processes. Data goes over fdx's TCP loopback
+ *               link into the consumer's own segments.
  *  local        one process and one exchange. A producer thread and a consumer
  *               thread; buffers are handed over in memory.
  *  shm-ceiling  no fdx at all. Two processes do the same record writing (a
@@ -29,33 +31,102 @@
  *               pool (--pool x --segment-size, rounded up to a power of two,
  *               8 MiB by default), which is the memory fdx may have in flight.
  *               Positions are published every --segment-size bytes, the same
- *               granularity as fdx buffers. The ring has one lane, so
- *               --channels does not apply to it (it reports 1 channel).
+ *               granularity as fdx buffers.
+ *  tcp-copy     no fdx either: a baseline for what a Netty-style stack does.
+ *               The producer packs the same length-prefixed records into
+ *               buffers of --segment-size bytes and write()s each full buffer
+ *               with a blocking write on a TCP socket to 127.0.0.1 (handling
+ *               partial writes; TCP_NODELAY, as Netty sets by default). The
+ *               consumer read()s up to --segment-size bytes at a time into a
+ *               buffer of its own (the copy out of the kernel) and walks the
+ *               records there; the start of a record that a read cut is moved
+ *               to the front of the buffer and completed by the next read, as
+ *               a frame decoder's cumulation buffer does. The end is the
+ *               producer's shutdown(SHUT_WR).
+ *  grpc-data    no fdx either: a baseline for the original FlinkDotNet design,
+ *               where the records themselves travel as gRPC messages. gRPC C
+ *               core, insecure credentials, over a Unix socket in the run's
+ *               temporary directory: the consumer serves, the producer opens
+ *               one bidirectional streaming call (/fdx.bench.Data/Stream) and
+ *               sends one message per record, a protobuf message with one
+ *               bytes field (tag 0x0a, varint length, the record), serialised
+ *               into one slice (its one copy, as emit's). One send is in
+ *               flight: send, wait for its completion, send the next. Every
+ *               message carries GRPC_WRITE_BUFFER_HINT except the one that
+ *               completes about --segment-size bytes and the last one, so gRPC
+ *               writes chunks about as large as fdx's buffers. The consumer
+ *               takes each message out of gRPC's slices into one piece (the
+ *               copy a generated parser makes of a bytes field), checks the
+ *               encoding and reads the record. The end is the producer's
+ *               half-close; the consumer answers with status OK.
+ * shm-ceiling, tcp-copy and grpc-data have one lane: --channels does not
+ * apply to them (they report 1 channel), nor do --exclusive, --floating and
+ * --pool (except that --pool sizes the ring). For them --segment-size is the
+ * publishing step (ring), the write size (tcp-copy) or the flush step of the
+ * buffer hint (grpc-data).
  *
- * Process layout. The main process never creates an fdx object, so no gRPC,
- * io_uring or other library thread exists in it and fork() is safe. For each
- * run it forks the consumer, then the producer (or a single child for local).
- * Three pipes connect them:
- *  - the consumer sends its exchange address to the producer;
+ * Latency (--latency). The producer sends one record at a time (default
+ * 64 bytes, at least 16) carrying its send time (CLOCK_MONOTONIC, the same
+ * host, so the clocks agree) in its second 8 bytes, and sends it at once:
+ * fdx_partition_flush() after each emit (shm, tcp, local), a write of one
+ * small buffer per record (tcp-copy), one message without the buffer hint
+ * (grpc-data), a publish per record (shm-ceiling). Then it waits until the
+ * consumer has read the record before it makes the next one (and --gap
+ * longer, if given): the consumer counts the records it read in a page
+ * shared by every process (see struct shared), and the producer polls it
+ * with a bounded spin, then yields, then short sleeps (source_wait_seen()).
+ * The consumer notes now - send time for each record in an array allocated
+ * and touched before the run. The first LAT_WARMUP records (connections
+ * warming up, page faults) are sent and checked the same way but not
+ * sampled; then --count samples (default 20000) or --seconds, whichever
+ * comes first. It reports p50, p99, p99.9 and the maximum in microseconds
+ * (nearest rank), and the number of samples. The checksum and the report
+ * are those of a throughput run.
+ *
+ * Runs. --mode takes one mode or a comma-separated list; --compare runs
+ * every mode and prints each one's ratio to shm and the targets, MET or NOT
+ * MET (with --latency: shm's p50 and p99). --sizes runs the chosen modes at
+ * each record size, in increasing order. --csv prints one CSV row per run;
+ * --plot FILE.png (every mode unless --mode says otherwise) prints the same
+ * CSV, writes it to temporary files, one per mode, and runs gnuplot (Debian's
+ * package gnuplot-nox) to draw GB/s against the record size, both axes in log
+ * scale, one line per mode. Without gnuplot it says so, naming the package,
+ * and exits with 2 after printing the CSV.
+ *
+ * Process layout. The main process never creates an fdx object and never
+ * initialises gRPC, so no gRPC, io_uring or other library thread exists in it
+ * and fork() is safe. For each run it forks the consumer, then the producer
+ * (or a single child for local). Three pipes connect them:
+ *  - the consumer sends its address (exchange, TCP port, gRPC server) to the
+ *    producer;
  *  - the producer sends its report (count, bytes, checksum) to the consumer;
  *  - the consumer sends its measured result to the main process.
- * While waiting for the report, the consumer keeps pumping its gate, so that
+ * While waiting for the report, an fdx consumer keeps pumping its gate, so that
  * the credits for the last buffers can travel and fdx_partition_finish() can
  * return. The producer's thread is pinned to the first allowed CPU and the
  * consumer's to the second. Pinning is done after setup, so the library's own
- * threads keep the full CPU mask.
+ * threads (and gRPC's) keep the full CPU mask.
  *
  * Output is a table, or with --json one object with the stable shape
  * {"results": [{"mode": ..., "record_size": ..., "records_per_s": ...,
- * "gbytes_per_s": ..., more keys}, ...]}. Scripts depend on it.
+ * "gbytes_per_s": ..., more keys}, ...]} (with --latency the more keys
+ * include p50_us, p99_us, p999_us, max_us, samples and gap_us), or with --csv one
+ * header line and one row per run. Scripts depend on them. When the
+ * invocation is planned to take more than PROGRESS_PLAN_S seconds, a progress
+ * line goes to stderr: rewritten in place when stderr is a terminal, else one
+ * line as each run starts. Nothing but results goes to stdout.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -69,9 +140,17 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
 
 #include <fdx/fdx.h>
 #include <fdx/partition.h>
@@ -82,11 +161,13 @@
 #define EMIT_TIMEOUT_MS 10000 /* a pool empty this long means the consumer is stuck */
 #define CONNECT_TIMEOUT_MS 5000
 #define FINISH_TIMEOUT_MS 30000
-#define IDLE_LIMIT_NS 30000000000ull /* the consumer gives up after 30 s without data */
+#define IDLE_LIMIT_S 30u /* the consumer gives up after 30 s without data */
+#define IDLE_LIMIT_NS (IDLE_LIMIT_S * 1000000000ull)
 #define REPORT_WAIT_NS 60000000000ull /* the longest wait for the producer's report */
 #define WATCHDOG_S 120u /* added to --seconds: a child killed by SIGALRM is stuck */
 #define RECORD_MIN 8u /* the first 8 bytes of a record are its counter */
 #define RECORD_MAX FDX_RECORD_MAX_DEFAULT
+#define RECORD_DEFAULT 1024u
 /*
  * Credit defaults for a shared-memory run: a credit costs the consumer no
  * memory on shm, and the credit loop (release -> gRPC -> producer) takes a
@@ -100,18 +181,41 @@
 #define POOL_SLACK 32u /* segments beyond the credits: the ones being filled, the queue */
 #define TCP_POOL_MARGIN FDX_NBP_BATCH_DEFAULT
 #define CEILING_RING_MIN (8ull << 20)
+/* --latency */
+#define LAT_COUNT_DEFAULT 20000u
+#define LAT_COUNT_MAX 10000000u
+#define LAT_RECORD_DEFAULT 64u
+#define LAT_RECORD_MIN 16u /* the counter, then the send time */
+#define LAT_WARMUP 100u /* records sent before the first sample */
+#define LAT_WAIT_NS 10000000000ull /* the producer gives up on a record unseen this long */
+#define LAT_SPIN_NS 5000u /* the producer's wait for the consumer: spin, */
+#define LAT_YIELD_NS 50000u /* then yield, */
+#define LAT_SLEEP_NS 10000L /* then sleep this long at a time */
+#define LAT_GAP_MAX_US 1000000u
+#define LAT_TIMER_SLACK_NS 1000ul /* the waiting producer's short sleeps stay short */
+/* grpc-data */
+#define GRPC_METHOD "/fdx.bench.Data/Stream"
+#define GRPC_WAIT_MS 1000 /* one completion-queue wait; IDLE_LIMIT_S of them is stuck */
+/* the main process */
+#define SIZES_MAX 32u
+#define PROGRESS_PLAN_S 3.0 /* longer planned invocations show progress on stderr */
+#define PROGRESS_TICK_NS 100000000L /* the progress line on a terminal: 10 times a second */
+#define RING_LINE 128 /* two cache lines: adjacent-line prefetch pulls pairs */
 
 enum mode {
 	MODE_SHM,
 	MODE_TCP,
 	MODE_LOCAL,
 	MODE_CEILING,
+	MODE_TCP_COPY,
+	MODE_GRPC,
 	MODE_COUNT,
 };
 
-static const char *const mode_names[MODE_COUNT] = {"shm", "tcp", "local", "shm-ceiling"};
+static const char *const mode_names[MODE_COUNT] = {"shm",	  "tcp",      "local",
+						   "shm-ceiling", "tcp-copy", "grpc-data"};
 
-/* What every run uses; fixed once the options are parsed. */
+/* What every run uses; fixed once the options are parsed (record_size and ring_size per run). */
 struct config {
 	double seconds;
 	uint32_t record_size;
@@ -121,6 +225,9 @@ struct config {
 	uint32_t floating; /* per gate, as given (0: none) */
 	uint32_t pool; /* producer pool, segments */
 	uint64_t ring_size; /* shm-ceiling ring bytes, a power of two */
+	int latency; /* --latency: one record at a time, timed */
+	uint32_t lat_count; /* --latency: samples wanted */
+	uint64_t gap_ns; /* --latency: pause between a record seen and the next */
 	int cpus[2]; /* producer, consumer; -1: not pinned */
 	char dir[160]; /* this run's temporary directory (Unix sockets) */
 };
@@ -137,6 +244,11 @@ struct result {
 	uint64_t records;
 	uint64_t bytes;
 	uint64_t ns; /* first buffer seen to last record read */
+	uint64_t samples; /* --latency: how many records were timed */
+	uint64_t p50_ns;
+	uint64_t p99_ns;
+	uint64_t p999_ns;
+	uint64_t max_ns;
 	uint32_t channels; /* channels the data really used */
 	uint32_t pad;
 };
@@ -148,17 +260,44 @@ struct consumed {
 	uint64_t sum;
 	uint64_t t_first; /* 0 until the first buffer */
 	uint64_t t_last;
-	uint64_t progress_at; /* next progress line, 0: none */
-	uint64_t progress_records;
-	uint64_t progress_bytes;
-	uint64_t progress_t;
+	uint64_t *lat; /* --latency: one-way latencies (ns), allocated before the run */
+	uint64_t lat_n;
+	uint64_t lat_cap;
 };
 
+/*
+ * One page shared by the main process and every child: an anonymous
+ * MAP_SHARED mapping made by the main process before the first fork, reset
+ * before each run. Its counters belong to the run's consumer.
+ *  - seen: records the consumer has read. Written by the consumer only
+ *    (R3, release, after it read the record); read by the producer in
+ *    --latency (A3, acquire) before it sends the next record.
+ *  - records, bytes, t_first: written by the consumer only, read by the main
+ *    process for the progress line. Relaxed on both sides: they are only
+ *    displayed, nothing is read on the strength of them.
+ */
+struct shared {
+	alignas(RING_LINE) _Atomic uint64_t seen;
+	alignas(RING_LINE) _Atomic uint64_t records;
+	_Atomic uint64_t bytes;
+	_Atomic uint64_t t_first;
+};
+
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "shared counters must be lock-free");
+_Static_assert(offsetof(struct shared, records) == RING_LINE, "seen alone on its lines");
+
+static struct shared *shared; /* made by main(), inherited by every child */
 static char who[64] = "fdx-bench"; /* prefix of messages; names the child */
 
 static void die(const char *what, int err)
 {
 	fprintf(stderr, "%s: %s: %s (%d)\n", who, what, fdx_strerror(err), err);
+	exit(1);
+}
+
+static void fail(const char *msg)
+{
+	fprintf(stderr, "%s: %s\n", who, msg);
 	exit(1);
 }
 
@@ -195,12 +334,15 @@ static void cpu_relax(void)
 #endif
 }
 
+#define BACKOFF_SPINS 4096u
+#define BACKOFF_YIELDS 64u
+
 /* Wait politely: spin a while, then yield, then sleep; spins counts the calls. */
 static void backoff(unsigned *spins)
 {
-	if (++*spins < 4096)
+	if (++*spins < BACKOFF_SPINS)
 		cpu_relax();
-	else if (*spins < 4096 + 64)
+	else if (*spins < BACKOFF_SPINS + BACKOFF_YIELDS)
 		sched_yield();
 	else
 		sleep_ns(20000);
@@ -256,6 +398,28 @@ static size_t read_full(int fd, void *buf, size_t len, const char *what)
 	return got;
 }
 
+/* The producer's side of the address pipe: one line, then end of file. */
+static void read_addr(int fd, char *addr, size_t size)
+{
+	FILE *from = fdopen(fd, "r");
+
+	if (!from)
+		die("fdopen", -errno);
+	if (!fgets(addr, (int)size, from))
+		fail("the consumer sent no address");
+	fclose(from);
+	addr[strcspn(addr, "\n")] = '\0';
+}
+
+static void send_addr(int fd, const char *addr)
+{
+	char line[320];
+
+	snprintf(line, sizeof(line), "%s\n", addr);
+	write_full(fd, line, strlen(line), "send the address");
+	close(fd);
+}
+
 /* ---- records: writing and reading them the same way in every mode ---------- */
 
 /*
@@ -288,56 +452,179 @@ static uint64_t read_sum(const unsigned char *p, uint32_t len)
 }
 
 /*
- * The record the producer sends: a fixed pattern, and its first 8 bytes the
- * record's number (set before each emit). The sum of a record numbered n is
- * n + *rest, since read_sum() splits the words at the same offsets.
+ * The producer's records, the same in every mode: a fixed pattern whose
+ * first 8 bytes are the record's number and, with --latency, whose next 8
+ * are its send time. The sum of a record is then number (+ time) + rest,
+ * since read_sum() splits the words at the same offsets either way.
  */
-static unsigned char *record_make(uint32_t len, uint64_t *rest)
-{
-	unsigned char *rec = malloc(len);
+struct source {
+	const struct config *c;
+	unsigned char *rec;
+	uint64_t rest; /* the sum of the fixed part */
+	uint64_t end; /* when the producer stops */
+	uint64_t total; /* --latency: records to send, warm-up included */
+	int last; /* the record made last is the run's last */
+	struct report rep;
+};
 
-	if (!rec)
+static void source_init(struct source *s, const struct config *c)
+{
+	uint32_t fixed = c->latency ? 16 : 8;
+
+	*s = (struct source){.c = c, .total = (uint64_t)LAT_WARMUP + c->lat_count};
+	s->rec = malloc(c->record_size);
+	if (!s->rec)
 		die("malloc", -ENOMEM);
-	for (uint32_t i = 0; i < len; i++)
-		rec[i] = (unsigned char)(i * 131u + 7u);
-	*rest = read_sum(rec + 8, len - 8);
-	return rec;
+	for (uint32_t i = 0; i < c->record_size; i++)
+		s->rec[i] = (unsigned char)(i * 131u + 7u);
+	s->rest = read_sum(s->rec + fixed, c->record_size - fixed);
+	s->end = now_ns() + (uint64_t)(c->seconds * 1e9);
 }
 
-/* Count one buffer's worth of reading, and print progress on long runs. */
-static void consumed_tick(struct consumed *cs, const char *mode)
+static void source_fini(struct source *s, struct report *rep)
 {
-	uint64_t t = now_ns();
-
-	cs->t_last = t;
-	if (!cs->progress_at || t < cs->progress_at)
-		return;
-	if (cs->progress_t) {
-		double dt = (double)(t - cs->progress_t);
-
-		fprintf(stderr, "%s: %s: %.0f s: %.2f M records/s, %.3f GB/s\n", who, mode,
-			(double)(t - cs->t_first) / 1e9,
-			(double)(cs->records - cs->progress_records) * 1e3 / dt,
-			(double)(cs->bytes - cs->progress_bytes) / dt);
-	}
-	cs->progress_records = cs->records;
-	cs->progress_bytes = cs->bytes;
-	cs->progress_t = t;
-	cs->progress_at = t + 1000000000ull;
+	*rep = s->rep;
+	free(s->rec);
+	s->rec = NULL;
 }
 
-static void consumed_start(struct consumed *cs, const struct config *c)
+/*
+ * Make the next record in s->rec and count it in the report; s->last tells
+ * whether it is the run's last (known before it is sent, so that grpc-data
+ * never leaves it behind a buffer hint). The clock is read every CHECK_EVERY
+ * records, or for every record with --latency.
+ * @return 0 when the run is over.
+ */
+static int source_next(struct source *s)
+{
+	uint64_t n = s->rep.records;
+
+	if (s->last)
+		return 0;
+	memcpy(s->rec, &n, sizeof(n));
+	if (s->c->latency) {
+		uint64_t t = now_ns();
+
+		memcpy(s->rec + 8, &t, sizeof(t));
+		s->rep.sum += t;
+		s->last = n + 1 >= s->total || t >= s->end;
+	} else if ((n + 1) % CHECK_EVERY == 0) {
+		s->last = now_ns() >= s->end;
+	}
+	s->rep.sum += n + s->rest;
+	s->rep.records = n + 1;
+	s->rep.bytes += s->c->record_size;
+	return 1;
+}
+
+/*
+ * --latency: let the producer's short sleeps be short. Called by the producing
+ * thread only, after setup: the timer slack is per thread and inherited, and
+ * the library's threads must keep the system's.
+ */
+static void source_latency_prepare(const struct config *c)
+{
+	if (c->latency)
+		prctl(PR_SET_TIMERSLACK, LAT_TIMER_SLACK_NS);
+}
+
+/*
+ * --latency: wait until the consumer has read every record made so far, then
+ * --gap. Spin LAT_SPIN_NS at most, then yield the CPU until LAT_YIELD_NS,
+ * then sleep LAT_SLEEP_NS at a time: on two cores a producer that kept
+ * spinning would take the CPU from the threads that carry its record. How
+ * the producer waits is not in the figures (the clock starts at the next
+ * send), but it decides whether the library's threads are still polling or
+ * asleep when the next record comes: --gap shows the second case.
+ */
+static void source_wait_seen(const struct source *s)
+{
+	uint64_t start = now_ns(), t = start;
+
+	/* A3: pairs with R3 in consumed_record(). */
+	while (atomic_load_explicit(&shared->seen, memory_order_acquire) < s->rep.records) {
+		if (t - start < LAT_SPIN_NS) {
+			for (int i = 0; i < 16; i++)
+				cpu_relax();
+		} else if (t - start < LAT_YIELD_NS) {
+			sched_yield();
+		} else {
+			if (t - start > LAT_WAIT_NS)
+				die("the consumer did not read the last record for 10 s",
+				    -ETIMEDOUT);
+			sleep_ns(LAT_SLEEP_NS);
+		}
+		t = now_ns();
+	}
+	if (s->c->gap_ns)
+		sleep_ns((long)s->c->gap_ns);
+}
+
+static void consumed_init(struct consumed *cs, const struct config *c)
+{
+	*cs = (struct consumed){0};
+	if (!c->latency)
+		return;
+	cs->lat_cap = c->lat_count;
+	cs->lat = malloc(cs->lat_cap * sizeof(*cs->lat));
+	if (!cs->lat)
+		die("malloc", -ENOMEM);
+	memset(cs->lat, 0, cs->lat_cap * sizeof(*cs->lat)); /* fault it in now, not while timing */
+}
+
+/* Read one record; with --latency, time it and let the producer send the next. */
+static void consumed_record(struct consumed *cs, const unsigned char *rec, uint32_t len)
+{
+	uint64_t t, sent;
+
+	cs->sum += read_sum(rec, len);
+	cs->records++;
+	cs->bytes += len;
+	if (!cs->lat)
+		return;
+	t = now_ns();
+	memcpy(&sent, rec + 8, sizeof(sent));
+	if (cs->records > LAT_WARMUP && cs->lat_n < cs->lat_cap)
+		cs->lat[cs->lat_n++] = t > sent ? t - sent : 0;
+	/* R3: pairs with A3 in source_wait_seen(). */
+	atomic_store_explicit(&shared->seen, cs->records, memory_order_release);
+}
+
+/* Count one buffer's worth of reading; the main process shows it as progress. */
+static void consumed_tick(struct consumed *cs)
+{
+	cs->t_last = now_ns();
+	/* Relaxed: display only (see struct shared). */
+	atomic_store_explicit(&shared->records, cs->records, memory_order_relaxed);
+	atomic_store_explicit(&shared->bytes, cs->bytes, memory_order_relaxed);
+}
+
+static void consumed_start(struct consumed *cs)
 {
 	uint64_t t = now_ns();
 
 	cs->t_first = t;
 	cs->t_last = t;
-	/* A progress line every second, only on runs long enough to want one. */
-	cs->progress_at = c->seconds > 3.0 ? t : 0;
+	atomic_store_explicit(&shared->t_first, t, memory_order_relaxed); /* display only */
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The nearest-rank percentile of sorted v, q in thousandths. */
+static uint64_t rank(const uint64_t *v, uint64_t n, uint64_t q)
+{
+	uint64_t k = (n * q + 999) / 1000;
+
+	return v[k < 1 ? 0 : k - 1];
 }
 
 /* The consumer's check of the producer's report, then the result it measured. */
-static void verify(const struct consumed *cs, const struct report *rep, uint32_t channels,
+static void verify(struct consumed *cs, const struct report *rep, uint32_t channels,
 		   struct result *res)
 {
 	if (cs->records != rep->records || cs->bytes != rep->bytes || cs->sum != rep->sum) {
@@ -350,39 +637,52 @@ static void verify(const struct consumed *cs, const struct report *rep, uint32_t
 			(unsigned long long)rep->bytes, (unsigned long long)rep->sum);
 		exit(1);
 	}
-	if (cs->records == 0) {
-		fprintf(stderr, "%s: no record went through\n", who);
-		exit(1);
-	}
+	if (cs->records == 0)
+		fail("no record went through");
 	*res = (struct result){.records = cs->records,
 			       .bytes = cs->bytes,
 			       .ns = cs->t_last > cs->t_first ? cs->t_last - cs->t_first : 1,
 			       .channels = channels};
+	if (!cs->lat)
+		return;
+	if (cs->lat_n == 0)
+		fail("no latency sample: the time ran out during the warm-up records");
+	qsort(cs->lat, cs->lat_n, sizeof(*cs->lat), cmp_u64);
+	res->samples = cs->lat_n;
+	res->p50_ns = rank(cs->lat, cs->lat_n, 500);
+	res->p99_ns = rank(cs->lat, cs->lat_n, 990);
+	res->p999_ns = rank(cs->lat, cs->lat_n, 999);
+	res->max_ns = cs->lat[cs->lat_n - 1];
+	free(cs->lat);
+	cs->lat = NULL;
 }
 
 /* ---- fdx: producer ------------------------------------------------------------ */
 
-/* Emit records round-robin over the subpartitions until the time is up. */
+/*
+ * Emit records round-robin over the subpartitions until the time is up; with
+ * --latency, flush each one and wait until the consumer has read it.
+ */
 static void produce(struct fdx_partition *p, const struct config *c, struct report *rep)
 {
-	uint64_t rest, end, n;
-	unsigned char *rec = record_make(c->record_size, &rest);
+	struct source s;
 	uint32_t sub = 0;
 	int err;
 
-	*rep = (struct report){0};
-	end = now_ns() + (uint64_t)(c->seconds * 1e9);
-	for (n = 0; n % CHECK_EVERY || now_ns() < end; n++) {
-		memcpy(rec, &n, sizeof(n));
-		err = fdx_partition_emit(p, sub, rec, c->record_size, EMIT_TIMEOUT_MS);
+	source_init(&s, c);
+	source_latency_prepare(c);
+	while (source_next(&s)) {
+		err = fdx_partition_emit(p, sub, s.rec, c->record_size, EMIT_TIMEOUT_MS);
 		if (err < 0)
 			die("fdx_partition_emit", err);
+		if (c->latency) {
+			if ((err = fdx_partition_flush(p, sub)) < 0)
+				die("fdx_partition_flush", err);
+			source_wait_seen(&s);
+		}
 		sub = sub + 1 == c->channels ? 0 : sub + 1;
-		rep->sum += n + rest;
 	}
-	rep->records = n;
-	rep->bytes = n * c->record_size;
-	free(rec);
+	source_fini(&s, rep);
 }
 
 /* The producer's pools: min = max, so that no segment is borrowed during the run. */
@@ -483,8 +783,7 @@ static void view_failed(const struct fdx_view *v)
 }
 
 /* Take every view until END_OF_PARTITION came on every channel, reading every record. */
-static void consume(struct fdx_gate *g, const struct config *c, const char *mode,
-		    struct consumed *cs)
+static void consume(struct fdx_gate *g, const struct config *c, struct consumed *cs)
 {
 	unsigned char *ended = calloc(c->channels, 1);
 	uint32_t n_ended = 0, idle_s = 0;
@@ -495,11 +794,11 @@ static void consume(struct fdx_gate *g, const struct config *c, const char *mode
 
 	if (!ended)
 		die("calloc", -ENOMEM);
-	*cs = (struct consumed){0};
+	consumed_init(cs, c);
 	while (n_ended < c->channels) {
 		err = fdx_gate_next(g, &v, 1000);
 		if (err == -EAGAIN) { /* a whole second without anything */
-			if (++idle_s >= IDLE_LIMIT_NS / 1000000000ull)
+			if (++idle_s >= IDLE_LIMIT_S)
 				die("fdx_gate_next: nothing came for 30 s", -ETIMEDOUT);
 			continue;
 		}
@@ -509,15 +808,12 @@ static void consume(struct fdx_gate *g, const struct config *c, const char *mode
 		switch (v.kind) {
 		case FDX_VIEW_BUFFER:
 			if (!cs->t_first)
-				consumed_start(cs, c);
-			while ((err = fdx_gate_next_record(g, &v, &rec, &len)) == 1) {
-				cs->sum += read_sum(rec, len);
-				cs->records++;
-				cs->bytes += len;
-			}
+				consumed_start(cs);
+			while ((err = fdx_gate_next_record(g, &v, &rec, &len)) == 1)
+				consumed_record(cs, rec, len);
 			if (err < 0)
 				die("fdx_gate_next_record", err);
-			consumed_tick(cs, mode);
+			consumed_tick(cs);
 			break;
 		case FDX_VIEW_EVENT:
 			if (v.event_type != FDX_EVENT_END_OF_PARTITION)
@@ -579,18 +875,28 @@ static void report_wait(struct fdx_gate *g, int fd, struct report *rep)
 		die("the producer ended without a report", FDX_EPEERGONE);
 }
 
+/* Wait for the report, check it and send the result to the main process. */
+static void consumer_finish(struct fdx_gate *g, struct consumed *cs, uint32_t channels, int rep_fd,
+			    int res_fd)
+{
+	struct report rep;
+	struct result res;
+
+	report_wait(g, rep_fd, &rep);
+	verify(cs, &rep, channels, &res);
+	write_full(res_fd, &res, sizeof(res), "send the result");
+}
+
 /* ---- fdx: the processes of shm and tcp ------------------------------------------ */
 
 static int consumer_main(const struct config *c, enum mode m, int addr_fd, int rep_fd, int res_fd)
 {
-	char listen[256], line[300];
 	struct fdx_nbp *nbp = NULL;
 	struct fdx_lbp *lbp = NULL;
 	struct fdx_exchange *ex;
 	struct fdx_gate *g;
 	struct consumed cs;
-	struct report rep;
-	struct result res;
+	char listen[256];
 	int err;
 
 	if (m == MODE_TCP) {
@@ -613,15 +919,11 @@ static int consumer_main(const struct config *c, enum mode m, int addr_fd, int r
 	}
 	ex = exchange_make(c, listen, "bench-consumer");
 	g = gate_make(ex, lbp, c);
-	snprintf(line, sizeof(line), "%s\n", fdx_exchange_address(ex));
-	write_full(addr_fd, line, strlen(line), "send the address");
-	close(addr_fd);
+	send_addr(addr_fd, fdx_exchange_address(ex));
 
 	pin_self(c->cpus[1]);
-	consume(g, c, mode_names[m], &cs);
-	report_wait(g, rep_fd, &rep);
-	verify(&cs, &rep, c->channels, &res);
-	write_full(res_fd, &res, sizeof(res), "send the result");
+	consume(g, c, &cs);
+	consumer_finish(g, &cs, c->channels, rep_fd, res_fd);
 	if (getenv("FDX_BENCH_VERBOSE")) {
 		struct fdx_exchange_stats es = {.size = sizeof(es)};
 		struct fdx_gate_stats gs = {.size = sizeof(gs)};
@@ -648,7 +950,6 @@ static int consumer_main(const struct config *c, enum mode m, int addr_fd, int r
 static int producer_main(const struct config *c, enum mode m, int addr_fd, int rep_fd)
 {
 	char listen[256], addr[300];
-	FILE *from = fdopen(addr_fd, "r");
 	struct fdx_partition *p;
 	struct fdx_exchange *ex;
 	struct fdx_nbp *nbp;
@@ -656,15 +957,7 @@ static int producer_main(const struct config *c, enum mode m, int addr_fd, int r
 	struct report rep;
 	int err;
 
-	if (!from)
-		die("fdopen", -errno);
-	if (!fgets(addr, sizeof(addr), from)) {
-		fprintf(stderr, "%s: the consumer sent no address\n", who);
-		exit(1);
-	}
-	fclose(from);
-	addr[strcspn(addr, "\n")] = '\0';
-
+	read_addr(addr_fd, addr, sizeof(addr));
 	producer_pools(c, &nbp, &lbp);
 	snprintf(listen, sizeof(listen), "unix:%s/producer.sock", c->dir);
 	ex = exchange_make(c, listen, "bench-producer");
@@ -713,7 +1006,7 @@ static void *local_consumer_main(void *arg)
 	struct report rep;
 
 	pin_self(lc->c->cpus[1]);
-	consume(lc->g, lc->c, mode_names[MODE_LOCAL], &cs);
+	consume(lc->g, lc->c, &cs);
 	report_wait(lc->g, lc->rep_fd, &rep);
 	verify(&cs, &rep, lc->c->channels, &lc->res);
 	return NULL;
@@ -791,11 +1084,9 @@ static int local_main(const struct config *c, int res_fd)
  * RING_SKIP there (if 4 bytes are left; otherwise the gap is implicit) and
  * goes on at offset 0. RING_END follows the last record.
  */
-#define RING_LINE 128 /* two cache lines: adjacent-line prefetch pulls pairs */
 #define RING_SKIP 0xffffffffu
 #define RING_END 0xfffffffeu
 
-_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "the ring's counters must be lock-free");
 _Static_assert(RECORD_MAX < RING_END, "record lengths must not look like ring markers");
 
 struct ring_hdr {
@@ -866,21 +1157,20 @@ static void ring_produce(struct ring_hdr *h, unsigned char *data, const struct c
 			 struct report *rep)
 {
 	struct ring_prod w = {.h = h, .data = data, .size = c->ring_size, .chunk = c->seg_size};
-	uint64_t rest, end, n;
-	unsigned char *rec = record_make(c->record_size, &rest);
+	struct source s;
 
-	*rep = (struct report){0};
-	end = now_ns() + (uint64_t)(c->seconds * 1e9);
-	for (n = 0; n % CHECK_EVERY || now_ns() < end; n++) {
-		memcpy(rec, &n, sizeof(n));
-		ring_put(&w, c->record_size, rec, c->record_size);
-		rep->sum += n + rest;
+	source_init(&s, c);
+	source_latency_prepare(c);
+	while (source_next(&s)) {
+		ring_put(&w, c->record_size, s.rec, c->record_size);
+		if (c->latency) {
+			ring_publish(&w);
+			source_wait_seen(&s);
+		}
 	}
 	ring_put(&w, RING_END, NULL, 0);
 	ring_publish(&w);
-	rep->records = n;
-	rep->bytes = n * c->record_size;
-	free(rec);
+	source_fini(&s, rep);
 }
 
 static void ring_consume(struct ring_hdr *h, const unsigned char *data, const struct config *c,
@@ -891,7 +1181,7 @@ static void ring_consume(struct ring_hdr *h, const unsigned char *data, const st
 	unsigned spins = 0;
 	uint32_t len;
 
-	*cs = (struct consumed){0};
+	consumed_init(cs, c);
 	for (;;) {
 		if (tail == head) {
 			if (tail != released) {
@@ -903,15 +1193,15 @@ static void ring_consume(struct ring_hdr *h, const unsigned char *data, const st
 			head = atomic_load_explicit(&h->head, memory_order_acquire);
 			if (head == tail) {
 				backoff(&spins);
-				if (spins > 4096 && now_ns() - idle_since > IDLE_LIMIT_NS)
+				if (spins > BACKOFF_SPINS && now_ns() - idle_since > IDLE_LIMIT_NS)
 					die("the ring stayed empty for 30 s", -ETIMEDOUT);
 				continue;
 			}
 			spins = 0;
 			if (!cs->t_first)
-				consumed_start(cs, c);
+				consumed_start(cs);
 			else
-				consumed_tick(cs, mode_names[MODE_CEILING]);
+				consumed_tick(cs);
 			idle_since = cs->t_last;
 		}
 		off = tail & (size - 1);
@@ -928,9 +1218,7 @@ static void ring_consume(struct ring_hdr *h, const unsigned char *data, const st
 			tail += 4;
 			break;
 		}
-		cs->sum += read_sum(data + off + 4, len);
-		cs->records++;
-		cs->bytes += len;
+		consumed_record(cs, data + off + 4, len);
 		tail += 4 + (uint64_t)len;
 		if (tail - released >= c->seg_size) {
 			/* R2: pairs with A2 in ring_wait_space(). */
@@ -939,7 +1227,7 @@ static void ring_consume(struct ring_hdr *h, const unsigned char *data, const st
 		}
 	}
 	atomic_store_explicit(&h->tail, tail, memory_order_release); /* R2, as above */
-	cs->t_last = now_ns();
+	consumed_tick(cs);
 }
 
 static int ceiling_huge; /* main process: the last ring was hugetlb-backed */
@@ -960,18 +1248,647 @@ static void *ring_map(uint64_t size, int *huge)
 	return p;
 }
 
+/* ---- tcp-copy: plain blocking TCP loopback, as a Netty-style stack ------------- */
+
+/* Append n bytes to the buffer; write it out whenever it is full. @return the new fill. */
+static size_t copy_put(int fd, unsigned char *buf, size_t cap, size_t fill, const void *src,
+		       size_t n)
+{
+	const unsigned char *p = src;
+
+	while (n > 0) {
+		size_t k = cap - fill < n ? cap - fill : n;
+
+		memcpy(buf + fill, p, k);
+		fill += k;
+		p += k;
+		n -= k;
+		if (fill == cap) {
+			write_full(fd, buf, cap, "write to the socket");
+			fill = 0;
+		}
+	}
+	return fill;
+}
+
+/*
+ * Pack [u32 len][record] back to back into --segment-size buffers (records
+ * and lengths may straddle two buffers: TCP is a byte stream) and write each
+ * full one. With --latency, one small buffer per record, written at once.
+ */
+static void copy_produce(int fd, const struct config *c, struct report *rep)
+{
+	uint32_t len = c->record_size;
+	size_t cap = c->latency ? 4 + (size_t)len : c->seg_size, fill = 0;
+	unsigned char *buf = malloc(cap);
+	struct source s;
+
+	if (!buf)
+		die("malloc", -ENOMEM);
+	source_init(&s, c);
+	source_latency_prepare(c);
+	while (source_next(&s)) {
+		fill = copy_put(fd, buf, cap, fill, &len, 4);
+		fill = copy_put(fd, buf, cap, fill, s.rec, len);
+		if (c->latency)
+			source_wait_seen(&s);
+	}
+	if (fill)
+		write_full(fd, buf, fill, "write to the socket");
+	source_fini(&s, rep);
+	free(buf);
+}
+
+/*
+ * Read up to --segment-size bytes at a time into our own buffer and walk the
+ * records there. The start of a record cut by a read moves to the front and
+ * the next read completes it, so the buffer holds one read plus one record.
+ */
+static void copy_consume(int fd, const struct config *c, struct consumed *cs)
+{
+	size_t cap = (size_t)c->seg_size + c->record_size + 4, have = 0, pos;
+	unsigned char *buf = malloc(cap);
+	uint32_t len;
+
+	if (!buf)
+		die("malloc", -ENOMEM);
+	consumed_init(cs, c);
+	for (;;) {
+		ssize_t n = read(fd, buf + have, c->seg_size);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			die("read: nothing came for 30 s", -ETIMEDOUT);
+		if (n < 0)
+			die("read from the socket", -errno);
+		if (n == 0)
+			break;
+		if (!cs->t_first)
+			consumed_start(cs);
+		have += (size_t)n;
+		for (pos = 0; have - pos >= 4; pos += 4 + (size_t)len) {
+			memcpy(&len, buf + pos, 4);
+			if (len > c->record_size)
+				die("a record longer than the producer makes", FDX_EPROTO);
+			if (have - pos - 4 < len)
+				break;
+			consumed_record(cs, buf + pos + 4, len);
+		}
+		consumed_tick(cs);
+		have -= pos;
+		if (have)
+			memmove(buf, buf + pos, have);
+	}
+	if (have)
+		die("the stream ended inside a record", FDX_EPROTO);
+	free(buf);
+}
+
+static int copy_consumer_main(const struct config *c, int addr_fd, int rep_fd, int res_fd)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct timeval idle = {.tv_sec = IDLE_LIMIT_S};
+	socklen_t sa_len = sizeof(sa);
+	struct pollfd pfd;
+	struct consumed cs;
+	char addr[64];
+	int lfd, fd, n;
+
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0)
+		die("socket", -errno);
+	if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 1) < 0 ||
+	    getsockname(lfd, (struct sockaddr *)&sa, &sa_len) < 0)
+		die("listen on 127.0.0.1", -errno);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+	send_addr(addr_fd, addr);
+
+	pfd = (struct pollfd){.fd = lfd, .events = POLLIN};
+	do
+		n = poll(&pfd, 1, CONNECT_TIMEOUT_MS);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		die("wait for the producer's connection", n < 0 ? -errno : -ETIMEDOUT);
+	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		die("accept", -errno);
+	close(lfd);
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof(idle)) < 0)
+		die("setsockopt SO_RCVTIMEO", -errno);
+
+	pin_self(c->cpus[1]);
+	copy_consume(fd, c, &cs);
+	close(fd);
+	consumer_finish(NULL, &cs, 1, rep_fd, res_fd);
+	return 0;
+}
+
+static int copy_producer_main(const struct config *c, int addr_fd, int rep_fd)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	char addr[64], *colon, *end;
+	struct report rep;
+	unsigned long port;
+	int fd, one = 1;
+
+	read_addr(addr_fd, addr, sizeof(addr));
+	colon = strrchr(addr, ':');
+	port = colon ? strtoul(colon + 1, &end, 10) : 0;
+	if (!colon || *end || port == 0 || port > 65535)
+		fail("the consumer sent a bad address");
+	sa.sin_port = htons((uint16_t)port);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		die("socket", -errno);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		die("connect to the consumer", -errno);
+	/* As Netty does by default: a small write (--latency) leaves at once. */
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+		die("setsockopt TCP_NODELAY", -errno);
+
+	pin_self(c->cpus[0]);
+	copy_produce(fd, c, &rep);
+	if (shutdown(fd, SHUT_WR) < 0) /* the consumer's end of file: the end of the data */
+		die("shutdown", -errno);
+	write_full(rep_fd, &rep, sizeof(rep), "send the report");
+	close(fd);
+	return 0;
+}
+
+/* ---- grpc-data: the records as gRPC messages ------------------------------------ */
+
+/* Completion-queue tags: one batch kind each. */
+enum {
+	TAG_START = 1, /* client: initial metadata */
+	TAG_SEND, /* client: one message */
+	TAG_END, /* client: half-close, the status */
+	TAG_NEW, /* server: the call came */
+	TAG_META, /* server: initial metadata */
+	TAG_RECV, /* server: one message (NULL: the half-close) */
+	TAG_CLOSE, /* server: the call is closed */
+	TAG_STATUS, /* server: the status went */
+	TAG_SHUTDOWN, /* server: shut down */
+};
+
+static void *tag_of(int tag)
+{
+	return (void *)(uintptr_t)tag;
+}
+
+static int tag_to(void *tag)
+{
+	return (int)(uintptr_t)tag;
+}
+
+/* The next completion, waiting GRPC_WAIT_MS at a time; IDLE_LIMIT_S without one is stuck. */
+static grpc_event cq_wait(grpc_completion_queue *cq, const char *what)
+{
+	for (unsigned waits = 0;; waits++) {
+		gpr_timespec deadline =
+			gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+				     gpr_time_from_millis(GRPC_WAIT_MS, GPR_TIMESPAN));
+		grpc_event ev = grpc_completion_queue_next(cq, deadline, NULL);
+
+		if (ev.type != GRPC_QUEUE_TIMEOUT)
+			return ev;
+		if (waits + 1 >= IDLE_LIMIT_S)
+			die(what, -ETIMEDOUT);
+	}
+}
+
+/* Wait for the one batch in flight, tagged tag: it must succeed. */
+static void cq_expect(grpc_completion_queue *cq, int tag, const char *what)
+{
+	grpc_event ev = cq_wait(cq, what);
+
+	if (ev.type != GRPC_OP_COMPLETE || tag_to(ev.tag) != tag || !ev.success) {
+		fprintf(stderr, "%s: %s: failed (completion type %d, tag %d, success %d)\n", who,
+			what, (int)ev.type, tag_to(ev.tag), ev.success);
+		exit(1);
+	}
+}
+
+static void call_start(grpc_call *call, const grpc_op *ops, size_t n, int tag, const char *what)
+{
+	grpc_call_error e = grpc_call_start_batch(call, ops, n, tag_of(tag), NULL);
+
+	if (e != GRPC_CALL_OK) {
+		fprintf(stderr, "%s: %s: grpc_call_start_batch: %s\n", who, what,
+			grpc_call_error_to_string(e));
+		exit(1);
+	}
+}
+
+/* Shut the queue down and take what is left in it, then free it. */
+static void cq_end(grpc_completion_queue *cq)
+{
+	grpc_completion_queue_shutdown(cq);
+	while (cq_wait(cq, "drain the completion queue").type != GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(cq);
+}
+
+/* A protobuf message of one field 1 of type bytes: tag 0x0a, varint length. @return its size. */
+static size_t pb_header(unsigned char h[6], uint32_t len)
+{
+	size_t n = 0;
+
+	h[n++] = 0x0a;
+	do {
+		unsigned char b = len & 0x7f;
+
+		len >>= 7;
+		h[n++] = (unsigned char)(b | (len ? 0x80 : 0));
+	} while (len);
+	return n;
+}
+
+/*
+ * Parse a message of pb_header()'s form: its payload must be exactly the rest.
+ * @return the payload's offset with *len set, or 0 if it is no such message.
+ */
+static size_t pb_parse(const unsigned char *p, size_t n, uint32_t *len)
+{
+	uint64_t v = 0;
+
+	if (n < 2 || p[0] != 0x0a)
+		return 0;
+	for (size_t i = 1; i < n && i <= 5; i++) {
+		v |= (uint64_t)(p[i] & 0x7f) << (7 * (i - 1));
+		if (p[i] & 0x80)
+			continue;
+		if (v != n - i - 1 || v > UINT32_MAX)
+			return 0;
+		*len = (uint32_t)v;
+		return i + 1;
+	}
+	return 0;
+}
+
+/*
+ * One message per record, one send in flight. The buffer hint lets gRPC
+ * gather messages until about --segment-size bytes wait; the message that
+ * reaches that, the run's last and every --latency message go without it, so
+ * that none is left waiting for a next one.
+ */
+static void grpc_produce(grpc_call *call, grpc_completion_queue *cq, const struct config *c,
+			 struct report *rep)
+{
+	uint32_t len = c->record_size;
+	unsigned char h[6];
+	size_t hn = pb_header(h, len), burst = 0;
+	struct source s;
+
+	source_init(&s, c);
+	source_latency_prepare(c);
+	while (source_next(&s)) {
+		grpc_slice slice = grpc_slice_malloc(hn + len);
+		grpc_byte_buffer *bb;
+		grpc_op op = {.op = GRPC_OP_SEND_MESSAGE};
+		int flush;
+
+		/* The serialisation: the record's one copy, as emit's in fdx. */
+		memcpy(GRPC_SLICE_START_PTR(slice), h, hn);
+		memcpy(GRPC_SLICE_START_PTR(slice) + hn, s.rec, len);
+		bb = grpc_raw_byte_buffer_create(&slice, 1);
+		grpc_slice_unref(slice);
+		burst += hn + len;
+		flush = c->latency || s.last || burst >= c->seg_size;
+		op.flags = flush ? 0 : GRPC_WRITE_BUFFER_HINT;
+		op.data.send_message.send_message = bb;
+		call_start(call, &op, 1, TAG_SEND, "send a message");
+		cq_expect(cq, TAG_SEND, "send a message");
+		grpc_byte_buffer_destroy(bb);
+		if (flush)
+			burst = 0;
+		if (c->latency)
+			source_wait_seen(&s);
+	}
+	source_fini(&s, rep);
+}
+
+static int grpc_producer_main(const struct config *c, int addr_fd, int rep_fd)
+{
+	grpc_arg arg = {.type = GRPC_ARG_INTEGER,
+			.key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+			.value.integer = -1};
+	grpc_channel_args args = {.num_args = 1, .args = &arg};
+	grpc_metadata_array initial_md, trailing_md;
+	grpc_status_code status = GRPC_STATUS_UNKNOWN;
+	grpc_slice details = grpc_empty_slice();
+	const char *error_string = NULL;
+	grpc_channel_credentials *creds;
+	grpc_completion_queue *cq;
+	grpc_channel *channel;
+	grpc_op ops[3];
+	grpc_call *call;
+	struct report rep;
+	char target[300];
+
+	read_addr(addr_fd, target, sizeof(target));
+	grpc_init();
+	cq = grpc_completion_queue_create_for_next(NULL);
+	creds = grpc_insecure_credentials_create();
+	channel = grpc_channel_create(target, creds, &args);
+	grpc_channel_credentials_release(creds);
+	call = grpc_channel_create_call(channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+					grpc_slice_from_static_string(GRPC_METHOD), NULL,
+					gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	if (!call)
+		fail("grpc_channel_create_call failed");
+	grpc_metadata_array_init(&initial_md);
+	grpc_metadata_array_init(&trailing_md);
+
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
+	call_start(call, ops, 1, TAG_START, "start the call");
+	cq_expect(cq, TAG_START, "start the call");
+
+	pin_self(c->cpus[0]);
+	grpc_produce(call, cq, c, &rep);
+
+	/* The end: half-close, and the consumer's answer. */
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[1].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+	ops[2].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[2].data.recv_status_on_client.trailing_metadata = &trailing_md;
+	ops[2].data.recv_status_on_client.status = &status;
+	ops[2].data.recv_status_on_client.status_details = &details;
+	ops[2].data.recv_status_on_client.error_string = &error_string;
+	call_start(call, ops, 3, TAG_END, "end the call");
+	cq_expect(cq, TAG_END, "end the call");
+	if (status != GRPC_STATUS_OK) {
+		char *msg = grpc_slice_to_c_string(details);
+
+		fprintf(stderr, "%s: the call ended with status %d: %s%s%s\n", who, (int)status,
+			msg, error_string ? ": " : "", error_string ? error_string : "");
+		gpr_free(msg);
+		exit(1);
+	}
+	write_full(rep_fd, &rep, sizeof(rep), "send the report");
+
+	/* Teardown in gRPC's order: calls, channel, queue, library. */
+	gpr_free((void *)error_string);
+	grpc_slice_unref(details);
+	grpc_metadata_array_destroy(&initial_md);
+	grpc_metadata_array_destroy(&trailing_md);
+	grpc_call_unref(call);
+	grpc_channel_destroy(channel);
+	cq_end(cq);
+	grpc_shutdown_blocking();
+	return 0;
+}
+
+/* The server call's batches that are still in flight. */
+struct grpc_srv_call {
+	grpc_call *call;
+	int meta, close, status; /* in flight */
+	int cancelled; /* RECV_CLOSE_ON_SERVER's answer */
+};
+
+/* A completion of a batch other than a receive. */
+static void grpc_srv_note(struct grpc_srv_call *sc, const grpc_event *ev)
+{
+	if (ev->type != GRPC_OP_COMPLETE)
+		fail("the completion queue shut down during the call");
+	switch (tag_to(ev->tag)) {
+	case TAG_META:
+		sc->meta = 0;
+		break;
+	case TAG_CLOSE:
+		sc->close = 0;
+		break;
+	case TAG_STATUS:
+		sc->status = 0;
+		break;
+	default:
+		fail("an unexpected completion");
+	}
+	if (!ev->success)
+		fail("a batch of the call failed");
+}
+
+/* Read the messages until the producer's half-close, one receive in flight. */
+static void grpc_consume(struct grpc_srv_call *sc, grpc_completion_queue *cq,
+			 const struct config *c, struct consumed *cs)
+{
+	grpc_byte_buffer *bb = NULL;
+	grpc_op op = {.op = GRPC_OP_RECV_MESSAGE};
+
+	consumed_init(cs, c);
+	op.data.recv_message.recv_message = &bb;
+	call_start(sc->call, &op, 1, TAG_RECV, "receive a message");
+	for (;;) {
+		grpc_event ev = cq_wait(cq, "wait for a message: nothing came for 30 s");
+		grpc_byte_buffer_reader reader;
+		grpc_slice slice;
+		size_t off;
+		uint32_t len;
+
+		if (ev.type != GRPC_OP_COMPLETE || tag_to(ev.tag) != TAG_RECV) {
+			grpc_srv_note(sc, &ev);
+			continue;
+		}
+		if (!ev.success)
+			fail("receiving a message failed: the producer's call broke");
+		if (!bb)
+			break; /* the half-close */
+		if (!cs->t_first)
+			consumed_start(cs);
+		/* Out of gRPC's slices into one piece, as a parser takes a bytes field. */
+		if (!grpc_byte_buffer_reader_init(&reader, bb))
+			fail("grpc_byte_buffer_reader_init failed");
+		slice = grpc_byte_buffer_reader_readall(&reader);
+		grpc_byte_buffer_reader_destroy(&reader);
+		grpc_byte_buffer_destroy(bb);
+		bb = NULL;
+		off = pb_parse(GRPC_SLICE_START_PTR(slice), GRPC_SLICE_LENGTH(slice), &len);
+		if (!off)
+			die("a message that is not one bytes field", FDX_EPROTO);
+		consumed_record(cs, GRPC_SLICE_START_PTR(slice) + off, len);
+		grpc_slice_unref(slice);
+		consumed_tick(cs);
+		call_start(sc->call, &op, 1, TAG_RECV, "receive a message");
+	}
+}
+
+static int grpc_consumer_main(const struct config *c, int addr_fd, int rep_fd, int res_fd)
+{
+	grpc_arg arg = {.type = GRPC_ARG_INTEGER,
+			.key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+			.value.integer = -1};
+	grpc_channel_args args = {.num_args = 1, .args = &arg};
+	struct grpc_srv_call sc = {0};
+	grpc_server_credentials *creds;
+	grpc_metadata_array request_md;
+	grpc_completion_queue *cq;
+	grpc_call_details details;
+	grpc_server *server;
+	struct consumed cs;
+	grpc_call_error e;
+	grpc_op ops[1];
+	char addr[256];
+
+	snprintf(addr, sizeof(addr), "unix:%s/grpc.sock", c->dir);
+	grpc_init();
+	cq = grpc_completion_queue_create_for_next(NULL);
+	server = grpc_server_create(&args, NULL);
+	grpc_server_register_completion_queue(server, cq, NULL);
+	creds = grpc_insecure_server_credentials_create();
+	if (grpc_server_add_http2_port(server, addr, creds) == 0)
+		fail("grpc_server_add_http2_port failed");
+	grpc_server_credentials_release(creds);
+	grpc_server_start(server);
+	grpc_call_details_init(&details);
+	grpc_metadata_array_init(&request_md);
+	e = grpc_server_request_call(server, &sc.call, &details, &request_md, cq, cq,
+				     tag_of(TAG_NEW));
+	if (e != GRPC_CALL_OK)
+		fail("grpc_server_request_call failed");
+	send_addr(addr_fd, addr);
+
+	cq_expect(cq, TAG_NEW, "wait for the producer's call");
+	if (grpc_slice_str_cmp(details.method, GRPC_METHOD) != 0)
+		fail("the producer called an unknown method");
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	call_start(sc.call, ops, 1, TAG_META, "send the initial metadata");
+	sc.meta = 1;
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	ops[0].data.recv_close_on_server.cancelled = &sc.cancelled;
+	call_start(sc.call, ops, 1, TAG_CLOSE, "wait for the close");
+	sc.close = 1;
+
+	pin_self(c->cpus[1]);
+	grpc_consume(&sc, cq, c, &cs);
+
+	/* The answer to the half-close; then the call is over. */
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+	ops[0].data.send_status_from_server.status = GRPC_STATUS_OK;
+	call_start(sc.call, ops, 1, TAG_STATUS, "send the status");
+	sc.status = 1;
+	while (sc.meta || sc.close || sc.status) {
+		grpc_event ev = cq_wait(cq, "end the call");
+
+		grpc_srv_note(&sc, &ev);
+	}
+	if (sc.cancelled)
+		fail("the producer's call was cancelled");
+	grpc_call_unref(sc.call);
+	consumer_finish(NULL, &cs, 1, rep_fd, res_fd);
+
+	/* Teardown in gRPC's order: calls, server, queue, library. */
+	grpc_metadata_array_destroy(&request_md);
+	grpc_call_details_destroy(&details);
+	grpc_server_shutdown_and_notify(server, cq, tag_of(TAG_SHUTDOWN));
+	for (;;) {
+		grpc_event ev = cq_wait(cq, "shut the server down");
+
+		if (ev.type == GRPC_OP_COMPLETE && tag_to(ev.tag) == TAG_SHUTDOWN)
+			break;
+	}
+	grpc_server_destroy(server);
+	cq_end(cq);
+	grpc_shutdown_blocking();
+	return 0;
+}
+
 /* ---- the main process: one run --------------------------------------------------- */
+
+/* What the main process shows on stderr while runs go. */
+struct progress {
+	int on; /* the invocation is long enough to want it */
+	int tty; /* stderr is a terminal: one line, rewritten */
+	int shown; /* a line is on the terminal now */
+	int i, n; /* this run, of n */
+	enum mode m;
+	const struct config *c;
+	uint64_t t_start;
+};
+
+static struct progress progress;
+
+static void progress_clear(void)
+{
+	if (progress.tty && progress.shown) {
+		fputs("\r\033[K", stderr);
+		fflush(stderr);
+	}
+	progress.shown = 0;
+}
+
+static void progress_line(void)
+{
+	const struct config *c = progress.c;
+	uint64_t t_first = atomic_load_explicit(&shared->t_first, memory_order_relaxed);
+	uint64_t records = atomic_load_explicit(&shared->records, memory_order_relaxed);
+	uint64_t bytes = atomic_load_explicit(&shared->bytes, memory_order_relaxed);
+	uint64_t t = now_ns();
+
+	fprintf(stderr, "\r[%d/%d] %s%s, %u B records: ", progress.i, progress.n,
+		mode_names[progress.m], c->latency ? " latency" : "", c->record_size);
+	if (!t_first)
+		fprintf(stderr, "setting up (%.1f s)", (double)(t - progress.t_start) / 1e9);
+	else if (c->latency)
+		fprintf(stderr, "%llu of %llu records", (unsigned long long)records,
+			(unsigned long long)LAT_WARMUP + c->lat_count);
+	else if ((double)(t - t_first) / 1e9 <= c->seconds)
+		fprintf(stderr, "%.1f of %.1f s, %.3f GB/s", (double)(t - t_first) / 1e9,
+			c->seconds, t > t_first ? (double)bytes / (double)(t - t_first) : 0.0);
+	else
+		fprintf(stderr, "%.1f s, finishing", (double)(t - t_first) / 1e9);
+	fputs("\033[K", stderr);
+	fflush(stderr);
+	progress.shown = 1;
+}
+
+/* Before a run: no child of it exists yet, so relaxed is enough (fork() orders the rest). */
+static void shared_reset(void)
+{
+	atomic_store_explicit(&shared->seen, 0, memory_order_relaxed);
+	atomic_store_explicit(&shared->records, 0, memory_order_relaxed);
+	atomic_store_explicit(&shared->bytes, 0, memory_order_relaxed);
+	atomic_store_explicit(&shared->t_first, 0, memory_order_relaxed);
+}
+
+static void progress_start(int i, int n, enum mode m, const struct config *c)
+{
+	if (!progress.on)
+		return;
+	progress.i = i;
+	progress.n = n;
+	progress.m = m;
+	progress.c = c;
+	progress.t_start = now_ns();
+	if (progress.tty)
+		progress_line();
+	else if (c->latency)
+		fprintf(stderr, "[%d/%d] %s latency, %u B records, up to %u samples or %g s\n", i,
+			n, mode_names[m], c->record_size, c->lat_count, c->seconds);
+	else
+		fprintf(stderr, "[%d/%d] %s, %u B records, %g s\n", i, n, mode_names[m],
+			c->record_size, c->seconds);
+}
 
 /* Called first in every child. */
 static void child_setup(const struct config *c, pid_t parent, const char *role, enum mode m)
 {
-	snprintf(who, sizeof(who), "fdx-bench: %s %s", mode_names[m], role);
+	/* On a terminal, a child's message first clears the progress line it would follow. */
+	snprintf(who, sizeof(who), "%sfdx-bench: %s %s",
+		 progress.on && progress.tty ? "\r\033[K" : "", mode_names[m], role);
 	signal(SIGPIPE, SIG_IGN); /* a dead peer shows as EPIPE on the write */
 	/* Die with the main process; and never outlive a stuck run by much. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent)
 		_exit(1);
 	alarm((unsigned)c->seconds + WATCHDOG_S);
+	progress.on = 0; /* the main process's */
 }
 
 static void make_pipe(int fds[2])
@@ -998,30 +1915,42 @@ static void close_all(int *fds, int n)
 			close(fds[i]);
 }
 
+/* The run's own directory: whatever sockets are left in it (a child that died leaves some). */
 static void dir_cleanup(const char *dir)
 {
-	static const char *const names[] = {"consumer.sock", "producer.sock", "local.sock"};
-	char path[256];
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char path[512];
 
-	/* The exchanges remove their sockets; a child that died may have left one. */
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-		unlink(path);
-	}
+	while (d && (e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+			unlink(path);
+		}
+	if (d)
+		closedir(d);
 	if (rmdir(dir) != 0)
 		fprintf(stderr, "fdx-bench: cannot remove %s: %s\n", dir, strerror(errno));
 }
 
-/* Wait for the children; if one fails, kill the others (by pid) and fail. */
+/*
+ * Wait for the children; if one fails, kill the others (by pid) and fail.
+ * With a progress line on a terminal, refresh it while waiting.
+ */
 static int reap(enum mode m, const pid_t *pids, const char *const *roles, int n)
 {
-	int alive = n, failed = 0, status;
+	int alive = n, failed = 0, status, tick = progress.on && progress.tty;
 	pid_t done[2] = {0, 0};
 
 	while (alive > 0) {
-		pid_t pid = waitpid(-1, &status, 0);
+		pid_t pid = waitpid(-1, &status, tick ? WNOHANG : 0);
 		int k;
 
+		if (pid == 0) {
+			progress_line();
+			sleep_ns(PROGRESS_TICK_NS);
+			continue;
+		}
 		if (pid < 0 && errno == EINTR)
 			continue;
 		if (pid < 0)
@@ -1036,6 +1965,7 @@ static int reap(enum mode m, const pid_t *pids, const char *const *roles, int n)
 			continue;
 		if (failed && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
 			continue; /* killed below: the first failure was said already */
+		progress_clear();
 		if (WIFEXITED(status))
 			fprintf(stderr, "fdx-bench: %s: the %s exited with status %d\n",
 				mode_names[m], roles[k], WEXITSTATUS(status));
@@ -1050,6 +1980,48 @@ static int reap(enum mode m, const pid_t *pids, const char *const *roles, int n)
 		failed = 1;
 	}
 	return failed ? -1 : 0;
+}
+
+/* The consumer's process: every mode but local. */
+_Noreturn static void consumer_child(const struct config *c, enum mode m, int addr_fd, int rep_fd,
+				     int res_fd, struct ring_hdr *hdr, unsigned char *data)
+{
+	struct consumed cs;
+
+	switch (m) {
+	case MODE_CEILING:
+		pin_self(c->cpus[1]);
+		ring_consume(hdr, data, c, &cs);
+		consumer_finish(NULL, &cs, 1, rep_fd, res_fd);
+		exit(0);
+	case MODE_TCP_COPY:
+		exit(copy_consumer_main(c, addr_fd, rep_fd, res_fd));
+	case MODE_GRPC:
+		exit(grpc_consumer_main(c, addr_fd, rep_fd, res_fd));
+	default:
+		exit(consumer_main(c, m, addr_fd, rep_fd, res_fd));
+	}
+}
+
+/* The producer's process: every mode but local. */
+_Noreturn static void producer_child(const struct config *c, enum mode m, int addr_fd, int rep_fd,
+				     struct ring_hdr *hdr, unsigned char *data)
+{
+	struct report r;
+
+	switch (m) {
+	case MODE_CEILING:
+		pin_self(c->cpus[0]);
+		ring_produce(hdr, data, c, &r);
+		write_full(rep_fd, &r, sizeof(r), "send the report");
+		exit(0);
+	case MODE_TCP_COPY:
+		exit(copy_producer_main(c, addr_fd, rep_fd));
+	case MODE_GRPC:
+		exit(grpc_producer_main(c, addr_fd, rep_fd));
+	default:
+		exit(producer_main(c, m, addr_fd, rep_fd));
+	}
 }
 
 /* Run mode m once; fill res. @return 0, or -1 if the run failed (said on stderr). */
@@ -1083,7 +2055,7 @@ static int run(struct config *c, enum mode m, struct result *res)
 	}
 	if (m != MODE_LOCAL)
 		make_pipe(rep);
-	if (m == MODE_SHM || m == MODE_TCP)
+	if (m != MODE_LOCAL && m != MODE_CEILING)
 		make_pipe(addr);
 
 	/* The consumer (or the one local process). */
@@ -1093,19 +2065,9 @@ static int run(struct config *c, enum mode m, struct result *res)
 		if (m == MODE_LOCAL)
 			exit(local_main(c, out[1]));
 		close(rep[1]);
-		if (m == MODE_CEILING) {
-			struct consumed cs;
-			struct report r;
-
-			pin_self(c->cpus[1]);
-			ring_consume(hdr, data, c, &cs);
-			report_wait(NULL, rep[0], &r);
-			verify(&cs, &r, 1, res);
-			write_full(out[1], res, sizeof(*res), "send the result");
-			exit(0);
-		}
-		close(addr[0]);
-		exit(consumer_main(c, m, addr[1], rep[0], out[1]));
+		if (addr[0] >= 0)
+			close(addr[0]);
+		consumer_child(c, m, addr[1], rep[0], out[1], hdr, data);
 	}
 	/* The producer. */
 	if (m != MODE_LOCAL && (pids[n++] = spawn()) == 0) {
@@ -1113,16 +2075,9 @@ static int run(struct config *c, enum mode m, struct result *res)
 		close(out[0]);
 		close(out[1]);
 		close(rep[0]);
-		if (m == MODE_CEILING) {
-			struct report r;
-
-			pin_self(c->cpus[0]);
-			ring_produce(hdr, data, c, &r);
-			write_full(rep[1], &r, sizeof(r), "send the report");
-			exit(0);
-		}
-		close(addr[1]);
-		exit(producer_main(c, m, addr[0], rep[1]));
+		if (addr[1] >= 0)
+			close(addr[1]);
+		producer_child(c, m, addr[0], rep[1], hdr, data);
 	}
 	/* Only the children may hold the write ends: end of file must mean they are gone. */
 	close(out[1]);
@@ -1132,6 +2087,7 @@ static int run(struct config *c, enum mode m, struct result *res)
 
 	failed = reap(m, pids, m == MODE_LOCAL ? (const char *const[]){"process"} : roles, n);
 	if (!failed && read_full(out[0], res, sizeof(*res), "read the result") != sizeof(*res)) {
+		progress_clear();
 		fprintf(stderr, "fdx-bench: %s: the consumer sent no result\n", mode_names[m]);
 		failed = -1;
 	}
@@ -1149,23 +2105,49 @@ static int run(struct config *c, enum mode m, struct result *res)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: fdx-bench [--mode shm|tcp|local|shm-ceiling | --compare] [--seconds S]\n"
-		"                 [--record-size N] [--channels N] [--segment-size N]\n"
-		"                 [--exclusive N] [--floating N] [--pool N] [--json] [--help]\n"
-		"  --mode M          what carries the data (default shm); shm-ceiling is a raw\n"
-		"                    shared-memory ring with no flow control: the machine's limit\n"
-		"  --compare         run shm, tcp, local and shm-ceiling on the same workload\n"
-		"  --seconds S       how long the producer emits, per mode (default 3)\n"
-		"  --record-size N   bytes per record, %u..%u, K/M suffix ok (default 1024)\n"
+		"usage: fdx-bench [--mode M[,M...] | --compare] [--latency [--count N] [--gap US]]\n"
+		"                 [--seconds S] [--record-size N | --sizes LIST] [--channels N]\n"
+		"                 [--segment-size N] [--exclusive N] [--floating N] [--pool N]\n"
+		"                 [--json | --csv] [--plot FILE.png] [--help]\n"
+		"  --mode M[,M...]   what carries the data (default shm), one or more of:\n"
+		"                      shm, tcp, local: fdx's links\n"
+		"                      shm-ceiling: a raw shared-memory ring, no flow control:\n"
+		"                        the machine's limit\n"
+		"                      tcp-copy: blocking TCP loopback read/write of the same\n"
+		"                        buffers, as a Netty-style stack does\n"
+		"                      grpc-data: the records as gRPC messages on one\n"
+		"                        bidirectional stream, as the original FlinkDotNet does\n"
+		"                    shm-ceiling, tcp-copy and grpc-data have one lane: --channels,\n"
+		"                    --exclusive and --floating do not apply (they report 1 channel)\n"
+		"  --compare         run every mode on the same workload, print each one's ratio\n"
+		"                    to shm and the targets (MET / NOT MET)\n"
+		"  --latency         one-way latency instead of throughput: one record at a time,\n"
+		"                    sent at once (flushed), the next once the consumer read it;\n"
+		"                    prints p50, p99, p99.9 and max in microseconds\n"
+		"  --count N         --latency: samples per mode, 1..%u (default %u; after %u\n"
+		"                    warm-up records), or --seconds, whichever comes first\n"
+		"  --gap US          --latency: pause this long after a record was read before\n"
+		"                    sending the next, 0..%u (default 0: at once)\n"
+		"  --seconds S       how long the producer emits, per run (default 3)\n"
+		"  --record-size N   bytes per record, %u..%u, K/M suffix ok (default %u;\n"
+		"                    %u with --latency, which needs at least %u)\n"
+		"  --sizes LIST      run at each of these record sizes, e.g. 64,256,1024,4096\n"
 		"  --channels N      subpartitions = input channels, 1..65536 (default 1)\n"
-		"  --segment-size N  buffer size, a power of two in [4K, 1M] (default 32K)\n"
+		"  --segment-size N  buffer size, a power of two in [4K, 1M] (default 32K); also\n"
+		"                    tcp-copy's write size and grpc-data's flush step\n"
 		"  --exclusive N     exclusive credits per channel (default max(%u, %u / channels); 0 = none)\n"
 		"  --floating N      floating credits per gate (default %u; 0 = none)\n"
 		"  --pool N          producer pool, segments (default max(%u, credits + %u))\n"
 		"  --json            print {\"results\": [...]} instead of a table\n"
-		"The producer runs on the first allowed CPU, the consumer on the second.\n",
-		RECORD_MIN, RECORD_MAX, EXCLUSIVE_MIN, EXCLUSIVE_TOTAL, FLOATING_DEFAULT,
-		POOL_DEFAULT, POOL_SLACK);
+		"  --csv             print CSV (a header, then one row per run) instead of a table\n"
+		"  --plot FILE.png   print the CSV and draw GB/s against record size with gnuplot\n"
+		"                    (Debian package gnuplot-nox), one line per mode; without\n"
+		"                    --mode it runs every mode\n"
+		"The producer runs on the first allowed CPU, the consumer on the second.\n"
+		"Invocations planned longer than %g s show progress on stderr.\n",
+		LAT_COUNT_MAX, LAT_COUNT_DEFAULT, LAT_WARMUP, LAT_GAP_MAX_US, RECORD_MIN,
+		RECORD_MAX, RECORD_DEFAULT, LAT_RECORD_DEFAULT, LAT_RECORD_MIN, EXCLUSIVE_MIN,
+		EXCLUSIVE_TOTAL, FLOATING_DEFAULT, POOL_DEFAULT, POOL_SLACK, PROGRESS_PLAN_S);
 }
 
 static void bad_option(const char *what, const char *arg)
@@ -1196,6 +2178,60 @@ static uint64_t parse_num(const char *opt, const char *s, uint64_t min, uint64_t
 	return v;
 }
 
+/* A comma-separated list of mode names; sets mask bits. */
+static void parse_modes(const char *arg, unsigned *mask)
+{
+	char buf[256], *save = NULL, *tok;
+
+	if (strlen(arg) >= sizeof(buf) || !*arg)
+		bad_option("--mode wants a comma-separated list of modes, not", arg);
+	strcpy(buf, arg);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		int m;
+
+		for (m = 0; m < MODE_COUNT && strcmp(tok, mode_names[m]); m++)
+			;
+		if (m == MODE_COUNT)
+			bad_option("--mode: each mode must be shm, tcp, local, shm-ceiling, "
+				   "tcp-copy or grpc-data, not",
+				   tok);
+		*mask |= 1u << m;
+	}
+	if (!*mask)
+		bad_option("--mode wants a comma-separated list of modes, not", arg);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* --sizes: record sizes, sorted, without repeats. @return how many. */
+static uint32_t parse_sizes(const char *arg, uint32_t *sizes)
+{
+	char buf[512], *save = NULL, *tok;
+	uint32_t n = 0, k = 0;
+
+	if (strlen(arg) >= sizeof(buf) || !*arg || arg[0] == ',' || arg[strlen(arg) - 1] == ',' ||
+	    strstr(arg, ",,"))
+		bad_option("--sizes wants record sizes separated by commas, such as 64,1024,16K, "
+			   "not",
+			   arg);
+	strcpy(buf, arg);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (n == SIZES_MAX)
+			bad_option("--sizes: too many sizes (at most 32):", arg);
+		sizes[n++] = (uint32_t)parse_num("--sizes", tok, RECORD_MIN, RECORD_MAX, 1);
+	}
+	qsort(sizes, n, sizeof(*sizes), cmp_u32);
+	for (uint32_t i = 0; i < n; i++)
+		if (k == 0 || sizes[k - 1] != sizes[i])
+			sizes[k++] = sizes[i];
+	return k;
+}
+
 static uint64_t pow2_at_least(uint64_t v)
 {
 	uint64_t p = 1;
@@ -1203,6 +2239,16 @@ static uint64_t pow2_at_least(uint64_t v)
 	while (p < v)
 		p <<= 1;
 	return p;
+}
+
+/* shm-ceiling's ring for c's pool and record size. */
+static void config_ring(struct config *c)
+{
+	c->ring_size = pow2_at_least((uint64_t)c->pool * c->seg_size);
+	if (c->ring_size < CEILING_RING_MIN)
+		c->ring_size = CEILING_RING_MIN;
+	if (c->ring_size < 2 * ((uint64_t)c->record_size + 4))
+		c->ring_size = pow2_at_least(2 * ((uint64_t)c->record_size + 4));
 }
 
 static double records_per_s(const struct result *r)
@@ -1215,35 +2261,341 @@ static double gbytes_per_s(const struct result *r)
 	return (double)r->bytes / (double)r->ns; /* bytes per ns = GB/s */
 }
 
-static void print_target(const char *what, double value, double target, int *all)
+static double us(uint64_t ns)
 {
-	int met = value >= target;
+	return (double)ns / 1e3;
+}
 
-	printf("  %-44s %10.2f  (>= %.2f) %s\n", what, value, target, met ? "MET" : "NOT MET");
+/* One run's outcome, as the main process keeps it. */
+struct outcome {
+	enum mode m;
+	uint32_t record_size;
+	struct result r;
+};
+
+static void print_target(const char *what, double value, int at_most, double target, int *all)
+{
+	int met = at_most ? value <= target : value >= target;
+
+	printf("  %-44s %10.2f  (%s %.2f) %s\n", what, value, at_most ? "<=" : ">=", target,
+	       met ? "MET" : "NOT MET");
 	*all &= met;
 }
 
-/* The targets that the runs made can be checked against. */
-static void print_targets(const struct config *c, const struct result *res, const int *ran)
+/* The targets that the runs of one record size can be checked against. */
+static void print_targets(const struct config *c, uint32_t size, int several,
+			  const struct result *res, const int *ran)
 {
 	int all = 1;
 
 	if (!ran[MODE_SHM])
 		return;
-	printf("\ntargets:\n");
+	if (several)
+		printf("\ntargets, %u B records:\n", size);
+	else
+		printf("\ntargets:\n");
+	if (c->latency) {
+		print_target("shm p50 (us)", us(res[MODE_SHM].p50_ns), 1, 10.0, &all);
+		if (ran[MODE_TCP_COPY])
+			print_target("shm p99 (us), at most tcp-copy's p99",
+				     us(res[MODE_SHM].p99_ns), 1, us(res[MODE_TCP_COPY].p99_ns),
+				     &all);
+		return;
+	}
 	if (ran[MODE_CEILING])
 		print_target("shm / shm-ceiling (records/s)",
-			     records_per_s(&res[MODE_SHM]) / records_per_s(&res[MODE_CEILING]),
-			     c->record_size >= 32768 ? 0.85 : 0.80, &all);
+			     records_per_s(&res[MODE_SHM]) / records_per_s(&res[MODE_CEILING]), 0,
+			     size >= 32768 ? 0.85 : 0.80, &all);
 	if (ran[MODE_TCP])
 		print_target("shm / tcp (records/s)",
-			     records_per_s(&res[MODE_SHM]) / records_per_s(&res[MODE_TCP]), 3.0,
+			     records_per_s(&res[MODE_SHM]) / records_per_s(&res[MODE_TCP]), 0, 3.0,
 			     &all);
-	if (c->record_size == 64)
+	if (ran[MODE_TCP_COPY])
+		print_target("shm / tcp-copy (records/s)",
+			     records_per_s(&res[MODE_SHM]) / records_per_s(&res[MODE_TCP_COPY]), 0,
+			     3.0, &all);
+	if (ran[MODE_GRPC])
+		print_target("shm / grpc-data (records/s)",
+			     records_per_s(&res[MODE_SHM]) / records_per_s(&res[MODE_GRPC]), 0,
+			     10.0, &all);
+	if (size == 64)
 		print_target("shm, 64-byte records (M records/s)",
-			     records_per_s(&res[MODE_SHM]) / 1e6, 25.0, &all);
+			     records_per_s(&res[MODE_SHM]) / 1e6, 0, 25.0, &all);
 	printf("  (256 channels vs 1: run --channels 1 and --channels 256; target <= 15%% "
 	       "loss)\n");
+}
+
+static void csv_header(FILE *f, int latency)
+{
+	fprintf(f,
+		"mode,record_size,channels,records_per_s,gbytes_per_s,segment_size,seconds,"
+		"records%s\n",
+		latency ? ",p50_us,p99_us,p999_us,max_us,samples,gap_us" : "");
+}
+
+static void csv_row(FILE *f, const struct config *c, const struct outcome *o)
+{
+	fprintf(f, "%s,%u,%u,%.0f,%.4f,%u,%.6f,%llu", mode_names[o->m], o->record_size,
+		o->r.channels, records_per_s(&o->r), gbytes_per_s(&o->r), c->seg_size,
+		(double)o->r.ns / 1e9, (unsigned long long)o->r.records);
+	if (c->latency)
+		fprintf(f, ",%.3f,%.3f,%.3f,%.3f,%llu,%.0f", us(o->r.p50_ns), us(o->r.p99_ns),
+			us(o->r.p999_ns), us(o->r.max_ns), (unsigned long long)o->r.samples,
+			us(c->gap_ns));
+	fputc('\n', f);
+}
+
+static void json_print(const struct config *c, const struct outcome *outs, int n)
+{
+	printf("{\"results\": [");
+	for (int i = 0; i < n; i++) {
+		const struct outcome *o = &outs[i];
+
+		printf("%s{\"mode\": \"%s\", \"record_size\": %u, \"records_per_s\": %.0f, "
+		       "\"gbytes_per_s\": %.4f, \"channels\": %u, \"segment_size\": %u, "
+		       "\"exclusive_credits\": %u, \"floating_credits\": %u, \"pool\": %u, "
+		       "\"seconds\": %.6f, \"records\": %llu",
+		       i ? ", " : "", mode_names[o->m], o->record_size, records_per_s(&o->r),
+		       gbytes_per_s(&o->r), o->r.channels, c->seg_size, c->exclusive, c->floating,
+		       c->pool, (double)o->r.ns / 1e9, (unsigned long long)o->r.records);
+		if (c->latency)
+			printf(", \"latency\": true, \"p50_us\": %.3f, \"p99_us\": %.3f, "
+			       "\"p999_us\": %.3f, \"max_us\": %.3f, \"samples\": %llu, \"gap_us\": %.0f",
+			       us(o->r.p50_ns), us(o->r.p99_ns), us(o->r.p999_ns), us(o->r.max_ns),
+			       (unsigned long long)o->r.samples, us(c->gap_ns));
+		printf("}");
+	}
+	printf("]}\n");
+}
+
+/* Is name an executable in $PATH? */
+static int have_program(const char *name)
+{
+	const char *path = getenv("PATH");
+	char dir[4096];
+
+	while (path && *path) {
+		size_t n = strcspn(path, ":");
+
+		if (n > 0 && n < sizeof(dir) - strlen(name) - 2) {
+			memcpy(dir, path, n);
+			snprintf(dir + n, sizeof(dir) - n, "/%s", name);
+			if (access(dir, X_OK) == 0)
+				return 1;
+		}
+		path += n + (path[n] == ':');
+	}
+	return 0;
+}
+
+/* A gnuplot string: single quotes, a quote inside doubled. */
+static void gp_string(FILE *f, const char *s)
+{
+	fputc('\'', f);
+	for (; *s; s++) {
+		if (*s == '\'')
+			fputc('\'', f);
+		fputc(*s, f);
+	}
+	fputc('\'', f);
+}
+
+/*
+ * Draw GB/s against record size, one line per mode that ran: the CSV (one
+ * file per mode, so that each line joins only its own points) and a gnuplot
+ * script in a temporary directory, then gnuplot.
+ * @return 0, 1 if gnuplot failed or drew nothing, 2 if gnuplot is missing.
+ */
+static int plot(const char *png, const struct config *c, const struct outcome *outs, int n,
+		unsigned modes)
+{
+	const char *tmp = getenv("TMPDIR");
+	char dir[160], csv[MODE_COUNT][200], gp[200];
+	double lo = outs[0].record_size, hi = lo;
+	int status, rc = 1, first = 1;
+	struct stat st;
+	FILE *f;
+	pid_t pid;
+
+	if (!have_program("gnuplot")) {
+		fprintf(stderr,
+			"fdx-bench: cannot draw %s: gnuplot is not installed; install Debian's "
+			"package gnuplot-nox (apt-get install gnuplot-nox). The CSV is above.\n",
+			png);
+		return 2;
+	}
+	if (!tmp || !*tmp || strlen(tmp) > 64)
+		tmp = "/tmp";
+	snprintf(dir, sizeof(dir), "%s/fdx-plot-XXXXXX", tmp);
+	if (!mkdtemp(dir))
+		die("mkdtemp", -errno);
+	for (int m = 0; m < MODE_COUNT; m++) {
+		snprintf(csv[m], sizeof(csv[m]), "%s/%s.csv", dir, mode_names[m]);
+		if (!(modes & (1u << m)))
+			continue;
+		if (!(f = fopen(csv[m], "w")))
+			die("write the CSV for gnuplot", -errno);
+		csv_header(f, 0);
+		for (int i = 0; i < n; i++) {
+			if (outs[i].m != (enum mode)m)
+				continue;
+			csv_row(f, c, &outs[i]);
+			lo = fmin(lo, outs[i].record_size);
+			hi = fmax(hi, outs[i].record_size);
+		}
+		if (fclose(f) != 0)
+			die("write the CSV for gnuplot", -errno);
+	}
+
+	snprintf(gp, sizeof(gp), "%s/plot.gp", dir);
+	if (!(f = fopen(gp, "w")))
+		die("write the gnuplot script", -errno);
+	fprintf(f, "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
+		   "  set terminal pngcairo size 1024,640 noenhanced\n"
+		   "} else {\n"
+		   "  set terminal png size 1024,640 noenhanced\n"
+		   "}\n"
+		   "set output ");
+	gp_string(f, png);
+	fprintf(f,
+		"\nset datafile separator ','\n"
+		"set title 'fdx-bench: throughput by record size (%g s per run, %u B segments, "
+		"%u channel%s)'\n"
+		"set xlabel 'record size (bytes)'\n"
+		"set ylabel 'GB/s of record payload (log scale)'\n"
+		"set logscale x 2\n"
+		"set logscale y 10\n"
+		"set grid\n"
+		"set key outside right top\n"
+		"set xrange [%g:%g]\n"
+		"set xtics (",
+		c->seconds, c->seg_size, c->channels, c->channels == 1 ? "" : "s", lo / 1.5,
+		hi * 1.5);
+	/* A tic at each size measured (outs holds them in increasing order, per size). */
+	for (int i = 0; i < n; i++)
+		if (i == 0 || outs[i].record_size != outs[i - 1].record_size)
+			fprintf(f, "%s%u", i ? ", " : "", outs[i].record_size);
+	fprintf(f, ")\nplot ");
+	for (int m = 0; m < MODE_COUNT; m++) {
+		if (!(modes & (1u << m)))
+			continue;
+		fprintf(f, "%s", first ? "" : ", \\\n     ");
+		gp_string(f, csv[m]);
+		fprintf(f, " skip 1 using 2:5 with linespoints lw 2 title '%s'", mode_names[m]);
+		first = 0;
+	}
+	fprintf(f, "\n");
+	if (fclose(f) != 0)
+		die("write the gnuplot script", -errno);
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		die("fork", -errno);
+	if (pid == 0) {
+		dup2(STDERR_FILENO, STDOUT_FILENO); /* stdout is the CSV's */
+		execlp("gnuplot", "gnuplot", gp, (char *)NULL);
+		fprintf(stderr, "fdx-bench: cannot run gnuplot: %s\n", strerror(errno));
+		_exit(127);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			die("waitpid", -errno);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fprintf(stderr, "fdx-bench: gnuplot failed (status %d); its script: %s\n",
+			WIFEXITED(status) ? WEXITSTATUS(status) : -1, gp);
+	else if (stat(png, &st) != 0 || st.st_size == 0)
+		fprintf(stderr, "fdx-bench: gnuplot wrote no image to %s; its script: %s\n", png,
+			gp);
+	else
+		rc = 0;
+	if (rc != 0)
+		return rc; /* the script and data stay, to look into */
+	for (int m = 0; m < MODE_COUNT; m++)
+		if (modes & (1u << m))
+			unlink(csv[m]);
+	unlink(gp);
+	rmdir(dir);
+	fprintf(stderr, "fdx-bench: plot written to %s (%lld bytes)\n", png, (long long)st.st_size);
+	return 0;
+}
+
+/* Early, before the runs: can the plot be written where asked? */
+static void plot_check_path(const char *png)
+{
+	char dir[4096];
+	const char *slash = strrchr(png, '/');
+
+	if (!*png)
+		bad_option("--plot wants a file name", NULL);
+	if (strlen(png) >= sizeof(dir))
+		bad_option("--plot: the file name is too long:", png);
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == png)
+		snprintf(dir, sizeof(dir), "/");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - png), png);
+	if (access(dir, W_OK) != 0)
+		bad_option("--plot: cannot write in the directory of", png);
+	if (slash && !slash[1])
+		bad_option("--plot wants a file name, not a directory:", png);
+}
+
+static void print_header(const struct config *c, const uint32_t *sizes, uint32_t n_sizes)
+{
+	char list[SIZES_MAX * 12] = "", gap[48] = "";
+	size_t off = 0;
+
+	if (c->gap_ns)
+		snprintf(gap, sizeof(gap), " and %.0f us more (--gap)", us(c->gap_ns));
+	for (uint32_t i = 0; i < n_sizes; i++)
+		off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%u", i ? ", " : "",
+					sizes[i]);
+	if (c->latency)
+		printf("fdx-bench --latency, fdx %s: per mode %u samples (after %u warm-up "
+		       "records) or %g s, whichever comes first; %s B records, %u channel%s, %u B "
+		       "segments\n"
+		       "one record at a time: sent at once (flushed), the next one once the consumer "
+		       "has read it%s; one-way, send to read, in microseconds\n",
+		       fdx_version_string(), c->lat_count, LAT_WARMUP, c->seconds, list,
+		       c->channels, c->channels == 1 ? "" : "s", c->seg_size, gap);
+	else
+		printf("fdx-bench, fdx %s: %g s per run, %s B records, %u channel%s, %u B "
+		       "segments\n",
+		       fdx_version_string(), c->seconds, list, c->channels,
+		       c->channels == 1 ? "" : "s", c->seg_size);
+	printf("credit settings: exclusive %u per channel, floating %u per gate; producer "
+	       "pool %u segments (%.1f MiB); shm-ceiling ring %.1f MiB\n",
+	       c->exclusive, c->floating, c->pool,
+	       (double)c->pool * c->seg_size / (1024.0 * 1024.0),
+	       (double)c->ring_size / (1024.0 * 1024.0));
+	if (c->cpus[0] >= 0)
+		printf("producer on CPU %d, consumer on CPU %d\n\n", c->cpus[0], c->cpus[1]);
+	else
+		printf("fewer than 2 CPUs allowed: producer and consumer not pinned\n\n");
+	if (c->latency)
+		printf("%-12s %11s %8s %9s %9s %9s %9s\n", "mode", "record_size", "samples",
+		       "p50 us", "p99 us", "p99.9 us", "max us");
+	else
+		printf("%-12s %11s %8s %14s %9s %7s\n", "mode", "record_size", "channels",
+		       "records/s", "GB/s", "vs shm");
+}
+
+static void print_row(const struct config *c, const struct outcome *o, const struct result *shm)
+{
+	if (c->latency) {
+		printf("%-12s %11u %8llu %9.1f %9.1f %9.1f %9.1f\n", mode_names[o->m],
+		       o->record_size, (unsigned long long)o->r.samples, us(o->r.p50_ns),
+		       us(o->r.p99_ns), us(o->r.p999_ns), us(o->r.max_ns));
+		return;
+	}
+	printf("%-12s %11u %8u %14.0f %9.3f", mode_names[o->m], o->record_size, o->r.channels,
+	       records_per_s(&o->r), gbytes_per_s(&o->r));
+	if (shm)
+		printf(" %7.2f\n", records_per_s(&o->r) / records_per_s(shm));
+	else
+		printf(" %7s\n", "-");
 }
 
 int main(int argc, char **argv)
@@ -1258,18 +2610,28 @@ int main(int argc, char **argv)
 						 {"pool", required_argument, NULL, 'p'},
 						 {"compare", no_argument, NULL, 'C'},
 						 {"json", no_argument, NULL, 'j'},
+						 {"latency", no_argument, NULL, 'L'},
+						 {"count", required_argument, NULL, 'n'},
+						 {"gap", required_argument, NULL, 'g'},
+						 {"sizes", required_argument, NULL, 'S'},
+						 {"csv", no_argument, NULL, 'v'},
+						 {"plot", required_argument, NULL, 'P'},
 						 {"help", no_argument, NULL, 'h'},
 						 {NULL, 0, NULL, 0}};
 	struct config c = {.seconds = 3.0,
-			   .record_size = 1024,
+			   .record_size = 0, /* not given */
 			   .channels = 1,
 			   .seg_size = FDX_SEG_SIZE_DEFAULT,
 			   .exclusive = UINT32_MAX, /* not given */
 			   .floating = FLOATING_DEFAULT,
+			   .lat_count = 0, /* not given */
 			   .cpus = {-1, -1}};
-	struct result res[MODE_COUNT];
-	int ran[MODE_COUNT] = {0}, order[MODE_COUNT], n_runs = 0;
-	int mode = -1, compare = 0, json = 0, ncpu = 0, opt;
+	uint32_t sizes[SIZES_MAX], n_sizes = 0;
+	unsigned modes = 0;
+	int compare = 0, json = 0, csv = 0, ncpu = 0, opt, n_runs, k = 0, rc = 0;
+	const char *plot_file = NULL;
+	int64_t gap_us = -1; /* not given */
+	struct outcome *outs;
 	uint64_t pool = 0, tcp_need;
 	cpu_set_t set;
 	char *end;
@@ -1278,12 +2640,7 @@ int main(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'm':
-			for (mode = 0; mode < MODE_COUNT && strcmp(optarg, mode_names[mode]);
-			     mode++)
-				;
-			if (mode == MODE_COUNT)
-				bad_option("--mode must be shm, tcp, local or shm-ceiling, not",
-					   optarg);
+			parse_modes(optarg, &modes);
 			break;
 		case 's':
 			c.seconds = strtod(optarg, &end);
@@ -1319,6 +2676,24 @@ int main(int argc, char **argv)
 		case 'j':
 			json = 1;
 			break;
+		case 'L':
+			c.latency = 1;
+			break;
+		case 'n':
+			c.lat_count = (uint32_t)parse_num("--count", optarg, 1, LAT_COUNT_MAX, 1);
+			break;
+		case 'g':
+			gap_us = (int64_t)parse_num("--gap", optarg, 0, LAT_GAP_MAX_US, 0);
+			break;
+		case 'S':
+			n_sizes = parse_sizes(optarg, sizes);
+			break;
+		case 'v':
+			csv = 1;
+			break;
+		case 'P':
+			plot_file = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -1329,8 +2704,37 @@ int main(int argc, char **argv)
 	}
 	if (optind < argc)
 		bad_option("unexpected argument", argv[optind]);
-	if (compare && mode >= 0)
+	if (compare && modes)
 		bad_option("--mode and --compare exclude each other", NULL);
+	if (json && csv)
+		bad_option("--json and --csv exclude each other", NULL);
+	if (plot_file && json)
+		bad_option("--plot prints the CSV: it excludes --json", NULL);
+	if (plot_file && c.latency)
+		bad_option("--plot draws throughput: it excludes --latency", NULL);
+	if (c.lat_count && !c.latency)
+		bad_option("--count applies to --latency only", NULL);
+	if (gap_us >= 0 && !c.latency)
+		bad_option("--gap applies to --latency only", NULL);
+	c.gap_ns = gap_us > 0 ? (uint64_t)gap_us * 1000 : 0;
+	if (n_sizes && c.record_size)
+		bad_option("--record-size and --sizes exclude each other", NULL);
+	if (plot_file)
+		plot_check_path(plot_file);
+	if (!c.lat_count)
+		c.lat_count = LAT_COUNT_DEFAULT;
+	if (!n_sizes)
+		sizes[n_sizes++] = c.record_size ? c.record_size
+				   : c.latency	 ? LAT_RECORD_DEFAULT
+						 : RECORD_DEFAULT;
+	if (c.latency && sizes[0] < LAT_RECORD_MIN) {
+		char what[96], size[16];
+
+		snprintf(what, sizeof(what), "--latency needs records of at least %u bytes, not",
+			 LAT_RECORD_MIN);
+		snprintf(size, sizeof(size), "%u", sizes[0]);
+		bad_option(what, size);
+	}
 	if (c.exclusive == UINT32_MAX)
 		c.exclusive = EXCLUSIVE_TOTAL / c.channels > EXCLUSIVE_MIN
 				      ? EXCLUSIVE_TOTAL / c.channels
@@ -1348,17 +2752,16 @@ int main(int argc, char **argv)
 	if (pool < (uint64_t)c.channels + 1)
 		bad_option("--pool must be at least channels + 1", NULL);
 	c.pool = (uint32_t)pool;
-	c.ring_size = pow2_at_least((uint64_t)c.pool * c.seg_size);
-	if (c.ring_size < CEILING_RING_MIN)
-		c.ring_size = CEILING_RING_MIN;
-	if (c.ring_size < 2 * ((uint64_t)c.record_size + 4))
-		c.ring_size = pow2_at_least(2 * ((uint64_t)c.record_size + 4));
-
-	if (compare)
-		for (int i = 0; i < MODE_COUNT; i++)
-			order[n_runs++] = i;
-	else
-		order[n_runs++] = mode >= 0 ? mode : MODE_SHM;
+	if (plot_file)
+		csv = 1; /* the plot's data goes to stdout too */
+	if (compare || (plot_file && !modes))
+		modes = (1u << MODE_COUNT) - 1;
+	if (!modes)
+		modes = 1u << MODE_SHM;
+	n_runs = (int)n_sizes * __builtin_popcount(modes);
+	outs = calloc((size_t)n_runs, sizeof(*outs));
+	if (!outs)
+		die("calloc", -ENOMEM);
 
 	/* Distinct CPUs for producer and consumer when the affinity mask allows two. */
 	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) >= 2)
@@ -1366,58 +2769,75 @@ int main(int argc, char **argv)
 			if (CPU_ISSET(cpu, &set))
 				c.cpus[ncpu++] = cpu;
 
-	if (!json) {
-		printf("fdx-bench, fdx %s: %g s per mode, %u B records, %u channel%s, %u B "
-		       "segments\n",
-		       fdx_version_string(), c.seconds, c.record_size, c.channels,
-		       c.channels == 1 ? "" : "s", c.seg_size);
-		printf("credit settings: exclusive %u per channel, floating %u per gate; producer "
-		       "pool %u segments (%.1f MiB); shm-ceiling ring %.1f MiB\n",
-		       c.exclusive, c.floating, c.pool,
-		       (double)c.pool * c.seg_size / (1024.0 * 1024.0),
-		       (double)c.ring_size / (1024.0 * 1024.0));
-		if (c.cpus[0] >= 0)
-			printf("producer on CPU %d, consumer on CPU %d\n\n", c.cpus[0], c.cpus[1]);
-		else
-			printf("fewer than 2 CPUs allowed: producer and consumer not pinned\n\n");
-		printf("%-12s %11s %8s %14s %9s %7s\n", "mode", "record_size", "channels",
-		       "records/s", "GB/s", "vs shm");
-	}
-	for (int i = 0; i < n_runs; i++) {
-		enum mode m = (enum mode)order[i];
+	shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
+		      0);
+	if (shared == MAP_FAILED)
+		die("mmap the shared page", -errno);
+	progress.on = (double)n_runs * c.seconds > PROGRESS_PLAN_S;
+	progress.tty = isatty(STDERR_FILENO);
+	if (plot_file && !have_program("gnuplot"))
+		fprintf(stderr, "fdx-bench: gnuplot is not installed (Debian package gnuplot-nox): "
+				"the runs go on and print the CSV, but no plot can be drawn\n");
 
-		if (run(&c, m, &res[m]) < 0)
-			return 1;
-		ran[m] = 1;
-		if (json)
-			continue;
-		printf("%-12s %11u %8u %14.0f %9.3f", mode_names[m], c.record_size, res[m].channels,
-		       records_per_s(&res[m]), gbytes_per_s(&res[m]));
-		if (ran[MODE_SHM])
-			printf(" %7.2f\n", records_per_s(&res[m]) / records_per_s(&res[MODE_SHM]));
-		else
-			printf(" %7s\n", "-");
-		fflush(stdout);
-	}
-	if (json) {
-		printf("{\"results\": [");
-		for (int i = 0; i < n_runs; i++) {
-			enum mode m = (enum mode)order[i];
+	c.record_size = sizes[0];
+	config_ring(&c);
+	if (csv)
+		csv_header(stdout, c.latency);
+	else if (!json)
+		print_header(&c, sizes, n_sizes);
+	fflush(stdout);
+	for (uint32_t si = 0; si < n_sizes; si++) {
+		const struct result *shm = NULL;
 
-			printf("%s{\"mode\": \"%s\", \"record_size\": %u, \"records_per_s\": %.0f, "
-			       "\"gbytes_per_s\": %.4f, \"channels\": %u, \"segment_size\": %u, "
-			       "\"exclusive_credits\": %u, \"floating_credits\": %u, \"pool\": %u, "
-			       "\"seconds\": %.6f, \"records\": %llu}",
-			       i ? ", " : "", mode_names[m], c.record_size, records_per_s(&res[m]),
-			       gbytes_per_s(&res[m]), res[m].channels, c.seg_size, c.exclusive,
-			       c.floating, c.pool, (double)res[m].ns / 1e9,
-			       (unsigned long long)res[m].records);
+		c.record_size = sizes[si];
+		config_ring(&c);
+		for (int m = 0; m < MODE_COUNT; m++) {
+			struct outcome *o = &outs[k];
+
+			if (!(modes & (1u << m)))
+				continue;
+			shared_reset();
+			progress_start(k + 1, n_runs, (enum mode)m, &c);
+			if (run(&c, (enum mode)m, &o->r) < 0) {
+				progress_clear();
+				return 1;
+			}
+			o->m = (enum mode)m;
+			o->record_size = c.record_size;
+			k++;
+			if (m == MODE_SHM)
+				shm = &o->r;
+			progress_clear();
+			if (csv)
+				csv_row(stdout, &c, o);
+			else if (!json)
+				print_row(&c, o, shm);
+			fflush(stdout);
 		}
-		printf("]}\n");
-		return 0;
 	}
-	if (ran[MODE_CEILING])
-		printf("\nshm-ceiling ring: %s pages\n", ceiling_huge ? "hugetlb" : "small");
-	print_targets(&c, res, ran);
-	return 0;
+	if (json)
+		json_print(&c, outs, n_runs);
+	if (!json && !csv) {
+		if (modes & (1u << MODE_CEILING))
+			printf("\nshm-ceiling ring: %s pages\n",
+			       ceiling_huge ? "hugetlb" : "small");
+		for (int i = 0; i < n_runs;) {
+			struct result res[MODE_COUNT];
+			int ran[MODE_COUNT] = {0}, j;
+
+			for (j = i; j < n_runs && outs[j].record_size == outs[i].record_size; j++) {
+				res[outs[j].m] = outs[j].r;
+				ran[outs[j].m] = 1;
+			}
+			c.record_size = outs[i].record_size;
+			print_targets(&c, outs[i].record_size, n_sizes > 1, res, ran);
+			i = j;
+		}
+	}
+	fflush(stdout);
+	if (plot_file)
+		rc = plot(plot_file, &c, outs, n_runs, modes);
+	free(outs);
+	munmap(shared, sizeof(*shared));
+	return rc;
 }
