@@ -257,6 +257,7 @@ struct fdx__gchan {
 	int asm_active;
 	struct fdx_partition *lpart; /* local */
 	struct fdx__sub *lsub;
+	_Atomic uint32_t queued; /* buffers pushed to the gate, not yet taken by next() */
 	/* Statistics. */
 	_Atomic uint32_t held, max_held, st_floating, st_backlog, st_unannounced;
 	_Atomic uint64_t credits_announced, buffers_received, events_received, bytes_received;

@@ -167,6 +167,8 @@ void fdx__gate_push(struct fdx_gate *g, struct fdx__gitem *it)
 		struct fdx__gchan *c = &g->ch[it->ch];
 		uint32_t held = atomic_fetch_add_explicit(&c->held, 1, memory_order_relaxed) + 1;
 
+		atomic_fetch_add_explicit(&c->queued, 1, memory_order_relaxed);
+
 		if (held > atomic_load_explicit(&c->max_held, memory_order_relaxed))
 			atomic_store_explicit(&c->max_held, held, memory_order_relaxed);
 		atomic_fetch_add_explicit(&g->held, 1, memory_order_relaxed);
@@ -255,17 +257,30 @@ static void announce(struct fdx_gate *g, struct fdx__gchan *c, uint32_t n)
 	mark_dirty(g, c);
 }
 
-/* Floating credit for channels whose backlog exceeds their outstanding credit. */
+/*
+ * Credit the producer has not used yet: outstanding, less the buffers that
+ * came and wait in the queue for the consumer (they used theirs). A consumer
+ * behind its own queue thus still lends floating credit for the backlog, as
+ * Flink's input channels do for the buffers they hold.
+ */
+static uint32_t unused_credit(const struct fdx__gchan *c)
+{
+	uint32_t q = atomic_load_explicit(&c->queued, memory_order_relaxed);
+
+	return c->outstanding > q ? c->outstanding - q : 0;
+}
+
+/* Floating credit for channels whose backlog exceeds their unused credit. */
 static void want_floating(struct fdx_gate *g, uint32_t ch)
 {
 	struct fdx__gchan *c = &g->ch[ch];
 
-	while (c->open && c->outstanding < c->backlog && g->floating_free > 0) {
+	while (c->open && unused_credit(c) < c->backlog && g->floating_free > 0) {
 		g->floating_free--;
 		c->floating++;
 		announce(g, c, 1);
 	}
-	if (c->open && c->outstanding < c->backlog && !c->wanting) {
+	if (c->open && unused_credit(c) < c->backlog && !c->wanting) {
 		c->wanting = 1;
 		g->want[(g->want_head + g->want_len++) % g->n] = ch;
 	}
@@ -281,11 +296,11 @@ static void give_floating(struct fdx_gate *g)
 		g->want_head = (g->want_head + 1) % g->n;
 		g->want_len--;
 		c->wanting = 0;
-		if (c->open && c->outstanding < c->backlog) {
+		if (c->open && unused_credit(c) < c->backlog) {
 			c->floating++;
 			announce(g, c, 1);
 			atomic_store_explicit(&c->st_floating, c->floating, memory_order_relaxed);
-			if (c->outstanding < c->backlog) {
+			if (unused_credit(c) < c->backlog) {
 				c->wanting = 1;
 				g->want[(g->want_head + g->want_len++) % g->n] = ch;
 			}
@@ -375,6 +390,7 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 	case FDX__GI_BUFFER:
 		it->abort_before = c->abort_next;
 		c->abort_next = 0;
+		atomic_fetch_sub_explicit(&c->queued, 1, memory_order_relaxed);
 		if (c->open && c->sess_seen == it->sess) {
 			if (c->outstanding)
 				c->outstanding--;
@@ -628,7 +644,7 @@ FDX_API int fdx_gate_release(struct fdx_gate *g, struct fdx_view *v)
 				FDX_LOG_ERR(g->log,
 					    "gate %u channel %u: out of memory: an offset is lost",
 					    g->id, it->ch);
-			if (c->floating > 0 && c->outstanding >= c->backlog) {
+			if (c->floating > 0 && unused_credit(c) >= c->backlog) {
 				c->floating--;
 				atomic_store_explicit(&c->st_floating, c->floating,
 						      memory_order_relaxed);

@@ -517,7 +517,7 @@ static struct sample take_sample(void)
 /* What the slow phase showed, for the summary. */
 struct seen {
 	int credit_zero, pool_full;
-	double bp_max;
+	double bp_max, in_pool_max;
 	double rss_src[2], rss_snk[2]; /* at the slow phase's first and last row */
 };
 
@@ -565,6 +565,8 @@ static void print_row(double t, const struct sample *a, const struct sample *b, 
 		seen->pool_full |= max && in_use == max;
 		if (bp > seen->bp_max)
 			seen->bp_max = bp;
+		if (in_pool > seen->in_pool_max)
+			seen->in_pool_max = in_pool;
 		if (!seen->rss_src[0]) {
 			seen->rss_src[0] = rs;
 			seen->rss_snk[0] = rk;
@@ -775,9 +777,9 @@ int main(int argc, char **argv)
 		printf("  records spanning buffers reassembled: %llu bytes\n",
 		       (unsigned long long)atomic_load(&sh->snk.bytes_reassembled));
 	printf("  slow phase: credits all at zero %s, source pool full %s, "
-	       "backPressuredTimeMsPerSecond up to %.0f\n",
+	       "backPressuredTimeMsPerSecond up to %.0f, sink inPoolUsage up to %.0f%%\n",
 	       seen.credit_zero ? "seen" : "not seen", seen.pool_full ? "seen" : "not seen",
-	       seen.bp_max);
+	       seen.bp_max, seen.in_pool_max);
 	printf("  memory during the slow phase: source RSS %.1f -> %.1f MiB, sink %.1f -> %.1f "
 	       "MiB\n",
 	       seen.rss_src[0], seen.rss_src[1], seen.rss_snk[0], seen.rss_snk[1]);

@@ -12,8 +12,8 @@ fail() { echo "demo.sh: FAILED: $*"; cat "$out"; exit 1; }
 
 expect() { grep -q -- "$1" "$out" || fail "no '$1' in the output"; }
 
-# shm, the default link.
-"$demo" --seconds 6 >"$out" 2>&1 || fail "fdx-demo --seconds 6 exited $?"
+# shm, the default link: 3 s of slow consumer.
+"$demo" --seconds 10 >"$out" 2>&1 || fail "fdx-demo --seconds 10 exited $?"
 for p in "phase 1/3: full speed" "phase 2/3: slow consumer" "phase 3/3: recovery" \
 	"fdx-demo: OK, every record verified" "credits all at zero seen, source pool full seen" \
 	"0 by the source after emit, 0 by the sink before reading"; do
@@ -21,10 +21,13 @@ for p in "phase 1/3: full speed" "phase 2/3: slow consumer" "phase 3/3: recovery
 done
 bp=$(sed -n 's/.*backPressuredTimeMsPerSecond up to \([0-9]*\).*/\1/p' "$out")
 [ "${bp:-0}" -ge 500 ] || fail "slow phase: backPressuredTimeMsPerSecond at most $bp, 500+ expected"
+# The sink holds its floating credits too: the producer's backlog is lent them.
+inpool=$(sed -n 's/.*sink inPoolUsage up to \([0-9]*\)%.*/\1/p' "$out")
+[ "${inpool:-0}" -ge 80 ] || fail "slow phase: the sink's inPoolUsage at most $inpool%, 80%+ expected"
 sent=$(sed -n 's/.*records sent \([0-9]*\), verified \([0-9]*\).*/\1 \2/p' "$out")
 read -r s v <<<"$sent"
 [ "$s" -gt 0 ] && [ "$s" = "$v" ] || fail "sent $s, verified $v"
-echo "demo.sh: shm: $s records sent and verified; slow phase backpressured up to $bp ms/s"
+echo "demo.sh: shm: $s records sent and verified; slow phase backpressured up to $bp ms/s, inPoolUsage up to $inpool%"
 
 # tcp, records larger than a buffer (reassembled): the copies are counted.
 "$demo" --seconds 6 --link tcp --record-size 40000 >"$out" 2>&1 || fail "fdx-demo --link tcp exited $?"
