@@ -92,6 +92,7 @@ enum wcase_id {
 	SHM_SECOND_HELLO,
 	SHM_HELLO_WITHOUT_MEMFD,
 	SHM_REGION_UNSEALED,
+	SHM_REGION_SHORTER,
 	SHM_REGION_WITH_EXTRA_DESCRIPTORS,
 	HELLO_WRONG_TOKEN,
 	HELLO_GARBAGE,
@@ -158,6 +159,8 @@ static const struct wcase cases[N_CASES] = {
 				     "its shm hello came without the region's memfd", 0, 1, 0},
 	[SHM_REGION_UNSEALED] = {"unsealed-memfd", FDX_LINK_SHM, FDX_EUNSEALED,
 				 "its region was refused", 0, 1, 1},
+	[SHM_REGION_SHORTER] = {"shorter-memfd", FDX_LINK_SHM, FDX_ESIZE, "its region was refused",
+				0, 1, 1},
 	[SHM_REGION_WITH_EXTRA_DESCRIPTORS] = {"region-extra-fds", FDX_LINK_SHM, FDX_EPROTO,
 					       "more than one descriptor in its hello", 0, 1, 1},
 	[HELLO_WRONG_TOKEN] = {"wrong-token", FDX_LINK_SHM, 0,
@@ -569,6 +572,7 @@ static int send_case(struct fake *f, enum wcase_id id)
 	switch (id) {
 	case SHM_HELLO_WITHOUT_MEMFD:
 	case SHM_REGION_UNSEALED:
+	case SHM_REGION_SHORTER:
 	case SHM_REGION_WITH_EXTRA_DESCRIPTORS:
 	case SHM_OFFSET_PAST_LAST_SEGMENT:
 	case HELLO_WRONG_TOKEN:
@@ -674,6 +678,18 @@ static int send_case(struct fake *f, enum wcase_id id)
 		mfd[0] = tagged_memfd("unsealed", size, 0);
 		memcpy(buf, hello, sizeof(hello));
 		announce_make(buf + sizeof(hello), size, FAKE_SEG, FAKE_SEGS);
+		rc = mfd[0] < 0
+			     ? -1
+			     : send_with_fds(fd, mfd, 1, buf, sizeof(hello) + FDX__REGION_MSG_LEN);
+		goto sent;
+	case SHM_REGION_SHORTER:
+		/*
+		 * A sealed, well-formed region of four segments announced as eight:
+		 * mapping the announced size would fault (SIGBUS) past the real end.
+		 */
+		mfd[0] = crafted_region();
+		memcpy(buf, hello, sizeof(hello));
+		announce_make(buf + sizeof(hello), 8 * seg, FAKE_SEG, 7);
 		rc = mfd[0] < 0
 			     ? -1
 			     : send_with_fds(fd, mfd, 1, buf, sizeof(hello) + FDX__REGION_MSG_LEN);
@@ -1563,6 +1579,7 @@ static void test_remote_open_of_a_local_channel_is_refused(void **state)
 	X(test_shm_second_hello_fails_the_connection, SHM_SECOND_HELLO)                            \
 	X(test_shm_hello_without_memfd_fails_the_connection, SHM_HELLO_WITHOUT_MEMFD)              \
 	X(test_shm_unsealed_memfd_fails_the_connection, SHM_REGION_UNSEALED)                       \
+	X(test_shm_memfd_shorter_than_announced_fails_the_connection, SHM_REGION_SHORTER)          \
 	X(test_shm_region_with_extra_descriptors_fails_the_connection,                             \
 	  SHM_REGION_WITH_EXTRA_DESCRIPTORS)                                                       \
 	X(test_hello_wrong_token_is_refused_and_session_unharmed, HELLO_WRONG_TOKEN)               \
@@ -1585,6 +1602,84 @@ static void test_remote_open_of_a_local_channel_is_refused(void **state)
 WIRE_TESTS(WIRE_TEST_FN)
 #undef WIRE_TEST_FN
 
+/*
+ * As uid 65534, connect to path and wait (bounded) for the server to close
+ * the socket unread: exit 0 if it did, 1 if not, 2 if the uid cannot be taken.
+ */
+static int other_uid_connect(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct pollfd pfd;
+	char b;
+	int fd;
+
+	if (setgid(65534) < 0 || setuid(65534) < 0)
+		return 2;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return 1;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return 1; /* refused by the file system: not the check under test */
+	pfd.fd = fd;
+	pfd.events = POLLIN;
+	if (poll(&pfd, 1, 5000) != 1)
+		return 1;
+	return recv(fd, &b, 1, 0) <= 0 ? 0 : 1; /* EOF or reset: closed unread */
+}
+
+/*
+ * A process of another uid reaches both Unix sockets (their files opened to
+ * everyone here, as a careless deployment might): SO_PEERCRED refuses it on
+ * each, the reason is logged, and the exchange serves its own uid as before.
+ */
+static void test_peer_of_another_uid_is_refused_on_both_unix_sockets(void **state)
+{
+	struct test_log lg = {0};
+	struct fdx_exchange_opts eo = {.size = sizeof(eo)};
+	struct fdx_exchange_stats st = {.size = sizeof(st)};
+	struct fdx_exchange *ex;
+	char dir[] = "/tmp/fdx-uid-XXXXXX", listen[160], ctl[128], data[160];
+	const char *paths[2] = {ctl, data};
+
+	(void)state;
+	if (geteuid() != 0)
+		skip(); /* only root can be another uid */
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(chmod(dir, 0711), 0);
+	snprintf(ctl, sizeof(ctl), "%s/tm.sock", dir);
+	snprintf(listen, sizeof(listen), "unix:%s", ctl);
+	eo.listen = listen;
+	eo.log_fn = test_log_fn;
+	eo.log_ud = &lg;
+	assert_int_equal(fdx_exchange_create(&eo, &ex), 0);
+	snprintf(data, sizeof(data), "%s", fdx__dp_unix_endpoint(fdx__exchange_dp(ex)) + 5);
+	for (int i = 0; i < 2; i++) {
+		int status;
+		pid_t pid;
+
+		assert_int_equal(chmod(paths[i], 0777), 0);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0)
+			_exit(other_uid_connect(paths[i]));
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	/* The control socket's refusal is counted and logged by the accepting thread. */
+	for (int i = 0; i < 500 && (fdx_exchange_stats(ex, &st), st.peers_refused < 1); i++)
+		test_sleep_us(10000);
+	assert_int_equal(st.peers_refused, 1);
+	assert_non_null(strstr(lg.all, "refused a data socket from uid 65534"));
+	/* Our own uid is still served. */
+	assert_int_equal(fdx_exchange_connect(ex, listen, 5000), 0);
+	fdx_exchange_destroy(ex);
+	unlink(data);
+	unlink(ctl);
+	assert_int_equal(rmdir(dir), 0);
+}
+
 int main(int argc, char **argv)
 {
 #define WIRE_TEST_ENTRY(fn, id) \
@@ -1593,6 +1688,7 @@ int main(int argc, char **argv)
 		WIRE_TESTS(WIRE_TEST_ENTRY) cmocka_unit_test_setup_teardown(
 			test_remote_open_of_a_local_channel_is_refused, setup_local_taken,
 			teardown),
+		cmocka_unit_test(test_peer_of_another_uid_is_refused_on_both_unix_sockets),
 	};
 #undef WIRE_TEST_ENTRY
 
