@@ -496,8 +496,15 @@ FDX_API int fdx_partition_event(struct fdx_partition *p, uint32_t sub, uint32_t 
 		return -EBUSY;
 	if (sub != FDX_ALL_SUBPARTITIONS)
 		return event_one(p, sub, type, flags, payload, len);
-	for (uint32_t i = 0; i < p->n && !err; i++)
-		err = event_one(p, i, type, flags, payload, len);
+	/* One failed or ended channel does not keep the event from the others. */
+	for (uint32_t i = 0; i < p->n; i++) {
+		int e = event_one(p, i, type, flags, payload, len);
+
+		if (e == -ENOMEM)
+			return e;
+		if (e < 0 && !err)
+			err = e;
+	}
 	return err;
 }
 
@@ -526,8 +533,9 @@ FDX_API int fdx_partition_finish(struct fdx_partition *p, int timeout_ms)
 		return -EBUSY; /* commit (or emit nothing more) first: the reservation's buffer is open */
 	deadline = deadline_of(timeout_ms);
 	for (uint32_t i = 0; i < p->n; i++)
-		if (!p->subs[i].ended && !atomic_load(&p->subs[i].error))
-			event_one(p, i, FDX_EVENT_END_OF_PARTITION, 0, NULL, 0);
+		if (!p->subs[i].ended && !atomic_load(&p->subs[i].error) &&
+		    event_one(p, i, FDX_EVENT_END_OF_PARTITION, 0, NULL, 0) == -ENOMEM)
+			return -ENOMEM; /* the end did not go: call again */
 	for (unsigned rounds = 0;; rounds++) {
 		uint32_t busy = atomic_load_explicit(&p->queued, memory_order_acquire) +
 				atomic_load_explicit(&p->in_flight, memory_order_acquire);

@@ -192,6 +192,67 @@ static void test_finish_refuses_while_a_reservation_is_open(void **state)
 	rig_close(&r);
 }
 
+/* An event to every subpartition reaches the live ones past an ended one (and says so). */
+static void test_event_to_all_skips_an_ended_subpartition(void **state)
+{
+	struct fdx_nbp_opts no = {
+		.size = sizeof(no), .seg_count = 64, .hugepages = FDX_HUGEPAGE_NEVER};
+	struct fdx_lbp_opts lo = {.size = sizeof(lo), .max = 32};
+	struct fdx_exchange_opts eo = {.size = sizeof(eo), .listen = "127.0.0.1:0"};
+	struct fdx_gate_opts go = {.size = sizeof(go), .gate = 1, .n_channels = 3};
+	struct fdx_partition_opts po = {.size = sizeof(po), .n_subpartitions = 3};
+	uint32_t eop[3] = {0}, marks[3] = {0};
+	struct fdx_partition *part;
+	struct fdx_exchange *ex;
+	struct fdx_gate *gate;
+	struct fdx_nbp *nbp;
+	struct fdx_lbp *lbp;
+	struct fdx_view v;
+	uint64_t mark = 42;
+
+	(void)state;
+	assert_int_equal(fdx_nbp_create(&no, &nbp), 0);
+	assert_int_equal(fdx_lbp_create(nbp, &lo, &lbp), 0);
+	assert_int_equal(fdx_exchange_create(&eo, &ex), 0);
+	assert_int_equal(fdx_gate_create(ex, NULL, &go, &gate), 0);
+	assert_int_equal(fdx_partition_create(ex, lbp, &po, &part), 0);
+	for (uint32_t i = 0; i < 3; i++)
+		assert_int_equal(fdx_partition_connect(part, i, fdx_exchange_address(ex), 1, i,
+						       FDX_LINK_LOCAL, 5000),
+				 0);
+	/* Subpartition 1 ends first: the watermark to all still reaches 0 and 2. */
+	assert_int_equal(fdx_partition_event(part, 1, FDX_EVENT_END_OF_PARTITION, 0, NULL, 0), 0);
+	assert_int_equal(fdx_partition_event(part, FDX_ALL_SUBPARTITIONS, FDX_EVENT_WATERMARK, 0,
+					     &mark, sizeof(mark)),
+			 FDX_ECLOSED);
+	assert_int_equal(fdx_partition_event(part, FDX_ALL_SUBPARTITIONS,
+					     FDX_EVENT_END_OF_PARTITION, 0, NULL, 0),
+			 FDX_ECLOSED);
+	for (int i = 0; i < 100 && eop[0] + eop[1] + eop[2] < 3; i++) {
+		assert_int_equal(fdx_gate_next(gate, &v, 5000), 0);
+		assert_int_equal(v.kind, FDX_VIEW_EVENT);
+		if (v.event_type == FDX_EVENT_WATERMARK) {
+			assert_int_equal(v.len, sizeof(mark));
+			assert_memory_equal(v.data, &mark, sizeof(mark));
+			marks[v.channel]++;
+		} else {
+			assert_int_equal(v.event_type, FDX_EVENT_END_OF_PARTITION);
+			eop[v.channel]++;
+		}
+		assert_int_equal(fdx_gate_release(gate, &v), 0);
+	}
+	assert_int_equal(marks[0], 1);
+	assert_int_equal(marks[1], 0);
+	assert_int_equal(marks[2], 1);
+	assert_int_equal(eop[0] + eop[1] + eop[2], 3);
+	assert_int_equal(fdx_partition_finish(part, 5000), 0);
+	fdx_partition_destroy(part);
+	fdx_gate_destroy(gate);
+	fdx_exchange_destroy(ex);
+	fdx_lbp_destroy(lbp);
+	assert_int_equal(fdx_nbp_destroy(nbp), 0);
+}
+
 /* A record that fills its buffer to the last byte: the full buffer goes at once. */
 static void test_full_buffer_goes_without_flush(void **state)
 {
@@ -250,6 +311,7 @@ int main(void)
 		cmocka_unit_test(test_flush_sends_what_was_written_so_far),
 		cmocka_unit_test(test_full_buffer_goes_without_flush),
 		cmocka_unit_test(test_finish_refuses_while_a_reservation_is_open),
+		cmocka_unit_test(test_event_to_all_skips_an_ended_subpartition),
 		cmocka_unit_test(test_gate_event_fd_wakes_an_event_loop),
 	};
 	const char *filter = getenv("FDX_TEST_FILTER");

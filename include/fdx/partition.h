@@ -200,8 +200,9 @@ FDX_API int fdx_partition_commit(struct fdx_partition *p, uint32_t sub, uint32_t
  * overtakes the buffers still waiting for credit instead. Events need no
  * credit and no buffer (the payload is copied). After FDX_EVENT_END_OF_PARTITION
  * nothing more may be emitted to that subpartition. With FDX_ALL_SUBPARTITIONS
- * the first subpartition that fails stops the call: those before it have the
- * event, the rest do not.
+ * every subpartition that can take the event gets it: a failed (-EPIPE) or
+ * ended (FDX_ECLOSED) one is skipped and the first such error is returned
+ * after the others got it; -ENOMEM stops the call.
  *
  * @param type one of enum fdx_event_type.
  * @param flags 0 or FDX_EVENT_PRIORITY (not with FDX_EVENT_END_OF_PARTITION).
@@ -235,7 +236,8 @@ FDX_API int fdx_partition_flush(struct fdx_partition *p, uint32_t sub);
  * @param timeout_ms the longest wait; < 0 waits forever, 0 checks once.
  * @return 0 (also if a consumer went away after the end, all handed back);
  *   -EINVAL if p is NULL; -EBUSY if a reservation is open (nothing is
- *   sent); -ETIMEDOUT (buffers still out; call again);
+ *   sent); -ENOMEM if an end could not be queued (call again);
+ *   -ETIMEDOUT (buffers still out; call again);
  *   -EPIPE if a channel failed before its end went or with buffers it never
  *   handed back (those came back to the pool all the same).
  */
