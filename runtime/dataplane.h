@@ -244,6 +244,7 @@ struct fdx__gchan {
 	/* Consumer thread. */
 	int open;
 	uint64_t sess_seen; /* the session of the current opening */
+	uint64_t poisoned; /* a session that broke the record format: its items are dropped */
 	uint32_t floating; /* floating credits held */
 	uint32_t backlog; /* last announced */
 	uint32_t outstanding; /* credit announced, not yet used by a buffer */
@@ -304,6 +305,9 @@ int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t g
 			      uint64_t sess, uint32_t added, const uint64_t *offsets,
 			      uint32_t n_offsets);
 struct fdx__log *fdx__exchange_log(struct fdx_exchange *ex);
+/* The input channel ends here and its producer is told (as in exchange_internal.h). */
+void fdx__exchange_drop_input(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
+			      uint64_t sess, int code, const char *msg);
 /*
  * Local credit for sub s of p, handed to the loop, which applies it only if
  * p still exists. A local gate's consumer thread.

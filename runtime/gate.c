@@ -15,6 +15,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -336,6 +337,17 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 {
 	struct fdx__gchan *c = &g->ch[it->ch];
 
+	if (c->poisoned && it->sess == c->poisoned &&
+	    (it->kind == FDX__GI_BUFFER || it->kind == FDX__GI_EVENT)) {
+		/* What a producer sent after breaking the record format: never read. */
+		if (it->kind == FDX__GI_BUFFER) {
+			atomic_fetch_sub_explicit(&c->queued, 1, memory_order_relaxed);
+			atomic_fetch_sub_explicit(&c->held, 1, memory_order_relaxed);
+			atomic_fetch_sub_explicit(&g->held, 1, memory_order_relaxed);
+		}
+		item_free(g, it);
+		return 0;
+	}
 	switch (it->kind) {
 	case FDX__GI_OPENED:
 		if (c->open)
@@ -347,6 +359,7 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		c->lpart = it->lpart;
 		c->lsub = it->lsub;
 		c->backlog = 0;
+		c->poisoned = 0;
 		atomic_store_explicit(&c->error, 0, memory_order_relaxed);
 		atomic_fetch_add_explicit(&c->credits_announced, g->exclusive,
 					  memory_order_relaxed);
@@ -534,6 +547,35 @@ static int view_item(struct fdx_gate *g, struct fdx_view *v, struct fdx__gitem *
 	return 0;
 }
 
+/*
+ * A remote producer's buffer breaks the record format (a record above our
+ * max_record, a header cut short): its channel fails as for a bad frame. The
+ * producer is told on its control stream, what it sent after is dropped
+ * unread, and a FAILED view follows. A local producer is this process: the
+ * buffer is skipped and the error returned, as before.
+ */
+static void fail_bad_records(struct fdx_gate *g, const struct fdx__gitem *it, const char *why)
+{
+	struct fdx__gchan *c = &g->ch[it->ch];
+	struct fdx__gitem *f;
+	uint64_t was = it->sess;
+
+	if (c->lpart || !c->open || c->sess_seen != it->sess ||
+	    !atomic_compare_exchange_strong(&c->sess, &was, 0))
+		return; /* local, or closed or failed already: one FAILED view per opening */
+	c->poisoned = it->sess;
+	fdx__exchange_drop_input(g->ex, g->id, it->ch, it->sess, FDX_EPROTO, why);
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return; /* the channel still ends: its producer was told */
+	f->kind = FDX__GI_FAILED;
+	f->ch = it->ch;
+	f->sess = it->sess;
+	f->error = FDX_EPROTO;
+	snprintf(f->msg, sizeof(f->msg), "%s", why);
+	fdx__gate_push(g, f);
+}
+
 FDX_API int fdx_gate_next_record(struct fdx_gate *g, struct fdx_view *v, const void **rec,
 				 uint32_t *len)
 {
@@ -541,6 +583,7 @@ FDX_API int fdx_gate_next_record(struct fdx_gate *g, struct fdx_view *v, const v
 	struct fdx__gchan *c;
 	const uint8_t *d;
 	uint32_t left, L;
+	char why[192];
 
 	if (!rec || !len || view_item(g, v, &it) < 0 || it->kind != FDX__GI_BUFFER)
 		return -EINVAL;
@@ -573,8 +616,12 @@ FDX_API int fdx_gate_next_record(struct fdx_gate *g, struct fdx_view *v, const v
 	if (left == 0)
 		return 0;
 	if (left < REC_HDR) {
-		FDX_LOG_ERR(g->log, "gate %u channel %u: buffer %u ends inside a record header",
-			    g->id, it->ch, it->seq);
+		snprintf(why, sizeof(why),
+			 "gate %u channel %u: buffer %u ends inside a record header", g->id, it->ch,
+			 it->seq);
+		FDX_LOG_ERR(g->log, "%s", why);
+		v->cursor = it->len;
+		fail_bad_records(g, it, why);
 		return FDX_EPROTO;
 	}
 	memcpy(&L, d + v->cursor, REC_HDR);
@@ -582,9 +629,12 @@ FDX_API int fdx_gate_next_record(struct fdx_gate *g, struct fdx_view *v, const v
 	v->cursor += REC_HDR;
 	left -= REC_HDR;
 	if (L > g->max_record) {
-		FDX_LOG_ERR(g->log, "gate %u channel %u: record of %u bytes, above the %u allowed",
-			    g->id, it->ch, L, g->max_record);
+		snprintf(why, sizeof(why),
+			 "gate %u channel %u: a record of %u bytes, above the %u allowed", g->id,
+			 it->ch, L, g->max_record);
+		FDX_LOG_ERR(g->log, "%s", why);
 		v->cursor = it->len;
+		fail_bad_records(g, it, why);
 		return FDX_EPROTO;
 	}
 	if (L <= left) {

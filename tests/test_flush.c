@@ -253,6 +253,77 @@ static void test_event_to_all_skips_an_ended_subpartition(void **state)
 	assert_int_equal(fdx_nbp_destroy(nbp), 0);
 }
 
+/*
+ * A shm producer whose record is above the gate's max_record (its own limit
+ * is larger): next_record refuses it, the channel fails as for a bad frame,
+ * and the producer learns it on its control stream.
+ */
+static void test_record_above_gate_max_fails_a_remote_channel(void **state)
+{
+	struct fdx_nbp_opts no = {
+		.size = sizeof(no), .seg_count = 64, .hugepages = FDX_HUGEPAGE_NEVER};
+	struct fdx_lbp_opts lo = {.size = sizeof(lo), .max = 32};
+	struct fdx_exchange_opts eo = {.size = sizeof(eo)};
+	struct fdx_gate_opts go = {
+		.size = sizeof(go), .gate = 1, .n_channels = 1, .max_record = 1000};
+	struct fdx_partition_opts po = {.size = sizeof(po), .n_subpartitions = 1};
+	struct fdx_channel_stats cs = {.size = sizeof(cs)};
+	struct fdx_exchange *pex, *cex;
+	struct fdx_partition *part;
+	struct fdx_gate *gate;
+	struct fdx_nbp *nbp;
+	struct fdx_lbp *lbp;
+	struct fdx_view v;
+	static uint8_t rec[2000];
+	const void *r;
+	uint32_t len;
+	int i;
+
+	(void)state;
+	assert_int_equal(fdx_nbp_create(&no, &nbp), 0);
+	assert_int_equal(fdx_lbp_create(nbp, &lo, &lbp), 0);
+	eo.tm_id = "consumer";
+	assert_int_equal(fdx_exchange_create(&eo, &cex), 0);
+	eo.tm_id = "producer";
+	assert_int_equal(fdx_exchange_create(&eo, &pex), 0);
+	assert_int_equal(fdx_gate_create(cex, NULL, &go, &gate), 0);
+	assert_int_equal(fdx_partition_create(pex, lbp, &po, &part), 0);
+	assert_int_equal(
+		fdx_partition_connect(part, 0, fdx_exchange_address(cex), 1, 0, FDX_LINK_SHM, 5000),
+		0);
+	assert_int_equal(fdx_partition_emit(part, 0, rec, sizeof(rec), 5000), 0);
+	assert_int_equal(fdx_partition_flush(part, 0), 0);
+	assert_int_equal(fdx_gate_next(gate, &v, 5000), 0);
+	assert_int_equal(v.kind, FDX_VIEW_BUFFER);
+	assert_int_equal(fdx_gate_next_record(gate, &v, &r, &len), FDX_EPROTO);
+	assert_int_equal(fdx_gate_next_record(gate, &v, &r, &len), 0); /* the rest skipped */
+	assert_int_equal(fdx_gate_release(gate, &v), 0);
+	/* What the producer sends after (if it has not heard yet) is dropped unread. */
+	i = fdx_partition_emit(part, 0, rec, 10, 5000);
+	assert_true(i == 0 || i == -EPIPE);
+	assert_int_equal(fdx_partition_flush(part, 0), 0);
+	assert_int_equal(fdx_gate_next(gate, &v, 5000), 0);
+	assert_int_equal(v.kind, FDX_VIEW_FAILED);
+	assert_int_equal(v.error, FDX_EPROTO);
+	assert_non_null(strstr(v.message, "a record of 2000 bytes, above the 1000 allowed"));
+	assert_int_equal(fdx_gate_release(gate, &v), 0);
+	/* The producer is told: its channel fails, emit says so (bounded wait). */
+	for (i = 0; i < 500; i++) {
+		assert_int_equal(fdx_partition_channel_stats(part, 0, &cs), 0);
+		if (cs.error)
+			break;
+		test_sleep_us(10000);
+	}
+	assert_true(cs.error == FDX_EPROTO || cs.error == FDX_EPEERGONE);
+	assert_int_equal(fdx_partition_emit(part, 0, rec, 10, 100), -EPIPE);
+	fdx_partition_destroy(part);
+	fdx_gate_destroy(gate);
+	fdx_exchange_destroy(pex);
+	fdx_exchange_destroy(cex);
+	fdx_lbp_destroy(lbp);
+	assert_int_equal(fdx_nbp_destroy(nbp), 0);
+}
+
 /* A record that fills its buffer to the last byte: the full buffer goes at once. */
 static void test_full_buffer_goes_without_flush(void **state)
 {
@@ -312,6 +383,7 @@ int main(void)
 		cmocka_unit_test(test_full_buffer_goes_without_flush),
 		cmocka_unit_test(test_finish_refuses_while_a_reservation_is_open),
 		cmocka_unit_test(test_event_to_all_skips_an_ended_subpartition),
+		cmocka_unit_test(test_record_above_gate_max_fails_a_remote_channel),
 		cmocka_unit_test(test_gate_event_fd_wakes_an_event_loop),
 	};
 	const char *filter = getenv("FDX_TEST_FILTER");

@@ -151,8 +151,10 @@ FDX_API int fdx_gate_next(struct fdx_gate *g, struct fdx_view *v, int timeout_ms
  *   -EINVAL if an argument is NULL, v is not an unreleased buffer view of g
  *   or v->cursor is past its data;
  *   FDX_EPROTO if the buffer ends inside a record header, or a record is
- *   above max_record (the rest of the view is then skipped); the log says
- *   how; the channel is not failed;
+ *   above max_record: the rest of the view is skipped and the log says how;
+ *   from a shm or tcp producer the channel then fails as for a bad frame
+ *   (its producer is told, what it sent after is dropped unread, a
+ *   FDX_VIEW_FAILED view follows); from a local one it is not failed;
  *   -ENOMEM if the reassembly buffer cannot grow (call again).
  */
 FDX_API int fdx_gate_next_record(struct fdx_gate *g, struct fdx_view *v, const void **rec,
