@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -27,6 +28,7 @@
 #include <cmocka.h>
 
 #include "runtime/region.h"
+#include "transport/unix_fd.h"
 
 /* The nbp of the fork tests, and the region of the direct fdx_region_create() tests. */
 #define NBP_SEG_SIZE (32u * 1024)
@@ -1149,6 +1151,78 @@ static void test_region_send_returns_epipe_when_peer_gone(void **state)
 	assert_int_equal(fdx_region_send(fx->valid, fx->sock[0]), -EPIPE);
 }
 
+/* Drains the other end of a socket pair slowly: a few bytes at a time, with pauses. */
+struct drain {
+	int sock;
+	size_t want, got;
+	int fd;
+	uint8_t *buf;
+};
+
+static void *drain_main(void *arg)
+{
+	struct drain *d = arg;
+	int fd = -1;
+
+	/* The first chunk carries the descriptor: the receive path of the library. */
+	if (fdx__unix_recv_fd(d->sock, d->buf, 1, &fd, NULL) != 0)
+		return NULL;
+	d->fd = fd;
+	d->got = 1;
+	while (d->got < d->want) {
+		ssize_t n;
+
+		test_sleep_us(200);
+		n = recv(d->sock, d->buf + d->got,
+			 d->want - d->got < 4096 ? d->want - d->got : 4096, 0);
+		if (n <= 0)
+			break;
+		d->got += (size_t)n;
+	}
+	return NULL;
+}
+
+/*
+ * A non-blocking socket fills after part of a message and its descriptor
+ * went: the send waits for room and finishes (a caller that retried the whole
+ * would corrupt the stream), and the peer gets every byte and one descriptor.
+ */
+static void test_send_fd_finishes_a_message_on_a_full_nonblocking_socket(void **state)
+{
+	enum { LEN = 1 << 20 };
+	struct drain d = {.want = LEN, .fd = -1};
+	uint8_t *msg = malloc(LEN);
+	int sv[2], small = 4096, memfd;
+	pthread_t th;
+	struct stat st;
+
+	(void)state;
+	assert_non_null(msg);
+	d.buf = calloc(1, LEN);
+	assert_non_null(d.buf);
+	for (size_t i = 0; i < LEN; i++)
+		msg[i] = (uint8_t)(i * 131u + 7u);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+	assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+	memfd = memfd_create("fdx-send-fd", MFD_CLOEXEC);
+	assert_true(memfd >= 0);
+	d.sock = sv[1];
+	assert_int_equal(pthread_create(&th, NULL, drain_main, &d), 0);
+	assert_int_equal(fdx__unix_send_fd(sv[0], memfd, msg, LEN), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(d.got, LEN);
+	assert_memory_equal(d.buf, msg, LEN);
+	assert_true(d.fd >= 0);
+	assert_int_equal(fstat(d.fd, &st), 0); /* a live descriptor of the memfd */
+	close(d.fd);
+	close(memfd);
+	close(sv[0]);
+	close(sv[1]);
+	free(d.buf);
+	free(msg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1202,6 +1276,7 @@ int main(void)
 						setup_refusal, teardown),
 		cmocka_unit_test_setup_teardown(test_region_send_returns_epipe_when_peer_gone,
 						setup_refusal, teardown),
+		cmocka_unit_test(test_send_fd_finishes_a_message_on_a_full_nonblocking_socket),
 	};
 
 	return cmocka_run_group_tests_name("region_share", tests, NULL, NULL);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -41,8 +42,20 @@ int fdx__unix_send_fd(int sock, int fd, const void *buf, size_t len)
 	while (len) {
 		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
 		if (n < 0) {
+			struct pollfd pfd = {.fd = sock, .events = POLLOUT};
+
 			if (errno == EINTR)
 				continue;
+			/*
+			 * A non-blocking socket full after part of the message (and the
+			 * descriptor) went: the rest must follow, or a retry of the whole
+			 * would corrupt the stream. Wait for room, at most a second.
+			 */
+			if ((errno == EAGAIN || errno == EWOULDBLOCK) && p != (const char *)buf) {
+				if (poll(&pfd, 1, 1000) > 0)
+					continue;
+				return -ETIMEDOUT;
+			}
 			return -errno;
 		}
 		/* The descriptor went with the first byte; the rest goes plain. */

@@ -10,7 +10,9 @@
 /*
  * Send len bytes with fd attached (SCM_RIGHTS, on the first byte). Retries
  * short writes and EINTR; never raises SIGPIPE.
- * Returns 0, or -EPIPE, -EAGAIN or another -errno of sendmsg.
+ * Returns 0, or -EPIPE, -EAGAIN (non-blocking and full before anything
+ * went), -ETIMEDOUT (full for a second after part of it went: the stream is
+ * then unusable) or another -errno of sendmsg.
  */
 int fdx__unix_send_fd(int sock, int fd, const void *buf, size_t len);
 
