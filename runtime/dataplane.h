@@ -245,6 +245,7 @@ struct fdx__gchan {
 	int open;
 	uint64_t sess_seen; /* the session of the current opening */
 	uint64_t poisoned; /* a session that broke the record format: its items are dropped */
+	uint32_t float_debt; /* tcp: floating credit held back until old views are released */
 	uint32_t floating; /* floating credits held */
 	uint32_t backlog; /* last announced */
 	uint32_t outstanding; /* credit announced, not yet used by a buffer */

@@ -313,6 +313,21 @@ static void give_floating(struct fdx_gate *g)
 
 static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 {
+	if (g->pool) {
+		/*
+		 * tcp: views the consumer still holds keep their segments of our
+		 * pool. The floating credit behind them comes back only with
+		 * them, or another channel could be lent credit for a segment
+		 * that is not free.
+		 */
+		uint32_t held = atomic_load_explicit(&c->held, memory_order_relaxed);
+		uint32_t debt = held > g->exclusive ? held - g->exclusive : 0;
+
+		if (debt > c->floating)
+			debt = c->floating;
+		c->float_debt += debt;
+		c->floating -= debt;
+	}
 	g->floating_free += c->floating;
 	c->floating = 0;
 	c->outstanding = 0;
@@ -711,6 +726,10 @@ FDX_API int fdx_gate_release(struct fdx_gate *g, struct fdx_view *v)
 			 */
 			if (c->lpart || c->ended || g->starving || g->pend_total >= g->flush_at)
 				flush_credit(g);
+		} else if (c->float_debt) {
+			/* A view of an ended opening: its floating credit is free again. */
+			c->float_debt--;
+			give_floating(g);
 		}
 	}
 	item_free(g, it);

@@ -467,7 +467,10 @@ static int send_ok_buffer(struct fake *f, int fd, uint32_t link, uint32_t seq)
 		if (err < 0)
 			return fake_fail(f, "fdx_exchange_sent: %s", fdx_strerror(err));
 	} else {
-		fdx__exchange_sent_many(f->ex, &f->chan, &off, 1);
+		{
+			uint8_t lost;
+			fdx__exchange_sent_many(f->ex, &f->chan, &off, 1, &lost);
+		}
 	}
 	hdr_make(&h, FDX__DH_BUFFER, 0, seq, OK_SLICE, off);
 	memcpy(buf, &h, sizeof(h));
@@ -517,7 +520,10 @@ static int send_beyond_credit(struct fake *f, int fd, uint32_t link)
 				return fake_fail(f, "fdx_exchange_sent: %s", fdx_strerror(err));
 			}
 		} else if (i < f->credit) {
-			fdx__exchange_sent_many(f->ex, &f->chan, &off, 1);
+			{
+				uint8_t lost;
+				fdx__exchange_sent_many(f->ex, &f->chan, &off, 1, &lost);
+			}
 		}
 		hdr_make(&h, FDX__DH_BUFFER, 0, i, OK_SLICE, off);
 		memcpy(buf + i * fl, &h, sizeof(h));

@@ -5,7 +5,8 @@
 #   bash tools/quickstart.sh demo   build, then run the main job: fdx-demo (about 30 s;
 #                                   extra arguments go to it, e.g. --seconds 10 --link tcp)
 #   bash tools/quickstart.sh test   build and run every test: plain, under ASan+UBSan, and
-#                                   (as root) once more with hugepages reserved
+#                                   (as root) once more with hugepages reserved; then
+#                                   each libFuzzer target for a minute
 # Each installs the Debian packages it needs if they are missing.
 set -euo pipefail
 
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
 
 packages=(cmake make gcc pkg-config liburing-dev libprotobuf-c-dev protobuf-c-compiler
-	  libgrpc-dev libcmocka-dev python3)
+	  libgrpc-dev libcmocka-dev python3 clang libclang-rt-14-dev llvm-14)
 
 install_missing() {
 	local missing=() p
@@ -60,6 +61,19 @@ run_tests() { # run_tests DIR LABEL [ctest options...]
 	fi
 }
 
+# The libFuzzer targets (data frames, control frames), each for FDX_FUZZ_SECONDS (60).
+fuzz_pass() {
+	local secs=${FDX_FUZZ_SECONDS:-60}
+	echo "== fuzz: each target for $secs s"
+	passes+=("fuzz")
+	if bash tests/fuzz/run.sh . build-fuzz "$secs"; then
+		n_passed=$((n_passed + 1))
+	else
+		n_failed=$((n_failed + 1))
+		failed+=("fuzz")
+	fi
+}
+
 hugepage_pass() {
 	local knob=/proc/sys/vm/nr_hugepages old got
 	if [ "$(id -u)" != 0 ] || [ ! -w "$knob" ]; then
@@ -102,6 +116,7 @@ test)
 	passes+=("sanitized")
 	run_tests build-asan "AddressSanitizer + UndefinedBehaviorSanitizer" -j "$jobs"
 	hugepage_pass
+	fuzz_pass
 	n_passed=$((n_passed - n_skipped))
 	if [ ${#failed[@]} -ne 0 ]; then
 		echo "== FAILED: ${failed[*]}"

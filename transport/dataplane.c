@@ -117,9 +117,8 @@ struct fdx__conn {
 	uint32_t rx_len, need;
 	struct msghdr rmh;
 	struct iovec riov;
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 8)];
-		struct cmsghdr align;
+	struct { /* not a union with a struct cmsghdr: that has a flexible array member */
+		alignas(struct cmsghdr) char buf[CMSG_SPACE(sizeof(int) * 8)];
 	} cbuf;
 	int hello_fd;
 	struct fdx__rmap *map;
@@ -168,6 +167,8 @@ struct fdx__dp {
 	/* This round's buffers for fdx__exchange_sent_many(). */
 	uint32_t *sent_ch;
 	uint64_t *sent_off;
+	struct fdx__sub **sent_sub; /* whose buffer it was */
+	uint8_t *sent_lost; /* filled by fdx__exchange_sent_many() */
 	uint32_t n_sent, cap_sent;
 };
 
@@ -216,9 +217,19 @@ void fdx__rmap_put(struct fdx__rmap *m)
 	}
 }
 
+#ifdef FDX_FUZZING
+static struct io_uring_sqe *fuzz_get_sqe(void);
+#endif
+
 static struct io_uring_sqe *get_sqe(struct fdx__dp *dp)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&dp->ring);
+	struct io_uring_sqe *sqe;
+
+#ifdef FDX_FUZZING
+	if (!dp->ring_up)
+		return fuzz_get_sqe(); /* tests/fuzz: no ring, the fuzzer plays the kernel */
+#endif
+	sqe = io_uring_get_sqe(&dp->ring);
 
 	if (!sqe) {
 		io_uring_submit(&dp->ring);
@@ -501,7 +512,8 @@ static void post_hello_recv(struct fdx__conn *c)
 	c->pending++;
 }
 
-static struct fdx__conn *conn_new(struct fdx__dp *dp, int fd, enum conn_role role)
+/* A connection on fd; ROLE_IN receives into rx (RX_CAP bytes, freed with c), or its own if NULL. */
+static struct fdx__conn *conn_new(struct fdx__dp *dp, int fd, enum conn_role role, uint8_t *rx)
 {
 	struct fdx__conn *c = calloc(1, sizeof(*c));
 
@@ -514,7 +526,7 @@ static struct fdx__conn *conn_new(struct fdx__dp *dp, int fd, enum conn_role rol
 	c->op_send = (struct op){OP_SEND, c};
 	c->op_recv = (struct op){OP_RECV, c};
 	if (role == ROLE_IN) {
-		c->rx = malloc(RX_CAP);
+		c->rx = rx ? rx : malloc(RX_CAP);
 		if (!c->rx) {
 			free(c);
 			return NULL;
@@ -603,12 +615,14 @@ static void conn_free(struct fdx__conn *c)
 
 /* ---- producer: pumping subpartitions ------------------------------------ */
 
-static int sent_note(struct fdx__dp *dp, uint32_t ch, uint64_t off)
+static int sent_note(struct fdx__dp *dp, struct fdx__sub *s, uint64_t off)
 {
 	if (dp->n_sent == dp->cap_sent) {
 		uint32_t cap = dp->cap_sent ? 2 * dp->cap_sent : 256;
 		uint32_t *a = realloc(dp->sent_ch, cap * sizeof(*a));
+		struct fdx__sub **c;
 		uint64_t *b;
+		uint8_t *d;
 
 		if (!a)
 			return -ENOMEM;
@@ -617,9 +631,18 @@ static int sent_note(struct fdx__dp *dp, uint32_t ch, uint64_t off)
 		if (!b)
 			return -ENOMEM;
 		dp->sent_off = b;
+		c = realloc(dp->sent_sub, cap * sizeof(*c));
+		if (!c)
+			return -ENOMEM;
+		dp->sent_sub = c;
+		d = realloc(dp->sent_lost, cap);
+		if (!d)
+			return -ENOMEM;
+		dp->sent_lost = d;
 		dp->cap_sent = cap;
 	}
-	dp->sent_ch[dp->n_sent] = ch;
+	dp->sent_ch[dp->n_sent] = s->chan;
+	dp->sent_sub[dp->n_sent] = s;
 	dp->sent_off[dp->n_sent++] = off;
 	return 0;
 }
@@ -689,7 +712,7 @@ static int send_slice(struct fdx__dp *dp, struct fdx__sub *s, uint32_t seg, uint
 			pt->seg = seg;
 			atomic_fetch_add_explicit(&p->bytes_copied, len, memory_order_relaxed);
 		}
-		sent_note(dp, s->chan, s->link == FDX_LINK_SHM ? off : 0);
+		sent_note(dp, s, s->link == FDX_LINK_SHM ? off : 0);
 	}
 	s->spent++;
 	atomic_fetch_add_explicit(&p->in_flight, 1, memory_order_relaxed);
@@ -814,7 +837,9 @@ static int pump(struct fdx__dp *dp, struct fdx__sub *s)
 
 	if (!atomic_load_explicit(&s->connected, memory_order_acquire))
 		return 0;
-	if (atomic_load_explicit(&s->error, memory_order_relaxed)) {
+	/* Its data socket is gone (freed once dead and idle): nothing can go any more. */
+	if (atomic_load_explicit(&s->error, memory_order_relaxed) ||
+	    (s->link != FDX_LINK_LOCAL && !s->conn)) {
 		if (s->head || fdx__mpsc_pop_peek(&s->q)) {
 			sub_discard(s);
 			did = 1;
@@ -1430,7 +1455,7 @@ static void on_accept(struct fdx__dp *dp, struct op *op, int res)
 	} else {
 		setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
-	c = conn_new(dp, res, ROLE_IN);
+	c = conn_new(dp, res, ROLE_IN, NULL);
 	if (!c) {
 		close(res);
 		return;
@@ -1558,7 +1583,13 @@ static int round_work(struct fdx__dp *dp, uint64_t now)
 		did |= pump(dp, s);
 	}
 	if (dp->n_sent) {
-		fdx__exchange_sent_many(dp->ex, dp->sent_ch, dp->sent_off, dp->n_sent);
+		fdx__exchange_sent_many(dp->ex, dp->sent_ch, dp->sent_off, dp->n_sent,
+					dp->sent_lost);
+		/* Sent as its stream failed: the failure gave back only what was recorded. */
+		for (uint32_t i = 0; i < dp->n_sent; i++)
+			if (dp->sent_lost[i] && dp->sent_off[i])
+				fdx__part_credit(dp->sent_sub[i]->part, dp->sent_sub[i], 0,
+						 &dp->sent_off[i], 1);
 		dp->n_sent = 0;
 	}
 	for (struct fdx__conn **cp = &dp->conns; *cp;) {
@@ -1573,6 +1604,11 @@ static int round_work(struct fdx__dp *dp, uint64_t now)
 			conn_flush(c);
 		if (c->dead && c->pending == 0) {
 			*cp = c->next;
+			/* No subpartition may keep pointing at it (destroy reads it). */
+			for (struct fdx_partition *p = dp->parts; p; p = p->next)
+				for (uint32_t i = 0; i < p->n; i++)
+					if (p->subs[i].conn == c)
+						p->subs[i].conn = NULL;
 			conn_free(c);
 			continue;
 		}
@@ -1837,6 +1873,8 @@ void fdx__dp_destroy(struct fdx__dp *dp)
 	free(dp->unix_path);
 	free(dp->sent_ch);
 	free(dp->sent_off);
+	free(dp->sent_sub);
+	free(dp->sent_lost);
 	free(dp);
 }
 
@@ -2106,7 +2144,7 @@ static int get_conn(struct fdx__dp *dp, const char *addr, uint32_t link,
 		return err;
 	}
 	/* Another thread may have dialled the same peer meanwhile: both sockets serve. */
-	c = conn_new(dp, fd, ROLE_OUT);
+	c = conn_new(dp, fd, ROLE_OUT, NULL);
 	if (!c) {
 		close(fd);
 		return -ENOMEM;
@@ -2228,3 +2266,206 @@ fail_close:
 	fdx_exchange_close_channel(p->ex, chan);
 	return err;
 }
+
+#ifdef FDX_FUZZING
+/* ---- fuzzing entry points (transport/fuzz_entry.h; -DFDX_FUZZING only) ----- */
+
+#include "fuzz_entry.h"
+
+/*
+ * A data plane without a ring: get_sqe() hands out these entries instead, and
+ * fdx__fuzz_conn_recv() completes them as the kernel would. One process, one
+ * fuzzer thread: file-static is enough.
+ */
+#define FUZZ_SQES 4u
+static struct io_uring_sqe fuzz_sqes[FUZZ_SQES];
+static uint32_t fuzz_nsqe;
+/* The connections' receive buffer, kept: 256 KiB allocated per input costs 40 us under ASan. */
+static uint8_t *fuzz_rx;
+
+static struct io_uring_sqe *fuzz_get_sqe(void)
+{
+	struct io_uring_sqe *sqe;
+
+	if (fuzz_nsqe == FUZZ_SQES)
+		return NULL;
+	sqe = &fuzz_sqes[fuzz_nsqe++];
+	memset(sqe, 0, sizeof(*sqe));
+	return sqe;
+}
+
+int fdx__fuzz_dp_create(struct fdx_exchange *ex, struct fdx__dp **out)
+{
+	struct fdx__dp *dp = calloc(1, sizeof(*dp));
+
+	if (!dp)
+		return -ENOMEM;
+	dp->ex = ex;
+	dp->log = fdx__exchange_log(ex);
+	dp->ufd = dp->tfd = dp->efd = -1;
+	dp->op_wake.kind = OP_WAKE;
+	dp->op_acc_unix.kind = OP_ACCEPT_UNIX;
+	dp->op_acc_tcp.kind = OP_ACCEPT_TCP;
+	pthread_mutex_init(&dp->lock, NULL);
+	pthread_cond_init(&dp->ready, NULL);
+	fdx__mpsc_init(&dp->lcredit);
+	fdx__mpsc_init(&dp->readyq);
+	snprintf(dp->unix_ep, sizeof(dp->unix_ep), "unix:/nonexistent/fdx-fuzz.data");
+	snprintf(dp->tcp_ep, sizeof(dp->tcp_ep), "127.0.0.1:1");
+	*out = dp;
+	return 0;
+}
+
+struct fdx__conn *fdx__fuzz_conn_open(struct fdx__dp *dp, uint32_t link, uint64_t sess,
+				      struct fdx__rmap *map)
+{
+	struct fdx__conn *c;
+
+	if (!fuzz_rx && !(fuzz_rx = malloc(RX_CAP)))
+		return NULL;
+	pthread_mutex_lock(&dp->lock);
+	for (c = dp->conns; c; c = c->next)
+		if (c->rx == fuzz_rx) { /* one connection at a time: they share fuzz_rx */
+			pthread_mutex_unlock(&dp->lock);
+			return NULL;
+		}
+	c = conn_new(dp, -1, ROLE_IN, fuzz_rx);
+	if (c && !link) { /* as on_accept() leaves it */
+		snprintf(c->name, sizeof(c->name), "an unidentified peer");
+		c->st = RX_HELLO;
+		c->need = HELLO_LEN;
+		post_hello_recv(c);
+	} else if (c) { /* as on_hello() leaves it */
+		snprintf(c->name, sizeof(c->name), "TaskManager fuzz");
+		c->sess = sess;
+		c->link = link;
+		c->op_recv.kind = OP_RECV;
+		c->rx_len = 0;
+		if (link == FDX_LINK_SHM) {
+			atomic_fetch_add_explicit(&map->refs, 1, memory_order_relaxed);
+			c->map = map;
+			c->st = RX_SHM;
+			post_recv(c, c->rx, RX_CAP);
+		} else {
+			c->st = RX_HDR;
+			c->need = HDR_LEN;
+			post_recv(c, c->rx, HDR_LEN);
+		}
+	}
+	pthread_mutex_unlock(&dp->lock);
+	return c;
+}
+
+/* recvmsg() into mh: bytes into its iovecs, descriptors as SCM_RIGHTS if they fit. */
+static uint32_t fuzz_recvmsg(struct msghdr *mh, const uint8_t *data, uint32_t n, const int *fds,
+			     uint32_t nfd)
+{
+	uint32_t done = 0;
+
+	for (size_t i = 0; i < mh->msg_iovlen && done < n; i++) {
+		uint32_t k = n - done;
+
+		if (k > mh->msg_iov[i].iov_len)
+			k = (uint32_t)mh->msg_iov[i].iov_len;
+		memcpy(mh->msg_iov[i].iov_base, data + done, k);
+		done += k;
+	}
+	mh->msg_flags = 0;
+	if (nfd && mh->msg_control && mh->msg_controllen >= CMSG_SPACE(nfd * sizeof(int))) {
+		struct cmsghdr *cm = CMSG_FIRSTHDR(mh);
+
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(nfd * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, nfd * sizeof(int));
+		mh->msg_controllen = CMSG_SPACE(nfd * sizeof(int));
+	} else {
+		/* The kernel closes what it could not pass. */
+		for (uint32_t i = 0; i < nfd; i++)
+			close(fds[i]);
+		if (nfd)
+			mh->msg_flags |= MSG_CTRUNC;
+		mh->msg_controllen = 0;
+	}
+	return done;
+}
+
+int fdx__fuzz_conn_recv(struct fdx__conn *c, const void *data, uint32_t n, const int *fds,
+			uint32_t nfd)
+{
+	struct io_uring_sqe sqe;
+	struct io_uring_cqe cqe;
+	uint32_t got = 0;
+
+	if (fuzz_nsqe == 0) {
+		for (uint32_t i = 0; i < nfd; i++)
+			close(fds[i]);
+		return -ENOENT;
+	}
+	if (fuzz_nsqe > 1 || (void *)(uintptr_t)fuzz_sqes[0].user_data != &c->op_recv)
+		return -EPROTO; /* two receives in flight, or one that is not c's */
+	sqe = fuzz_sqes[0];
+	fuzz_nsqe = 0;
+	if (n && sqe.opcode == IORING_OP_RECVMSG) {
+		got = fuzz_recvmsg((struct msghdr *)(uintptr_t)sqe.addr, data, n, fds, nfd);
+	} else {
+		for (uint32_t i = 0; i < nfd; i++)
+			close(fds[i]);
+		if (n && sqe.opcode != IORING_OP_RECV)
+			return -EPROTO;
+		got = n < sqe.len ? n : sqe.len;
+		if (got)
+			memcpy((void *)(uintptr_t)sqe.addr, data, got);
+	}
+	memset(&cqe, 0, sizeof(cqe));
+	cqe.user_data = sqe.user_data;
+	cqe.res = (int32_t)got;
+	pthread_mutex_lock(&c->dp->lock);
+	handle_cqe(c->dp, &cqe);
+	pthread_mutex_unlock(&c->dp->lock);
+	return (int)got;
+}
+
+int fdx__fuzz_conn_receiving_into(const struct fdx__conn *c, const struct fdx_gate *g)
+{
+	return c->st == RX_PAYLOAD && c->it && c->it_gate == g && c->it->kind == FDX__GI_BUFFER;
+}
+
+int fdx__fuzz_conn_close(struct fdx__conn *c)
+{
+	struct fdx__dp *dp = c->dp;
+	int left = 0;
+
+	while (fuzz_nsqe && fdx__fuzz_conn_recv(c, NULL, 0, NULL, 0) >= 0)
+		;
+	fuzz_nsqe = 0;
+	pthread_mutex_lock(&dp->lock);
+	if (!c->dead)
+		conn_kill(c, 0, "closed by the fuzzer");
+	c->rx = NULL; /* fuzz_rx stays */
+	round_work(dp, now_ns());
+	for (struct fdx__conn *o = dp->conns; o; o = o->next)
+		left |= o == c;
+	pthread_mutex_unlock(&dp->lock);
+	return left ? -EBUSY : 0;
+}
+
+void fdx__fuzz_dp_gone_gates(struct fdx__dp *dp, const uint32_t *ids, uint32_t n)
+{
+	pthread_mutex_lock(&dp->lock);
+	memset(dp->gone_gates, 0, sizeof(dp->gone_gates));
+	for (dp->gone_at = 0; dp->gone_at < n && dp->gone_at < GONE_GATES; dp->gone_at++)
+		dp->gone_gates[dp->gone_at] = (uint64_t)ids[dp->gone_at] + 1;
+	pthread_mutex_unlock(&dp->lock);
+}
+
+void fdx__fuzz_gate_hook(struct fdx_gate *g, int what, uint32_t ch, uint64_t sess)
+{
+	if (what == FDX__FUZZ_OPENED)
+		gate_hooks.opened(g, ch, sess, "fuzz");
+	else if (what == FDX__FUZZ_CLOSED)
+		gate_hooks.closed(g, ch, sess, 0);
+	else
+		gate_hooks.failed(g, ch, sess, FDX_EPEERGONE, "fuzz: its control stream failed");
+}
+#endif /* FDX_FUZZING */

@@ -917,13 +917,21 @@ static void session_on_backlog(struct session *s, const Fdx__Backlog *b)
 		c->backlog = b->backlogs[i];
 		c->marked = 1;
 	}
-	/* One event per channel named, with its latest value, however often named. */
+	/*
+	 * One event per channel named, with its latest value, however often named.
+	 * None for a data-plane gate's channel (its backlog comes in its data
+	 * frames, and nobody polls for it: a producer could grow our queue).
+	 */
 	for (size_t i = 0; i < b->n_channels; i++) {
 		struct srv_chan *c = session_chan(s, b->channels[i]);
+		struct gate *g;
 
 		if (!c->marked)
 			continue;
 		c->marked = 0;
+		g = gate_find(ex, c->gate);
+		if (c->gone || (g && g->hooks))
+			continue;
 		memset(&ev, 0, sizeof(ev));
 		ev.type = FDX_EV_BACKLOG;
 		ev.gate = c->gate;
@@ -1409,6 +1417,13 @@ static void peer_on_credit(struct peer *p, const Fdx__CreditUpdate *cu)
 			snprintf(msg, sizeof(msg),
 				 "offset %#llx handed back on channel %u was never sent",
 				 (unsigned long long)cr->returned_offsets[k], cr->channel);
+			/*
+			 * None of a refused credit counts: what it took is in flight
+			 * again (and comes back when the stream fails). No growth, so
+			 * no failure: the table held all of them a moment ago.
+			 */
+			while (k--)
+				inflight_add(c, cr->returned_offsets[k]);
 			peer_fail(p, msg);
 			break;
 		}
@@ -1670,23 +1685,17 @@ static struct peer *peer_event(struct peer *p, enum tag_kind kind, int ok)
 	return p;
 }
 
-/* With ex->lock held: create the stream to addr and send our hello. */
-static int peer_start_locked(struct fdx_exchange *ex, const char *addr, struct peer **out)
+/* A peer for addr, with no channel or call yet; NULL if out of memory. */
+static struct peer *peer_new(struct fdx_exchange *ex, const char *addr)
 {
-	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
-	Fdx__Hello h = FDX__HELLO__INIT;
-	grpc_channel_credentials *creds;
-	grpc_slice method;
-	struct peer *p;
-	grpc_op ops[2];
+	struct peer *p = calloc(1, sizeof(*p));
 
-	p = calloc(1, sizeof(*p));
 	if (!p)
-		return -ENOMEM;
+		return NULL;
 	p->addr = strdup(addr);
 	if (!p->addr) {
 		free(p);
-		return -ENOMEM;
+		return NULL;
 	}
 	p->ex = ex;
 	p->t_recv = (struct tag){TAG_PEER_RECV, p};
@@ -1695,17 +1704,15 @@ static int peer_start_locked(struct fdx_exchange *ex, const char *addr, struct p
 	p->status_details = grpc_empty_slice();
 	grpc_metadata_array_init(&p->initial_md);
 	grpc_metadata_array_init(&p->trailing_md);
+	return p;
+}
 
-	creds = grpc_insecure_credentials_create();
-	p->channel = grpc_channel_create(addr, creds, NULL);
-	grpc_channel_credentials_release(creds);
-	method = grpc_slice_from_static_string(METHOD);
-	p->call = grpc_channel_create_call(p->channel, NULL, GRPC_PROPAGATE_DEFAULTS, ex->cq,
-					   method, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-	if (!p->call) {
-		peer_free(p);
-		return -ENOMEM;
-	}
+/* With ex->lock held: send our hello on p's new call, start receiving, list p. */
+static void peer_begin_locked(struct fdx_exchange *ex, struct peer *p)
+{
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__Hello h = FDX__HELLO__INIT;
+	grpc_op ops[2];
 
 	h.protocol_version = ex->version;
 	h.taskmanager_id = ex->tm_id;
@@ -1741,6 +1748,28 @@ static int peer_start_locked(struct fdx_exchange *ex, const char *addr, struct p
 		ex->peers->prev = p;
 	ex->peers = p;
 	ex->n_peers++;
+}
+
+/* With ex->lock held: create the stream to addr and send our hello. */
+static int peer_start_locked(struct fdx_exchange *ex, const char *addr, struct peer **out)
+{
+	grpc_channel_credentials *creds;
+	grpc_slice method;
+	struct peer *p = peer_new(ex, addr);
+
+	if (!p)
+		return -ENOMEM;
+	creds = grpc_insecure_credentials_create();
+	p->channel = grpc_channel_create(addr, creds, NULL);
+	grpc_channel_credentials_release(creds);
+	method = grpc_slice_from_static_string(METHOD);
+	p->call = grpc_channel_create_call(p->channel, NULL, GRPC_PROPAGATE_DEFAULTS, ex->cq,
+					   method, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	if (!p->call) {
+		peer_free(p);
+		return -ENOMEM;
+	}
+	peer_begin_locked(ex, p);
 	*out = p;
 	return 0;
 }
@@ -1806,44 +1835,33 @@ FDX_API int fdx_exchange_connect(struct fdx_exchange *ex, const char *addr, int 
 	return err;
 }
 
-FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
-				      const char *partition_id, uint32_t subpartition,
-				      uint32_t gate, uint32_t gate_channel, int timeout_ms,
-				      uint32_t *chan, uint32_t *initial_credit)
+/*
+ * With ex->lock held: open a channel on p's stream (its opener waits for the
+ * answer, then calls open_end_locked()). 0 with *out set, or -ENOMEM.
+ */
+static int open_begin_locked(struct fdx_exchange *ex, struct peer *p, const char *partition_id,
+			     uint32_t subpartition, uint32_t gate, uint32_t gate_channel,
+			     struct cli_chan **out)
 {
 	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
 	Fdx__OpenChannel o = FDX__OPEN_CHANNEL__INIT;
-	struct timespec deadline;
 	struct cli_chan *c;
-	struct peer *p;
 	uint32_t id;
-	int err;
 
-	if (!ex || !addr || !partition_id || !chan)
-		return -EINVAL;
-	if (timeout_ms <= 0)
-		timeout_ms = CONNECT_TIMEOUT_DEFAULT_MS;
-	deadline_in(&deadline, timeout_ms);
-	pthread_mutex_lock(&ex->lock);
-	err = connect_locked(ex, addr, &deadline, timeout_ms, &p);
-	if (err)
-		goto out;
 	if (ex->n_cchans == ex->cap_cchans) {
 		uint32_t cap = ex->cap_cchans ? 2 * ex->cap_cchans : 64;
 		struct cli_chan **a = realloc(ex->cchans, cap * sizeof(*a));
 
-		err = -ENOMEM;
 		if (!a)
-			goto out;
+			return -ENOMEM;
 		ex->cchans = a;
 		ex->cap_cchans = cap;
 		if (ex->n_cchans == 0)
 			ex->cchans[ex->n_cchans++] = NULL; /* id 0 means none */
 	}
 	c = calloc(1, sizeof(*c));
-	err = -ENOMEM;
 	if (!c)
-		goto out;
+		return -ENOMEM;
 	id = ex->n_cchans++;
 	ex->cchans[id] = c;
 	c->p = p;
@@ -1863,15 +1881,24 @@ FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
 	f.frame_case = FDX__CONTROL_FRAME__FRAME_OPEN;
 	f.open = &o;
 	peer_send_locked(p, &f);
-	err = 0;
-	while (c->state == CHAN_OPENING) {
-		if (pthread_cond_timedwait(&ex->cond, &ex->lock, &deadline) == ETIMEDOUT &&
-		    c->state == CHAN_OPENING) {
-			/* Too late: a late answer is closed again (see peer_on_frame_locked). */
-			c->state = CHAN_ABANDONED;
-			c->opening = 0;
-			err = -ETIMEDOUT;
-		}
+	*out = c;
+	return 0;
+}
+
+/*
+ * With ex->lock held: c's opener stops waiting, answered or (timed_out) not.
+ * 0 with *chan and *initial_credit (if not NULL) set, or why the open failed.
+ */
+static int open_end_locked(struct fdx_exchange *ex, struct cli_chan *c, int timed_out,
+			   const char *addr, uint32_t *chan, uint32_t *initial_credit)
+{
+	uint32_t gate = c->gate, gate_channel = c->gate_channel;
+	int err = 0;
+
+	if (timed_out && c->state == CHAN_OPENING) {
+		/* Too late: a late answer is closed again (see peer_on_frame_locked). */
+		c->state = CHAN_ABANDONED;
+		err = -ETIMEDOUT;
 	}
 	c->opening = 0;
 	if (c->state == CHAN_FAILED)
@@ -1882,12 +1909,39 @@ FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
 		FDX_LOG_ERR(&ex->log,
 			    "exchange %s: cannot open input channel %u of gate %u at %s: %s",
 			    ex->tm_id, gate_channel, gate, addr, fdx_strerror(err));
-		goto out;
+		return err;
 	}
-	*chan = id;
+	*chan = c->id;
 	if (initial_credit)
 		*initial_credit = c->initial;
-out:
+	return 0;
+}
+
+FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
+				      const char *partition_id, uint32_t subpartition,
+				      uint32_t gate, uint32_t gate_channel, int timeout_ms,
+				      uint32_t *chan, uint32_t *initial_credit)
+{
+	struct timespec deadline;
+	struct cli_chan *c;
+	struct peer *p;
+	int err, timed_out = 0;
+
+	if (!ex || !addr || !partition_id || !chan)
+		return -EINVAL;
+	if (timeout_ms <= 0)
+		timeout_ms = CONNECT_TIMEOUT_DEFAULT_MS;
+	deadline_in(&deadline, timeout_ms);
+	pthread_mutex_lock(&ex->lock);
+	err = connect_locked(ex, addr, &deadline, timeout_ms, &p);
+	if (!err)
+		err = open_begin_locked(ex, p, partition_id, subpartition, gate, gate_channel, &c);
+	if (!err) {
+		while (c->state == CHAN_OPENING && !timed_out)
+			if (pthread_cond_timedwait(&ex->cond, &ex->lock, &deadline) == ETIMEDOUT)
+				timed_out = 1;
+		err = open_end_locked(ex, c, timed_out, addr, chan, initial_credit);
+	}
 	pthread_mutex_unlock(&ex->lock);
 	return err;
 }
@@ -2284,12 +2338,13 @@ int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t g
 }
 
 void fdx__exchange_sent_many(struct fdx_exchange *ex, const uint32_t *chans, const uint64_t *offs,
-			     uint32_t n)
+			     uint32_t n, uint8_t *lost)
 {
 	pthread_mutex_lock(&ex->lock);
 	for (uint32_t i = 0; i < n; i++) {
 		struct cli_chan *c = open_chan_locked(ex, chans[i]);
 
+		lost[i] = c == NULL;
 		if (!c)
 			continue;
 		if (offs && offs[i] && inflight_add(c, offs[i]) < 0)
@@ -2402,6 +2457,43 @@ static void on_request_call(struct fdx_exchange *ex, int ok)
 	request_next_call(ex);
 }
 
+/* One completion of the cq thread: its handler runs with ex->lock held. */
+static void cq_complete(struct fdx_exchange *ex, struct tag *t, int success)
+{
+	struct peer *dead = NULL;
+	int stats;
+
+	pthread_mutex_lock(&ex->lock);
+	switch (t->kind) {
+	case TAG_REQUEST_CALL:
+		on_request_call(ex, success);
+		break;
+	case TAG_SERVER_SHUTDOWN:
+		ex->server_down = 1;
+		pthread_cond_broadcast(&ex->cond);
+		break;
+	case TAG_SESSION_RECV:
+	case TAG_SESSION_SEND:
+	case TAG_SESSION_CLOSE:
+	case TAG_SESSION_STATUS:
+		session_event(t->obj, t->kind, success);
+		break;
+	case TAG_PEER_RECV:
+	case TAG_PEER_SEND:
+	case TAG_PEER_STATUS:
+		dead = peer_event(t->obj, t->kind, success);
+		break;
+	}
+	events_flush_locked(ex);
+	stats = ex->stats_wanted;
+	ex->stats_wanted = 0;
+	pthread_mutex_unlock(&ex->lock);
+	if (dead)
+		peer_free(dead);
+	if (stats)
+		stats_answer(ex);
+}
+
 static void *cq_main(void *arg)
 {
 	struct fdx_exchange *ex = arg;
@@ -2409,44 +2501,12 @@ static void *cq_main(void *arg)
 	for (;;) {
 		grpc_event ev = grpc_completion_queue_next(
 			ex->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-		struct peer *dead = NULL;
-		struct tag *t;
-		int stats;
 
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
 		if (ev.type != GRPC_OP_COMPLETE)
 			continue;
-		t = ev.tag;
-		pthread_mutex_lock(&ex->lock);
-		switch (t->kind) {
-		case TAG_REQUEST_CALL:
-			on_request_call(ex, ev.success);
-			break;
-		case TAG_SERVER_SHUTDOWN:
-			ex->server_down = 1;
-			pthread_cond_broadcast(&ex->cond);
-			break;
-		case TAG_SESSION_RECV:
-		case TAG_SESSION_SEND:
-		case TAG_SESSION_CLOSE:
-		case TAG_SESSION_STATUS:
-			session_event(t->obj, t->kind, ev.success);
-			break;
-		case TAG_PEER_RECV:
-		case TAG_PEER_SEND:
-		case TAG_PEER_STATUS:
-			dead = peer_event(t->obj, t->kind, ev.success);
-			break;
-		}
-		events_flush_locked(ex);
-		stats = ex->stats_wanted;
-		ex->stats_wanted = 0;
-		pthread_mutex_unlock(&ex->lock);
-		if (dead)
-			peer_free(dead);
-		if (stats)
-			stats_answer(ex);
+		cq_complete(ex, ev.tag, ev.success);
 	}
 	return NULL;
 }
@@ -2847,18 +2907,17 @@ FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
 	free(ex);
 }
 
-FDX_API int fdx_exchange_create(const struct fdx_exchange_opts *o, struct fdx_exchange **out)
+/*
+ * An exchange with its options, lock and event queue, serving nothing yet:
+ * 0 with *out set, or -errno (nothing left behind).
+ */
+static int exchange_new(const struct fdx_exchange_opts *o, struct fdx_exchange **out)
 {
 	struct fdx_exchange *ex;
 	pthread_condattr_t ca;
 	char id[64];
 	int err;
 
-	if (out)
-		*out = NULL;
-	if (!o || !out || o->size < sizeof(*o) || o->n_allow_uids > FDX_EXCHANGE_MAX_UIDS ||
-	    (o->n_allow_uids && !o->allow_uids))
-		return -EINVAL;
 	ex = calloc(1, sizeof(*ex));
 	if (!ex)
 		return -ENOMEM;
@@ -2898,10 +2957,26 @@ FDX_API int fdx_exchange_create(const struct fdx_exchange_opts *o, struct fdx_ex
 	pthread_cond_init(&ex->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	if (!ex->tm_id) {
-		err = -ENOMEM;
-		goto err_destroy;
+		fdx_exchange_destroy(ex);
+		return -ENOMEM;
 	}
+	*out = ex;
+	return 0;
+}
 
+FDX_API int fdx_exchange_create(const struct fdx_exchange_opts *o, struct fdx_exchange **out)
+{
+	struct fdx_exchange *ex = NULL;
+	int err;
+
+	if (out)
+		*out = NULL;
+	if (!o || !out || o->size < sizeof(*o) || o->n_allow_uids > FDX_EXCHANGE_MAX_UIDS ||
+	    (o->n_allow_uids && !o->allow_uids))
+		return -EINVAL;
+	err = exchange_new(o, &ex);
+	if (err < 0)
+		return err;
 	grpc_init();
 	ex->grpc_up = 1;
 	ex->cq = grpc_completion_queue_create_for_next(NULL);
@@ -2956,3 +3031,106 @@ FDX_API int fdx_exchange_stats(struct fdx_exchange *ex, struct fdx_exchange_stat
 	fdx__stats_copy(st, &s, sizeof(s));
 	return 0;
 }
+
+#ifdef FDX_FUZZING
+/* ---- fuzzing entry points (transport/fuzz_entry.h; -DFDX_FUZZING only) ----- */
+
+#include "fuzz_entry.h"
+
+int fdx__fuzz_exchange_create(const struct fdx_exchange_opts *o, struct fdx_exchange **out)
+{
+	struct fdx_exchange *ex = NULL;
+	int err = exchange_new(o, &ex);
+
+	if (err < 0)
+		return err;
+	/* The same on every machine: whether a peer is on this host is the input's to say. */
+	snprintf(ex->boot_id, sizeof(ex->boot_id), "fdx-fuzz-boot-id");
+	ex->address = strdup("unix:/nonexistent/fdx-fuzz.sock");
+	err = ex->address ? fdx__fuzz_dp_create(ex, &ex->dp) : -ENOMEM;
+	if (err < 0) {
+		fdx_exchange_destroy(ex);
+		return err;
+	}
+	*out = ex;
+	return 0;
+}
+
+void fdx__fuzz_session_start(struct fdx_exchange *ex, struct grpc_call *call)
+{
+	pthread_mutex_lock(&ex->lock);
+	session_start(ex, call);
+	pthread_mutex_unlock(&ex->lock);
+}
+
+int fdx__fuzz_peer_start(struct fdx_exchange *ex, const char *addr, struct grpc_call *call)
+{
+	struct peer *p = peer_new(ex, addr);
+
+	if (!p)
+		return -ENOMEM;
+	p->call = call;
+	pthread_mutex_lock(&ex->lock);
+	peer_begin_locked(ex, p);
+	pthread_mutex_unlock(&ex->lock);
+	return 0;
+}
+
+int fdx__fuzz_open_begin(struct fdx_exchange *ex, const char *addr, uint32_t gate,
+			 uint32_t gate_channel, uint32_t *id)
+{
+	struct cli_chan *c = NULL;
+	struct peer *p;
+	int err = -ENOENT;
+
+	pthread_mutex_lock(&ex->lock);
+	for (p = ex->peers; p; p = p->next)
+		if (p->state != PEER_FAILED && !p->over && strcmp(p->addr, addr) == 0)
+			break;
+	if (p)
+		err = open_begin_locked(ex, p, "fuzz", gate_channel, gate, gate_channel, &c);
+	if (!err)
+		*id = c->id;
+	pthread_mutex_unlock(&ex->lock);
+	return err;
+}
+
+int fdx__fuzz_open_end(struct fdx_exchange *ex, uint32_t id, int timed_out, uint32_t *initial)
+{
+	struct cli_chan *c;
+	uint32_t chan;
+	int err;
+
+	pthread_mutex_lock(&ex->lock);
+	c = id < ex->n_cchans ? ex->cchans[id] : NULL;
+	if (!c || !c->opening)
+		err = -EINVAL;
+	else if (c->state == CHAN_OPENING && !timed_out)
+		err = -EAGAIN;
+	else
+		err = open_end_locked(ex, c, timed_out, "fuzz", &chan, initial);
+	pthread_mutex_unlock(&ex->lock);
+	return err;
+}
+
+void fdx__fuzz_complete(struct fdx_exchange *ex, void *tag, int success)
+{
+	cq_complete(ex, tag, success);
+}
+
+int fdx__fuzz_exchange_idle(struct fdx_exchange *ex)
+{
+	int busy;
+
+	pthread_mutex_lock(&ex->lock);
+	busy = ex->sessions || ex->peers || ex->n_sessions || ex->n_peers || ex->open_out;
+	for (uint32_t i = 0; i < ex->n_cchans && !busy; i++)
+		busy = ex->cchans[i] != NULL;
+	if (!busy) {
+		ex->n_cchans = ex->cap_cchans ? 1 : 0; /* id 0 means none */
+		ex->sess_serial = 0;
+	}
+	pthread_mutex_unlock(&ex->lock);
+	return busy ? -EBUSY : 0;
+}
+#endif /* FDX_FUZZING */

@@ -82,10 +82,13 @@ void fdx__exchange_unhook_channel(struct fdx_exchange *ex, uint32_t channel);
 
 /*
  * Buffers sent on channels: one credit each, and with offs (shm) the offset
- * recorded as in flight until handed back. One lock for the batch.
+ * recorded as in flight until handed back. One lock for the batch. lost[i]
+ * is set to 1 for a channel no longer open (its stream failed meanwhile and
+ * gave back what it had recorded): that buffer's offset is the caller's to
+ * give back; 0 otherwise.
  */
 void fdx__exchange_sent_many(struct fdx_exchange *ex, const uint32_t *chans, const uint64_t *offs,
-			     uint32_t n);
+			     uint32_t n, uint8_t *lost);
 
 /* What the handshake with the peer at addr told (it must be up). */
 struct fdx__peer_data {
