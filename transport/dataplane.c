@@ -1114,6 +1114,11 @@ static int check_hdr(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_
 /* A CLOSE frame: the channel's last; it may be opened again. */
 static void frame_close(struct fdx__conn *c, struct fdx_gate *g, const struct fdx__dhdr *h)
 {
+	struct fdx__gchan *gc = &g->ch[h->gate_channel];
+
+	/* The next opening by this session (a new producer on the same stream) starts at 0. */
+	gc->expect_seq = 0;
+	gc->rcvd = 0;
 	gate_close_now(g, h->gate_channel, c->sess);
 }
 
