@@ -1769,16 +1769,12 @@ static int listen_data_tcp(struct fdx__dp *dp, const char *host)
 	return 0;
 }
 
-int fdx__dp_create(struct fdx_exchange *ex, const struct fdx__dp_params *prm, struct fdx__dp **out)
+/* What every data plane starts with: no sockets yet, its lock and queues ready. */
+static void dp_init(struct fdx__dp *dp, struct fdx_exchange *ex)
 {
-	struct fdx__dp *dp = calloc(1, sizeof(*dp));
-	int err;
-
-	if (!dp)
-		return -ENOMEM;
 	dp->ex = ex;
 	dp->log = fdx__exchange_log(ex);
-	dp->ufd = dp->tfd = -1;
+	dp->ufd = dp->tfd = dp->efd = -1;
 	dp->op_wake.kind = OP_WAKE;
 	dp->op_acc_unix.kind = OP_ACCEPT_UNIX;
 	dp->op_acc_tcp.kind = OP_ACCEPT_TCP;
@@ -1786,6 +1782,16 @@ int fdx__dp_create(struct fdx_exchange *ex, const struct fdx__dp_params *prm, st
 	pthread_cond_init(&dp->ready, NULL);
 	fdx__mpsc_init(&dp->lcredit);
 	fdx__mpsc_init(&dp->readyq);
+}
+
+int fdx__dp_create(struct fdx_exchange *ex, const struct fdx__dp_params *prm, struct fdx__dp **out)
+{
+	struct fdx__dp *dp = calloc(1, sizeof(*dp));
+	int err;
+
+	if (!dp)
+		return -ENOMEM;
+	dp_init(dp, ex);
 	dp->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (dp->efd < 0) {
 		err = -errno;
@@ -2305,16 +2311,7 @@ int fdx__fuzz_dp_create(struct fdx_exchange *ex, struct fdx__dp **out)
 
 	if (!dp)
 		return -ENOMEM;
-	dp->ex = ex;
-	dp->log = fdx__exchange_log(ex);
-	dp->ufd = dp->tfd = dp->efd = -1;
-	dp->op_wake.kind = OP_WAKE;
-	dp->op_acc_unix.kind = OP_ACCEPT_UNIX;
-	dp->op_acc_tcp.kind = OP_ACCEPT_TCP;
-	pthread_mutex_init(&dp->lock, NULL);
-	pthread_cond_init(&dp->ready, NULL);
-	fdx__mpsc_init(&dp->lcredit);
-	fdx__mpsc_init(&dp->readyq);
+	dp_init(dp, ex);
 	snprintf(dp->unix_ep, sizeof(dp->unix_ep), "unix:/nonexistent/fdx-fuzz.data");
 	snprintf(dp->tcp_ep, sizeof(dp->tcp_ep), "127.0.0.1:1");
 	*out = dp;
