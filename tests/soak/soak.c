@@ -123,7 +123,7 @@
  *  - Descriptors: the averages may differ by 2 at most; none is per generation.
  * Under AddressSanitizer own memory is not checked: freed blocks wait in its
  * quarantine (256 MiB) and its allocator grows meanwhile by design (here 35 ->
- * 195 MiB in 30 s); LeakSanitizer checks each TM when it exits instead.
+ * 200-240 MiB in 30 s); LeakSanitizer checks each TM when it exits instead.
  */
 #if defined(__SANITIZE_ADDRESS__)
 #define FDX_SOAK_ASAN 1
@@ -161,6 +161,7 @@ struct tm_pub {
 	_Atomic uint32_t n_samples;
 	_Atomic int warm; /* its first channels (every link to every peer) are open */
 	_Atomic uint64_t region_bytes;
+	_Atomic int hugetlb; /* its region is on hugepages (not counted in RSS) */
 	_Atomic int64_t fds_before, fds_after;
 };
 
@@ -206,6 +207,7 @@ struct config {
 static struct shared *sh;
 static struct config cfg;
 static char sock_dir[64];
+static volatile sig_atomic_t interrupted; /* the main process got SIGINT or SIGTERM */
 
 /* ---- small things --------------------------------------------------------- */
 
@@ -1357,6 +1359,7 @@ static int tm_main(uint32_t id)
 		goto out;
 	}
 	atomic_store(&t->pub->region_bytes, fdx_region_size(fdx_nbp_region(t->nbp)));
+	atomic_store(&t->pub->hugetlb, fdx_region_is_hugetlb(fdx_nbp_region(t->nbp)));
 	err = fdx_exchange_create(&eo, &t->ex);
 	if (err) {
 		tm_fail(t, "fdx_exchange_create(%s): %s", listen, fdx_strerror(err));
@@ -1509,9 +1512,18 @@ static void write_samples(const char *path)
 static pid_t tm_pid[N_TM];
 static int tm_status[N_TM], tm_reaped[N_TM];
 
-/* A TM that exited before it was told to (a crash): "tm2 exited (signal 11)". */
+static void on_signal(int sig)
+{
+	interrupted = sig;
+}
+
+/* A TM that exited before it was told to (a crash), or we were interrupted. */
 static int early_exit(char *why, size_t n)
 {
+	if (interrupted) {
+		snprintf(why, n, "interrupted by signal %d", (int)interrupted);
+		return 1;
+	}
 	for (uint32_t i = 0; i < N_TM; i++) {
 		if (!tm_reaped[i] && waitpid(tm_pid[i], &tm_status[i], WNOHANG) == tm_pid[i])
 			tm_reaped[i] = 1;
@@ -1704,6 +1716,13 @@ int main(int argc, char **argv)
 	if (rc[0])
 		return rc[0];
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	/* Interrupted: stop the TMs and remove our directory, as after a failure. */
+	{
+		struct sigaction sa = {.sa_handler = on_signal};
+
+		sigaction(SIGINT, &sa, NULL);
+		sigaction(SIGTERM, &sa, NULL);
+	}
 	max_samples = (uint32_t)(cfg.seconds * (1000.0 / SAMPLE_MS)) + 64;
 	map_len = sizeof(*sh) + (size_t)N_TM * max_samples * sizeof(struct sample);
 	sh = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -1729,6 +1748,8 @@ int main(int argc, char **argv)
 	for (uint32_t i = 0; i < N_TM; i++) {
 		pid[i] = fork();
 		if (pid[i] == 0) {
+			signal(SIGINT, SIG_DFL);
+			signal(SIGTERM, SIG_DFL);
 			prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
 			exit(tm_main(i)); /* exit, not _exit: LeakSanitizer checks at exit */
 		}
@@ -1867,10 +1888,11 @@ int main(int argc, char **argv)
 		       atomic_load(&p->lib_err), atomic_load(&p->lib_warn));
 		if (f.n >= 2) {
 			printf("    memory (first -> last 10%%, %u of %u samples): RSS %.1f -> %.1f "
-			       "MiB = own %.1f -> %.1f MiB%s + regions %.1f -> %.1f MiB (at most "
+			       "MiB = own %.1f -> %.1f MiB%s + regions%s %.1f -> %.1f MiB (at most "
 			       "%.1f of %.1f MiB mapped); fds %.1f -> %.1f: %s\n",
 			       f.w, f.n, f.rss[0] / 1024, f.rss[1] / 1024, f.priv[0] / 1024,
 			       f.priv[1] / 1024, CHECK_OWN_MEMORY ? "" : " (ASan: not checked)",
+			       atomic_load(&p->hugetlb) ? " (hugepages: not in RSS)" : "",
 			       f.shmem[0] / 1024, f.shmem[1] / 1024, f.shmem_max / 1024,
 			       f.shmem_bound / 1024, f.fds[0], f.fds[1], f.ok ? "flat" : "GREW");
 			printf("    fds: %" PRId64 " before the exchange, %" PRId64
