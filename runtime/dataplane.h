@@ -224,6 +224,7 @@ struct fdx__gitem {
 	struct fdx_partition *lpart; /* local */
 	struct fdx__sub *lsub;
 	uint64_t sess;
+	uint64_t opening; /* OPENED, CLOSED: which opening of the channel (0: local) */
 	char msg[192];
 	uint8_t payload[];
 };
@@ -236,6 +237,9 @@ struct fdx__gchan {
 	_Atomic uint32_t link;
 	uint32_t expect_seq; /* loop: the next sequence number of session seq_sess */
 	uint64_t seq_sess; /* loop */
+	_Atomic uint64_t opening; /* bumped by each opening, before sess is stored (release) */
+	uint64_t seq_open; /* loop: the opening seq_sess/expect_seq/rcvd belong to */
+	uint64_t opening_seen; /* consumer: the opening of the last OPENED taken */
 	uint64_t rcvd; /* loop: buffers received from session seq_sess */
 	_Atomic uint32_t eop; /* its END_OF_PARTITION arrived (loop; reset at open) */
 	/* Credit granted to the current opening (the cq thread at open, then the consumer). */
@@ -281,6 +285,7 @@ struct fdx_gate {
 	uint32_t *want; /* FIFO of channels wanting floating credit */
 	uint32_t want_head, want_len;
 	struct fdx__mpsc q, prio;
+	struct fdx__gitem *stash; /* consumer: taken from q, after a priority item */
 	int efd;
 	_Atomic uint32_t waiting; /* the consumer is about to sleep or armed the fd */
 	_Atomic uint32_t closing;
@@ -297,6 +302,9 @@ struct fdx_gate {
 
 /* Hand an item to the gate's consumer (loop or cq thread). */
 void fdx__gate_push(struct fdx_gate *g, struct fdx__gitem *it);
+/* Tests only (NULL otherwise): called by the consumer between its look at the
+ * priority queue and its take from the normal one, to push items in that gap. */
+extern void (*fdx__gate_test_between_pops)(struct fdx_gate *g);
 
 /* ---- implemented by transport/dataplane.c ------------------------------ */
 

@@ -126,13 +126,40 @@ static void item_free(struct fdx_gate *g, struct fdx__gitem *it)
 	free(it);
 }
 
+/*
+ * Priority items first. An item of q pushed after a priority item (data sent
+ * after an unaligned barrier) must not overtake it: when the priority queue
+ * was empty as we looked but is not once we took from q, the priority item
+ * goes first and the one from q waits in g->stash.
+ */
+void (*fdx__gate_test_between_pops)(struct fdx_gate *g);
+
 static struct fdx__gitem *pop_item(struct fdx_gate *g)
 {
-	struct fdx__mpsc_node *n = fdx__mpsc_pop_wait(&g->prio);
+	struct fdx__mpsc_node *n = fdx__mpsc_pop_wait(&g->prio), *p;
 
-	if (!n)
-		n = fdx__mpsc_pop_wait(&g->q);
+	if (n)
+		return (struct fdx__gitem *)n;
+	if (g->stash) {
+		struct fdx__gitem *it = g->stash;
+
+		g->stash = NULL;
+		return it;
+	}
+	if (fdx__gate_test_between_pops)
+		fdx__gate_test_between_pops(g);
+	n = fdx__mpsc_pop_wait(&g->q);
+	if (n && (p = fdx__mpsc_pop_wait(&g->prio))) {
+		g->stash = (struct fdx__gitem *)n;
+		return (struct fdx__gitem *)p;
+	}
 	return (struct fdx__gitem *)n;
+}
+
+/* An item may be waiting (the consumer thread). */
+static int items_waiting(struct fdx_gate *g)
+{
+	return g->stash || fdx__mpsc_pop_peek(&g->prio) || fdx__mpsc_pop_peek(&g->q);
 }
 
 FDX_API void fdx_gate_destroy(struct fdx_gate *g)
@@ -370,6 +397,7 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		c->open = 1;
 		c->ended = 0;
 		c->sess_seen = it->sess;
+		c->opening_seen = it->opening;
 		c->outstanding = g->exclusive; /* announced in the answer to the open */
 		c->lpart = it->lpart;
 		c->lsub = it->lsub;
@@ -382,7 +410,8 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		free(it);
 		return 0;
 	case FDX__GI_CLOSED:
-		if (c->open && c->sess_seen == it->sess)
+		/* The same stream may have opened the channel again before this came. */
+		if (c->open && c->sess_seen == it->sess && c->opening_seen == it->opening)
 			channel_reset(g, c);
 		free(it);
 		return 0;
@@ -477,7 +506,7 @@ static void wait_for_items(struct fdx_gate *g, uint64_t deadline)
 	atomic_store_explicit(&g->waiting, 1, memory_order_relaxed);
 	/* W2: the flag, then the queues; pairs with W1 in fdx__gate_push(). */
 	atomic_thread_fence(memory_order_seq_cst);
-	if (fdx__mpsc_pop_peek(&g->prio) || fdx__mpsc_pop_peek(&g->q))
+	if (items_waiting(g))
 		return;
 	left = deadline > now ? deadline - now : 0;
 	ts.tv_sec = (time_t)(left / 1000000000ull);
@@ -517,7 +546,7 @@ FDX_API int fdx_gate_next(struct fdx_gate *g, struct fdx_view *v, int timeout_ms
 			flush_credit(g);
 			atomic_store_explicit(&g->waiting, 1, memory_order_relaxed);
 			atomic_thread_fence(memory_order_seq_cst); /* W2 */
-			if (fdx__mpsc_pop_peek(&g->prio) || fdx__mpsc_pop_peek(&g->q))
+			if (items_waiting(g))
 				continue;
 			return -EAGAIN;
 		}

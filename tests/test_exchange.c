@@ -343,13 +343,16 @@ static void test_exchange_version_mismatch_refused_on_both_sides(void **state)
 	struct test_log lg = {0};
 	struct fdx_exchange *ex;
 	struct child c;
+	char want[128];
 
 	(void)state;
-	child_start(&c, "default", 2, -1);
+	child_start(&c, "default", FDX_PROTOCOL_VERSION + 1, -1);
 	ex = parent_exchange(&lg);
 	assert_int_equal(fdx_exchange_connect(ex, c.addr, 5000), FDX_EVERSION);
-	assert_non_null(strstr(
-		lg.all, "protocol version 1 not supported: TaskManager child speaks version 2"));
+	snprintf(want, sizeof(want),
+		 "protocol version %u not supported: TaskManager child speaks version %u",
+		 FDX_PROTOCOL_VERSION, FDX_PROTOCOL_VERSION + 1);
+	assert_non_null(strstr(lg.all, want));
 	child_stop(&c);
 	assert_int_equal(c.refused, 1);
 	assert_int_equal(c.served, 0);
@@ -1150,6 +1153,67 @@ static void test_exchange_close_with_credit_in_flight(void **state)
 	fdx_exchange_destroy(pr.cons);
 }
 
+/* Wait (5 s at most) until ex's channels_closing and channels_in are both 0. */
+static void wait_channels_gone(struct fdx_exchange *ex, const char *who, uint32_t round)
+{
+	struct fdx_exchange_stats st = {.size = sizeof(st)};
+	uint64_t end = test_now_ns() + 5000000000ull;
+
+	for (;;) {
+		assert_int_equal(fdx_exchange_stats(ex, &st), 0);
+		if (st.channels_closing == 0 && st.channels_in == 0)
+			return;
+		if (test_now_ns() > end)
+			fail_msg("%s, round %u: %u channels closing, %u input channels after 5 s",
+				 who, round, st.channels_closing, st.channels_in);
+		test_sleep_us(200);
+	}
+}
+
+/*
+ * A channel opened and closed again and again on one stream: each close is
+ * confirmed by the consumer and both sides forget the channel (it used to
+ * stay until the stream ended, a few hundred bytes per opening), ids are
+ * never repeated, and a closed id names nothing.
+ */
+#define REOPEN_ROUNDS 300u
+
+static void test_exchange_closed_channels_are_forgotten_on_both_sides(void **state)
+{
+	struct fdx_exchange_stats st = {.size = sizeof(st)};
+	struct fdx_exchange_event ev;
+	uint32_t id, last = 0, first = 0;
+	struct pair pr;
+
+	(void)state;
+	pair_open(&pr);
+	for (uint32_t r = 0; r < REOPEN_ROUNDS; r++) {
+		assert_int_equal(fdx_exchange_open_channel(pr.prod, fdx_exchange_address(pr.cons),
+							   "p", 0, GATE, r % 8, 5000, &id, NULL),
+				 0);
+		assert_true(id > last); /* never an id seen before */
+		if (!first)
+			first = id;
+		last = id;
+		wait_event(pr.cons, FDX_EV_CHANNEL_OPENED, &ev);
+		/* Credit crossing the close: delivered, not a protocol error. */
+		assert_int_equal(fdx_exchange_credit(pr.cons, GATE, r % 8, 1, NULL, 0), 0);
+		assert_int_equal(fdx_exchange_close_channel(pr.prod, id), 0);
+		wait_event(pr.cons, FDX_EV_CHANNEL_CLOSED, &ev);
+		wait_channels_gone(pr.prod, "producer", r);
+		wait_channels_gone(pr.cons, "consumer", r);
+		assert_int_equal(fdx_exchange_close_channel(pr.prod, id), -ENOENT);
+		assert_int_equal(fdx_exchange_sent(pr.prod, id, 4096), -ENOENT);
+	}
+	assert_int_equal(fdx_exchange_close_channel(pr.prod, first), -ENOENT);
+	assert_int_equal(fdx_exchange_stats(pr.prod, &st), 0);
+	assert_int_equal(st.channels_out, 0);
+	assert_int_equal(st.bad_frames, 0);
+	assert_int_equal(peers_up(pr.prod), 1); /* the stream lived through it all */
+	fdx_exchange_destroy(pr.prod);
+	fdx_exchange_destroy(pr.cons);
+}
+
 struct holder {
 	struct fdx_exchange *ex;
 	uint64_t *offs;
@@ -1368,6 +1432,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_exchange_offset_never_sent_fails_the_stream),
 		cmocka_unit_test(test_exchange_credit_overflow_fails_the_stream),
 		cmocka_unit_test(test_exchange_close_with_credit_in_flight),
+		cmocka_unit_test(test_exchange_closed_channels_are_forgotten_on_both_sides),
 		cmocka_unit_test(test_exchange_late_answer_to_an_abandoned_open),
 		cmocka_unit_test(test_exchange_cuts_off_a_peer_that_does_not_read),
 	};

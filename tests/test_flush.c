@@ -2,10 +2,12 @@
 /*
  * When partly filled buffers go: on fdx_partition_flush(), after the buffer
  * timeout, and after every record with a timeout of 0. A local link in one
- * process (the same loop and credit rules as the others).
+ * process (the same loop and credit rules as the others). And the order in
+ * which the gate takes what the loop and the cq thread push to it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "runtime/dataplane.h"
 #include "tests/helpers.h"
 
 struct rig {
@@ -316,6 +319,20 @@ static void test_record_above_gate_max_fails_a_remote_channel(void **state)
 	}
 	assert_true(cs.error == FDX_EPROTO || cs.error == FDX_EPEERGONE);
 	assert_int_equal(fdx_partition_emit(part, 0, rec, 10, 100), -EPIPE);
+	/*
+	 * Both sides forget the channel while the stream lives: the producer
+	 * closes it on the consumer's Error, the consumer confirms.
+	 */
+	for (i = 0; i < 500; i++) {
+		struct fdx_exchange_stats ps = {.size = sizeof(ps)}, css = {.size = sizeof(css)};
+
+		assert_int_equal(fdx_exchange_stats(pex, &ps), 0);
+		assert_int_equal(fdx_exchange_stats(cex, &css), 0);
+		if (ps.channels_closing == 0 && ps.channels_out == 0 && css.channels_in == 0)
+			break;
+		test_sleep_us(10000);
+	}
+	assert_true(i < 500);
 	fdx_partition_destroy(part);
 	fdx_gate_destroy(gate);
 	fdx_exchange_destroy(pex);
@@ -374,6 +391,206 @@ static void test_gate_event_fd_wakes_an_event_loop(void **state)
 	rig_close(&r);
 }
 
+/*
+ * Data sent after a priority event never overtakes it. The producer sends
+ * barrier i (priority), then record i, PO_PAIRS times; the consumer reads on
+ * another thread: when record i arrives, barrier i must have come already.
+ * (The gate took its priority queue, found it empty, then the normal one: a
+ * barrier and the record after it pushed between the two looks made the
+ * record overtake it, a few times in 100 000 pairs.)
+ */
+#define PO_PAIRS 100000u
+#define PO_SPINS 1000000u /* empty polls before the consumer sleeps */
+
+struct po_producer {
+	struct rig *r;
+	int err; /* the first failing call's error */
+	const char *what;
+};
+
+static void *po_produce(void *arg)
+{
+	struct po_producer *pp = arg;
+
+	for (uint32_t i = 0; i < PO_PAIRS && !pp->err; i++) {
+		uint64_t id = i;
+		int rc = fdx_partition_event(pp->r->part, 0, FDX_EVENT_BARRIER, FDX_EVENT_PRIORITY,
+					     &id, sizeof(id));
+
+		if (rc) {
+			pp->err = rc;
+			pp->what = "event";
+			break;
+		}
+		rc = fdx_partition_emit(pp->r->part, 0, &i, sizeof(i), 5000);
+		if (rc) {
+			pp->err = rc;
+			pp->what = "emit";
+		}
+	}
+	return NULL;
+}
+
+static void test_data_after_a_priority_event_never_overtakes_it(void **state)
+{
+	struct po_producer pp = {0};
+	uint64_t barriers = 0, records = 0;
+	pthread_t th;
+	struct rig r;
+
+	(void)state;
+	rig_open(&r, FDX_PARTITION_BUFFER_TIMEOUT, 0);
+	pp.r = &r;
+	assert_int_equal(pthread_create(&th, NULL, po_produce, &pp), 0);
+	while (records < PO_PAIRS) {
+		struct fdx_view v;
+		const void *rec;
+		uint32_t len, x;
+		int rc;
+
+		/* Spinning (a timeout of 0) meets the producer mid-push more often than sleeping. */
+		for (uint64_t spins = 0;
+		     (rc = fdx_gate_next(r.gate, &v, 0)) == -EAGAIN && spins < PO_SPINS; spins++)
+			;
+		if (rc == -EAGAIN)
+			rc = fdx_gate_next(r.gate, &v, 10000);
+
+		if (rc)
+			fail_msg(
+				"gate next: %s after %llu barriers, %llu records (producer: %s %s)",
+				fdx_strerror(rc), (unsigned long long)barriers,
+				(unsigned long long)records, pp.what ? pp.what : "-",
+				pp.err ? fdx_strerror(pp.err) : "ok");
+		if (v.kind == FDX_VIEW_EVENT) {
+			uint64_t id;
+
+			assert_int_equal(v.event_type, FDX_EVENT_BARRIER);
+			assert_int_equal(v.len, sizeof(id));
+			memcpy(&id, v.data, sizeof(id));
+			assert_int_equal(id, barriers); /* barriers keep their own order */
+			barriers++;
+		} else {
+			assert_int_equal(v.kind, FDX_VIEW_BUFFER);
+			while (fdx_gate_next_record(r.gate, &v, &rec, &len) == 1) {
+				assert_int_equal(len, sizeof(x));
+				memcpy(&x, rec, sizeof(x));
+				assert_int_equal(x, records);
+				if (barriers <= x)
+					fail_msg("record %u came before barrier %u, sent before it "
+						 "(%llu barriers seen)",
+						 x, x, (unsigned long long)barriers);
+				records++;
+			}
+		}
+		assert_int_equal(fdx_gate_release(r.gate, &v), 0);
+	}
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(pp.err, 0);
+	assert_int_equal(barriers, PO_PAIRS);
+	rig_close(&r);
+}
+
+/*
+ * The same, made certain: a priority event and a normal one after it are
+ * pushed exactly while the consumer is between its look at the priority queue
+ * (empty) and its take from the normal queue.
+ */
+static int gap_pushed;
+
+static struct fdx__gitem *event_item(uint32_t ch, uint64_t id, uint16_t flags)
+{
+	struct fdx__gitem *it = calloc(1, sizeof(*it) + sizeof(id));
+
+	assert_non_null(it);
+	it->kind = FDX__GI_EVENT;
+	it->ch = ch;
+	it->sess = FDX__SESS_LOCAL;
+	it->event_type = FDX_EVENT_BARRIER;
+	it->flags = flags;
+	it->len = sizeof(id);
+	memcpy(it->payload, &id, sizeof(id));
+	it->data = it->payload;
+	return it;
+}
+
+static void push_in_the_gap(struct fdx_gate *g)
+{
+	if (gap_pushed++)
+		return;
+	fdx__gate_push(g, event_item(0, 1, FDX__DH_PRIORITY)); /* first in the stream */
+	fdx__gate_push(g, event_item(0, 2, 0)); /* after it */
+}
+
+static void test_an_item_pushed_after_a_priority_one_mid_take_does_not_overtake_it(void **state)
+{
+	struct fdx_view v;
+	uint64_t id;
+	struct rig r;
+
+	(void)state;
+	rig_open(&r, FDX_PARTITION_BUFFER_TIMEOUT, 60000);
+	assert_int_equal(fdx_gate_next(r.gate, &v, 0), -EAGAIN); /* takes the channel's opening */
+	gap_pushed = 0;
+	fdx__gate_test_between_pops = push_in_the_gap;
+	for (uint64_t want = 1; want <= 2; want++) {
+		assert_int_equal(fdx_gate_next(r.gate, &v, 5000), 0);
+		assert_int_equal(v.kind, FDX_VIEW_EVENT);
+		memcpy(&id, v.data, sizeof(id));
+		if (id != want)
+			fail_msg("event %llu came first, before the priority event sent before it",
+				 (unsigned long long)id);
+		assert_int_equal(v.event_flags, want == 1 ? FDX_EVENT_PRIORITY : 0);
+		assert_int_equal(fdx_gate_release(r.gate, &v), 0);
+	}
+	fdx__gate_test_between_pops = NULL;
+	assert_true(gap_pushed > 0);
+	rig_close(&r);
+}
+
+/*
+ * A stream that closes a channel and opens it again at once: the loop's
+ * CLOSED of the first opening may reach the gate after the cq thread's
+ * OPENED of the second. It must not close the second (the producer then
+ * waited for credit the gate no longer counted: finish hung).
+ */
+static struct fdx__gitem *open_close_item(uint32_t kind, uint64_t sess, uint64_t opening)
+{
+	struct fdx__gitem *it = calloc(1, sizeof(*it));
+
+	assert_non_null(it);
+	it->kind = (uint8_t)kind;
+	it->sess = sess;
+	it->opening = opening;
+	return it;
+}
+
+static void test_a_late_close_of_an_earlier_opening_leaves_the_channel_open(void **state)
+{
+	struct fdx_exchange_opts eo = {.size = sizeof(eo), .listen = "127.0.0.1:0"};
+	struct fdx_gate_opts go = {
+		.size = sizeof(go), .gate = 1, .n_channels = 1, .exclusive_credits = 2};
+	struct fdx_gate_stats st = {.size = sizeof(st)};
+	struct fdx_exchange *ex;
+	struct fdx_gate *g;
+	struct fdx_view v;
+
+	(void)state;
+	assert_int_equal(fdx_exchange_create(&eo, &ex), 0);
+	assert_int_equal(fdx_gate_create(ex, NULL, &go, &g), 0);
+	fdx__gate_push(g, open_close_item(FDX__GI_OPENED, 7, 1));
+	fdx__gate_push(g, open_close_item(FDX__GI_OPENED, 7, 2)); /* reopened by session 7 */
+	fdx__gate_push(g, open_close_item(FDX__GI_CLOSED, 7, 1)); /* the first opening's, late */
+	assert_int_equal(fdx_gate_next(g, &v, 0), -EAGAIN);
+	assert_int_equal(fdx_gate_stats(g, &st), 0);
+	assert_int_equal(st.channels_open, 1);
+	fdx__gate_push(g, open_close_item(FDX__GI_CLOSED, 7, 2)); /* the second's closes it */
+	assert_int_equal(fdx_gate_next(g, &v, 0), -EAGAIN);
+	assert_int_equal(fdx_gate_stats(g, &st), 0);
+	assert_int_equal(st.channels_open, 0);
+	fdx_gate_destroy(g);
+	fdx_exchange_destroy(ex);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -385,6 +602,10 @@ int main(void)
 		cmocka_unit_test(test_event_to_all_skips_an_ended_subpartition),
 		cmocka_unit_test(test_record_above_gate_max_fails_a_remote_channel),
 		cmocka_unit_test(test_gate_event_fd_wakes_an_event_loop),
+		cmocka_unit_test(test_data_after_a_priority_event_never_overtakes_it),
+		cmocka_unit_test(
+			test_an_item_pushed_after_a_priority_one_mid_take_does_not_overtake_it),
+		cmocka_unit_test(test_a_late_close_of_an_earlier_opening_leaves_the_channel_open),
 	};
 	const char *filter = getenv("FDX_TEST_FILTER");
 

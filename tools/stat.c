@@ -44,10 +44,11 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
+#include <fdx/exchange.h> /* FDX_PROTOCOL_VERSION only: no link with fdx */
+
 #include "exchange.pb-c.h"
 
 #define METHOD "/fdx.DataExchange/ExchangeData"
-#define PROTOCOL_VERSION 1u
 #define MAX_TMS 64
 #define TIMEOUT_MS 3000
 
@@ -206,7 +207,7 @@ static int tm_open(struct target *t)
 					   grpc_slice_from_static_string(METHOD), NULL,
 					   gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 	snprintf(id, sizeof(id), "fdx-stat-%d", (int)getpid());
-	h.protocol_version = PROTOCOL_VERSION;
+	h.protocol_version = FDX_PROTOCOL_VERSION;
 	h.taskmanager_id = id;
 	h.uid = (uint32_t)geteuid();
 	h.pid = (uint32_t)getpid();

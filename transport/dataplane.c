@@ -264,29 +264,41 @@ static void gate_opened(void *ud, uint32_t ch, uint64_t sess, const char *peer)
 {
 	struct fdx_gate *g = ud;
 	struct fdx__gitem *it = gitem_new(FDX__GI_OPENED, ch, 0);
+	uint64_t opening;
 
 	(void)peer;
 	atomic_store_explicit(&g->ch[ch].granted_total, g->exclusive, memory_order_relaxed);
 	atomic_store_explicit(&g->ch[ch].eop, 0, memory_order_relaxed);
+	opening = atomic_fetch_add_explicit(&g->ch[ch].opening, 1, memory_order_relaxed) + 1;
 	atomic_store_explicit(&g->ch[ch].sess, sess, memory_order_release);
 	if (!it) {
 		FDX_LOG_ERR(g->log, "gate %u: out of memory opening channel %u", g->id, ch);
 		return;
 	}
 	it->sess = sess;
+	it->opening = opening;
 	fdx__gate_push(g, it);
 }
 
 static void gate_close_now(struct fdx_gate *g, uint32_t ch, uint64_t sess)
 {
-	uint64_t was = sess;
+	uint64_t was = sess, opening;
 	struct fdx__gitem *it;
 
+	/*
+	 * The opening we close: read after its session (stored after it) and
+	 * before the channel is free, so no newer opening can have begun. The
+	 * gate ignores a CLOSED of an opening it has seen replaced.
+	 */
+	if (atomic_load_explicit(&g->ch[ch].sess, memory_order_acquire) != sess)
+		return;
+	opening = atomic_load_explicit(&g->ch[ch].opening, memory_order_relaxed);
 	if (!atomic_compare_exchange_strong(&g->ch[ch].sess, &was, 0))
 		return;
 	it = gitem_new(FDX__GI_CLOSED, ch, 0);
 	if (it) {
 		it->sess = sess;
+		it->opening = opening;
 		fdx__gate_push(g, it);
 	}
 }
@@ -1080,8 +1092,10 @@ static int check_hdr(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_
 		return -1;
 	}
 	/* The loop owns the sequence: it restarts with each new opening. */
-	if (gc->seq_sess != sess) {
+	if (gc->seq_sess != sess ||
+	    gc->seq_open != atomic_load_explicit(&gc->opening, memory_order_relaxed)) {
 		gc->seq_sess = sess;
+		gc->seq_open = atomic_load_explicit(&gc->opening, memory_order_relaxed);
 		gc->expect_seq = 0;
 		gc->rcvd = 0;
 	}

@@ -249,8 +249,15 @@ struct fdx_exchange {
 	struct peer *peers;
 	struct session *sessions;
 	struct gate *gates;
-	struct cli_chan **cchans; /* by channel id; index 0 unused */
+	/*
+	 * Our channels by id: open addressing (a power of two, at most half
+	 * full). Ids count up from 1 and are not reused before they wrap (2^32
+	 * openings), so a stale id names no channel; a channel is freed when its
+	 * consumer confirmed the close (ChannelClosed) or its stream ended.
+	 */
+	struct cli_chan **cchans;
 	uint32_t n_cchans, cap_cchans;
+	uint32_t next_id;
 	uint32_t open_out; /* channels in state CHAN_OPEN */
 
 	/* cq thread -> owner */
@@ -992,6 +999,16 @@ static void session_on_greeted_frame(struct session *s, const Fdx__ControlFrame 
 		session_unknown_channel(s, id);
 		return;
 	}
+	/* We forget it now and name it no more: the producer may free it. */
+	{
+		Fdx__ControlFrame af = FDX__CONTROL_FRAME__INIT;
+		Fdx__ChannelClosed cc = FDX__CHANNEL_CLOSED__INIT;
+
+		cc.channel = id;
+		af.frame_case = FDX__CONTROL_FRAME__FRAME_CLOSED;
+		af.closed = &cc;
+		session_send(s, &af);
+	}
 	if (c->gone) { /* it crossed our Error saying the gate went */
 		session_chan_remove(s, c);
 		free(c->offs);
@@ -1183,14 +1200,97 @@ static void peer_post_recv(struct peer *p)
 	start_batch(p->call, ops, n, &p->t_recv, &p->pending);
 }
 
+/* ---- our channels by id --------------------------------------------------- */
+
+static uint32_t chan_slot(const struct fdx_exchange *ex, uint32_t id)
+{
+	return (uint32_t)(((uint64_t)id * 0x9e3779b97f4a7c15ull) >> 32) & (ex->cap_cchans - 1);
+}
+
+/* With ex->lock held: the channel with that id, or NULL. */
+static struct cli_chan *chan_get(const struct fdx_exchange *ex, uint32_t id)
+{
+	if (id == 0 || !ex->cap_cchans)
+		return NULL;
+	for (uint32_t i = chan_slot(ex, id); ex->cchans[i]; i = (i + 1) & (ex->cap_cchans - 1))
+		if (ex->cchans[i]->id == id)
+			return ex->cchans[i];
+	return NULL;
+}
+
+static void chan_insert(struct fdx_exchange *ex, struct cli_chan *c)
+{
+	uint32_t i = chan_slot(ex, c->id);
+
+	while (ex->cchans[i])
+		i = (i + 1) & (ex->cap_cchans - 1);
+	ex->cchans[i] = c;
+	ex->n_cchans++;
+}
+
+/* With ex->lock held: room for one more channel; 0 or -ENOMEM. */
+static int chan_reserve(struct fdx_exchange *ex)
+{
+	struct cli_chan **old = ex->cchans;
+	uint32_t oldcap = ex->cap_cchans, cap;
+
+	if (2 * (ex->n_cchans + 1) <= ex->cap_cchans)
+		return 0;
+	if (ex->cap_cchans >= (1u << 30))
+		return -ENOMEM;
+	cap = ex->cap_cchans ? 2 * ex->cap_cchans : 64;
+	ex->cchans = calloc(cap, sizeof(*ex->cchans));
+	if (!ex->cchans) {
+		ex->cchans = old;
+		return -ENOMEM;
+	}
+	ex->cap_cchans = cap;
+	ex->n_cchans = 0;
+	for (uint32_t i = 0; i < oldcap; i++)
+		if (old[i])
+			chan_insert(ex, old[i]);
+	free(old);
+	return 0;
+}
+
+/* With ex->lock held: c leaves the map (backward-shift deletion). */
+static void chan_remove(struct fdx_exchange *ex, struct cli_chan *c)
+{
+	uint32_t mask = ex->cap_cchans - 1, i, j;
+
+	if (!ex->cap_cchans)
+		return;
+	for (i = chan_slot(ex, c->id); ex->cchans[i] != c; i = (i + 1) & mask)
+		if (!ex->cchans[i])
+			return;
+	for (j = (i + 1) & mask; ex->cchans[j]; j = (j + 1) & mask) {
+		uint32_t home = chan_slot(ex, ex->cchans[j]->id);
+
+		if (((j - home) & mask) >= ((j - i) & mask)) {
+			ex->cchans[i] = ex->cchans[j];
+			i = j;
+		}
+	}
+	ex->cchans[i] = NULL;
+	ex->n_cchans--;
+}
+
+/* With ex->lock held and room reserved: the next id no channel has (never 0). */
+static uint32_t chan_new_id(struct fdx_exchange *ex)
+{
+	do {
+		if (++ex->next_id == 0)
+			ex->next_id = 1;
+	} while (chan_get(ex, ex->next_id));
+	return ex->next_id;
+}
+
 /* The producer's channel id on p's stream, or NULL if p never opened it. */
 static struct cli_chan *peer_chan(struct peer *p, uint32_t id)
 {
-	struct fdx_exchange *ex = p->ex;
+	struct cli_chan *c = chan_get(p->ex, id);
 
-	if (id == 0 || id >= ex->n_cchans || !ex->cchans[id] || ex->cchans[id]->p != p)
-		return NULL;
-	return ex->cchans[id];
+	return c && c->p == p ? c : NULL;
 }
 
 /* With ex->lock held: queue a frame on p's stream. */
@@ -1296,12 +1396,24 @@ static void chan_detach_locked(struct cli_chan *c)
 static void chan_free_locked(struct fdx_exchange *ex, struct cli_chan *c)
 {
 	chan_detach_locked(c);
-	if (ex->cchans[c->id] == c)
-		ex->cchans[c->id] = NULL;
+	chan_remove(ex, c);
 	if (c->state == CHAN_OPEN)
 		ex->open_out--;
 	free(c->inflight);
 	free(c);
+}
+
+/* With ex->lock held: ask the consumer to close channel id (answered by ChannelClosed). */
+static void peer_send_close_locked(struct peer *p, uint32_t id, int data_close)
+{
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__CloseChannel cl = FDX__CLOSE_CHANNEL__INIT;
+
+	cl.channel = id;
+	cl.data_close = data_close;
+	f.frame_case = FDX__CONTROL_FRAME__FRAME_CLOSE;
+	f.close = &cl;
+	peer_send_locked(p, &f);
 }
 
 /* With ex->lock held: send the changed backlogs together, when p's stream is idle. */
@@ -1490,13 +1602,7 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 		c = peer_chan(p, f->open_ack->id);
 		if (c && c->state == CHAN_ABANDONED) {
 			/* The opener gave up: close what the consumer opened meanwhile. */
-			Fdx__ControlFrame cf = FDX__CONTROL_FRAME__INIT;
-			Fdx__CloseChannel cl = FDX__CLOSE_CHANNEL__INIT;
-
-			cl.channel = c->id;
-			cf.frame_case = FDX__CONTROL_FRAME__FRAME_CLOSE;
-			cf.close = &cl;
-			peer_send_locked(p, &cf);
+			peer_send_close_locked(p, c->id, 0);
 			c->state = CHAN_CLOSED;
 			break;
 		}
@@ -1536,7 +1642,26 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 			} else
 				ev_channel_failed_locked(ex, c->id, c->gate, c->gate_channel,
 							 FDX_EPEERGONE, p->remote_tm, msg);
+			/* The consumer keeps it until our close; its answer frees it here. */
+			peer_send_close_locked(p, c->id, 0);
 		}
+		break;
+	case FDX__CONTROL_FRAME__FRAME_CLOSED:
+		/* The consumer forgot a channel we closed: no frame names it any more. */
+		c = peer_chan(p, f->closed->channel);
+		if (!c || c->state != CHAN_CLOSED || c->opening) {
+			snprintf(msg, sizeof(msg), "close confirmed for channel %u, not closed",
+				 f->closed->channel);
+			peer_fail(p, msg);
+			break;
+		}
+		/*
+		 * What is still in flight on a data-plane channel is never handed
+		 * back now; it stays the consumer's until the stream ends (it may
+		 * still be read), so the channel stays until then too.
+		 */
+		if (!(c->hooks && c->n_inflight && !c->took_back))
+			chan_free_locked(ex, c);
 		break;
 	case FDX__CONTROL_FRAME__FRAME_CREDIT:
 		peer_on_credit(p, f->credit);
@@ -1848,27 +1973,18 @@ static int open_begin_locked(struct fdx_exchange *ex, struct peer *p, const char
 	struct cli_chan *c;
 	uint32_t id;
 
-	if (ex->n_cchans == ex->cap_cchans) {
-		uint32_t cap = ex->cap_cchans ? 2 * ex->cap_cchans : 64;
-		struct cli_chan **a = realloc(ex->cchans, cap * sizeof(*a));
-
-		if (!a)
-			return -ENOMEM;
-		ex->cchans = a;
-		ex->cap_cchans = cap;
-		if (ex->n_cchans == 0)
-			ex->cchans[ex->n_cchans++] = NULL; /* id 0 means none */
-	}
+	if (chan_reserve(ex))
+		return -ENOMEM;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	id = ex->n_cchans++;
-	ex->cchans[id] = c;
+	id = chan_new_id(ex);
+	c->id = id;
+	chan_insert(ex, c);
 	c->p = p;
 	c->pnext = p->chans;
 	p->chans = c;
 	c->opening = 1;
-	c->id = id;
 	c->gate = gate;
 	c->gate_channel = gate_channel;
 	c->subpartition = subpartition;
@@ -1949,9 +2065,9 @@ FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
 /* With ex->lock held: the open channel with that id, or NULL. */
 static struct cli_chan *open_chan_locked(struct fdx_exchange *ex, uint32_t id)
 {
-	if (id == 0 || id >= ex->n_cchans || !ex->cchans[id] || ex->cchans[id]->state != CHAN_OPEN)
-		return NULL;
-	return ex->cchans[id];
+	struct cli_chan *c = chan_get(ex, id);
+
+	return c && c->state == CHAN_OPEN ? c : NULL;
 }
 
 FDX_API int fdx_exchange_sent(struct fdx_exchange *ex, uint32_t channel, uint64_t offset)
@@ -2005,8 +2121,6 @@ FDX_API int fdx_exchange_backlog(struct fdx_exchange *ex, uint32_t channel, uint
 
 static int close_channel(struct fdx_exchange *ex, uint32_t channel, int data_close)
 {
-	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
-	Fdx__CloseChannel cl = FDX__CLOSE_CHANNEL__INIT;
 	struct cli_chan *c;
 	int err = 0;
 
@@ -2017,10 +2131,6 @@ static int close_channel(struct fdx_exchange *ex, uint32_t channel, int data_clo
 	if (!c) {
 		err = -ENOENT;
 	} else {
-		cl.channel = channel;
-		cl.data_close = data_close;
-		f.frame_case = FDX__CONTROL_FRAME__FRAME_CLOSE;
-		f.close = &cl;
 		/* A backlog not yet sent would follow the close and name a closed channel. */
 		if (c->bl_dirty) {
 			struct cli_chan **pp = &c->p->bl_dirty;
@@ -2030,8 +2140,8 @@ static int close_channel(struct fdx_exchange *ex, uint32_t channel, int data_clo
 			*pp = c->bl_next;
 			c->bl_dirty = 0;
 		}
-		peer_send_locked(c->p, &f);
-		/* Kept until the stream ends: credit sent before the close still arrives. */
+		peer_send_close_locked(c->p, channel, data_close);
+		/* Kept until the consumer confirms: credit sent before the close still arrives. */
 		c->state = CHAN_CLOSED;
 		ex->open_out--;
 	}
@@ -2264,10 +2374,13 @@ int fdx__exchange_hook_channel(struct fdx_exchange *ex, uint32_t channel,
 
 void fdx__exchange_unhook_channel(struct fdx_exchange *ex, uint32_t channel)
 {
+	struct cli_chan *c;
+
 	pthread_mutex_lock(&ex->lock);
-	if (channel && channel < ex->n_cchans && ex->cchans[channel]) {
-		ex->cchans[channel]->hooks = NULL;
-		ex->cchans[channel]->hook_ud = NULL;
+	c = chan_get(ex, channel);
+	if (c) {
+		c->hooks = NULL;
+		c->hook_ud = NULL;
 	}
 	pthread_mutex_unlock(&ex->lock);
 }
@@ -2300,18 +2413,13 @@ static void chan_return_inflight_locked(struct cli_chan *c)
 
 void fdx__exchange_fail_channel(struct fdx_exchange *ex, uint32_t channel)
 {
-	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
-	Fdx__CloseChannel cl = FDX__CLOSE_CHANNEL__INIT;
 	struct cli_chan *c;
 
 	pthread_mutex_lock(&ex->lock);
 	c = open_chan_locked(ex, channel);
 	if (c) {
 		chan_return_inflight_locked(c);
-		cl.channel = channel;
-		f.frame_case = FDX__CONTROL_FRAME__FRAME_CLOSE;
-		f.close = &cl;
-		peer_send_locked(c->p, &f);
+		peer_send_close_locked(c->p, channel, 0);
 		c->state = CHAN_CLOSED;
 		ex->open_out--;
 	}
@@ -2892,7 +3000,7 @@ FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
 		free(g->chans);
 		free(g);
 	}
-	for (uint32_t i = 0; i < ex->n_cchans; i++)
+	for (uint32_t i = 0; i < ex->cap_cchans; i++)
 		if (ex->cchans[i]) {
 			free(ex->cchans[i]->inflight);
 			free(ex->cchans[i]);
@@ -3027,6 +3135,9 @@ FDX_API int fdx_exchange_stats(struct fdx_exchange *ex, struct fdx_exchange_stat
 	for (struct session *ss = ex->sessions; ss; ss = ss->next)
 		s.channels_in += ss->n_chans;
 	s.channels_out = ex->open_out;
+	for (uint32_t i = 0; i < ex->cap_cchans; i++)
+		if (ex->cchans[i] && ex->cchans[i]->state == CHAN_CLOSED)
+			s.channels_closing++;
 	pthread_mutex_unlock(&ex->lock);
 	fdx__stats_copy(st, &s, sizeof(s));
 	return 0;
@@ -3102,7 +3213,7 @@ int fdx__fuzz_open_end(struct fdx_exchange *ex, uint32_t id, int timed_out, uint
 	int err;
 
 	pthread_mutex_lock(&ex->lock);
-	c = id < ex->n_cchans ? ex->cchans[id] : NULL;
+	c = chan_get(ex, id);
 	if (!c || !c->opening)
 		err = -EINVAL;
 	else if (c->state == CHAN_OPENING && !timed_out)
@@ -3123,11 +3234,10 @@ int fdx__fuzz_exchange_idle(struct fdx_exchange *ex)
 	int busy;
 
 	pthread_mutex_lock(&ex->lock);
-	busy = ex->sessions || ex->peers || ex->n_sessions || ex->n_peers || ex->open_out;
-	for (uint32_t i = 0; i < ex->n_cchans && !busy; i++)
-		busy = ex->cchans[i] != NULL;
+	busy = ex->sessions || ex->peers || ex->n_sessions || ex->n_peers || ex->open_out ||
+	       ex->n_cchans;
 	if (!busy) {
-		ex->n_cchans = ex->cap_cchans ? 1 : 0; /* id 0 means none */
+		ex->next_id = 0; /* the same ids for every input */
 		ex->sess_serial = 0;
 	}
 	pthread_mutex_unlock(&ex->lock);

@@ -27,7 +27,7 @@ FDX_BEGIN_DECLS
 struct fdx_exchange;
 
 /** The control-plane protocol version this library speaks. */
-#define FDX_PROTOCOL_VERSION 1u
+#define FDX_PROTOCOL_VERSION 2u
 
 /** Most uids an exchange can be told to accept on its Unix socket. */
 #define FDX_EXCHANGE_MAX_UIDS 16u
@@ -206,7 +206,10 @@ FDX_API int fdx_exchange_backlog(struct fdx_exchange *ex, uint32_t channel, uint
 /**
  * Producer: close channel; the consumer is told (FDX_EV_CHANNEL_CLOSED) and
  * may let another producer open that input channel. Credit the consumer sent
- * before it saw the close still comes as FDX_EV_CREDIT.
+ * before it saw the close still comes as FDX_EV_CREDIT. The channel's memory
+ * goes when the consumer confirms the close (its ChannelClosed frame, after
+ * any such credit) or the stream ends; channel ids are not reused before
+ * 2^32 openings, so a closed id names no channel.
  *
  * @return 0; -EINVAL if ex is NULL; -ENOENT if channel is not open.
  */
@@ -280,6 +283,7 @@ struct fdx_exchange_stats {
 	uint64_t credits_in; /**< credit received */
 	uint32_t channels_in; /**< input channels open (consumer side) */
 	uint32_t channels_out; /**< channels open (producer side) */
+	uint32_t channels_closing; /**< closed by us, the consumer's confirmation awaited */
 };
 
 /**

@@ -338,6 +338,18 @@ static void c_close(struct buf *b, uint32_t id, int data_close)
 	cframe(b, &f);
 }
 
+/* The consumer's answer to our close. */
+static void c_closed(struct buf *b, uint32_t id)
+{
+	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
+	Fdx__ChannelClosed c = FDX__CHANNEL_CLOSED__INIT;
+
+	c.channel = id;
+	f.frame_case = FDX__CONTROL_FRAME__FRAME_CLOSED;
+	f.closed = &c;
+	cframe(b, &f);
+}
+
 static void c_backlog(struct buf *b, uint32_t n, const uint32_t *ids, const uint32_t *bls)
 {
 	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
@@ -537,6 +549,21 @@ static void control_seeds(void)
 	op(&b, 5, (const uint8_t[]){0, 0}, 2); /* close channel 1 */
 	c_credit(&b, (const struct cr[]){{1, 1, 1, {OFFI(3)}}}, 1); /* after the close: counts */
 	save("control", "peer-basic", &b);
+
+	/* peer: closes confirmed (the channel is freed), credit after that fails the stream. */
+	control_start(&b, C_PEER | (1u << 4) | C_HOOK | C_READS | C_OWNER);
+	c_hello_ack(&b);
+	c_open_ack(&b, 1, 2);
+	c_open_ack(&b, 2, 2);
+	op(&b, 2, (const uint8_t[]){0, 0}, 2); /* sent on channel 1 */
+	op(&b, 5, (const uint8_t[]){0, 1}, 2); /* close channel 1 with a CLOSE frame */
+	c_credit(&b, (const struct cr[]){{1, 1, 1, {OFFI(0)}}}, 1); /* crossed the close */
+	c_closed(&b, 1);
+	c_error(&b, -ENOENT, 2, "seed: gate gone"); /* we close 2 in answer */
+	c_closed(&b, 2);
+	c_closed(&b, 2); /* twice: no such channel */
+	c_credit(&b, (const struct cr[]){{1, 1, 0, {0}}}, 1);
+	save("control", "peer-close-confirmed", &b);
 
 	/* peer, hooked channels (as the data plane): taken back when the stream fails. */
 	control_start(&b, C_PEER | (3u << 4) | C_HOOK | C_READS | (1u << 1));
