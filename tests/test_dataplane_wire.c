@@ -42,6 +42,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1639,27 +1640,49 @@ static int other_uid_connect(const char *path)
  * everyone here, as a careless deployment might): SO_PEERCRED refuses it on
  * each, the reason is logged, and the exchange serves its own uid as before.
  */
+/* An exchange of its own, its sockets in a temporary directory; no peer. */
+struct lone {
+	struct test_log lg;
+	struct fdx_exchange *ex;
+	char dir[32], listen[160], ctl[128], data[160];
+};
+
+static void lone_open(struct lone *l)
+{
+	struct fdx_exchange_opts eo = {.size = sizeof(eo)};
+
+	memset(l, 0, sizeof(*l));
+	snprintf(l->dir, sizeof(l->dir), "/tmp/fdx-lone-XXXXXX");
+	assert_non_null(mkdtemp(l->dir));
+	assert_int_equal(chmod(l->dir, 0711), 0);
+	snprintf(l->ctl, sizeof(l->ctl), "%s/tm.sock", l->dir);
+	snprintf(l->listen, sizeof(l->listen), "unix:%s", l->ctl);
+	eo.listen = l->listen;
+	eo.log_fn = test_log_fn;
+	eo.log_ud = &l->lg;
+	assert_int_equal(fdx_exchange_create(&eo, &l->ex), 0);
+	snprintf(l->data, sizeof(l->data), "%s",
+		 fdx__dp_unix_endpoint(fdx__exchange_dp(l->ex)) + 5);
+}
+
+static void lone_close(struct lone *l)
+{
+	fdx_exchange_destroy(l->ex);
+	unlink(l->data);
+	unlink(l->ctl);
+	assert_int_equal(rmdir(l->dir), 0);
+}
+
 static void test_peer_of_another_uid_is_refused_on_both_unix_sockets(void **state)
 {
-	struct test_log lg = {0};
-	struct fdx_exchange_opts eo = {.size = sizeof(eo)};
 	struct fdx_exchange_stats st = {.size = sizeof(st)};
-	struct fdx_exchange *ex;
-	char dir[] = "/tmp/fdx-uid-XXXXXX", listen[160], ctl[128], data[160];
-	const char *paths[2] = {ctl, data};
+	struct lone l;
+	const char *paths[2] = {l.ctl, l.data};
 
 	(void)state;
 	if (geteuid() != 0)
 		skip(); /* only root can be another uid */
-	assert_non_null(mkdtemp(dir));
-	assert_int_equal(chmod(dir, 0711), 0);
-	snprintf(ctl, sizeof(ctl), "%s/tm.sock", dir);
-	snprintf(listen, sizeof(listen), "unix:%s", ctl);
-	eo.listen = listen;
-	eo.log_fn = test_log_fn;
-	eo.log_ud = &lg;
-	assert_int_equal(fdx_exchange_create(&eo, &ex), 0);
-	snprintf(data, sizeof(data), "%s", fdx__dp_unix_endpoint(fdx__exchange_dp(ex)) + 5);
+	lone_open(&l);
 	for (int i = 0; i < 2; i++) {
 		int status;
 		pid_t pid;
@@ -1674,16 +1697,177 @@ static void test_peer_of_another_uid_is_refused_on_both_unix_sockets(void **stat
 		assert_int_equal(WEXITSTATUS(status), 0);
 	}
 	/* The control socket's refusal is counted and logged by the accepting thread. */
-	for (int i = 0; i < 500 && (fdx_exchange_stats(ex, &st), st.peers_refused < 1); i++)
+	for (int i = 0; i < 500 && (fdx_exchange_stats(l.ex, &st), st.peers_refused < 1); i++)
 		test_sleep_us(10000);
 	assert_int_equal(st.peers_refused, 1);
-	assert_non_null(strstr(lg.all, "refused a data socket from uid 65534"));
+	assert_non_null(strstr(l.lg.all, "refused a data socket from uid 65534"));
 	/* Our own uid is still served. */
-	assert_int_equal(fdx_exchange_connect(ex, listen, 5000), 0);
-	fdx_exchange_destroy(ex);
-	unlink(data);
-	unlink(ctl);
-	assert_int_equal(rmdir(dir), 0);
+	assert_int_equal(fdx_exchange_connect(l.ex, l.listen, 5000), 0);
+	lone_close(&l);
+}
+
+static int unix_connect(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_true(strlen(path) < sizeof(sa.sun_path));
+	strcpy(sa.sun_path, path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+/* Wait up to ms for fd to be closed by the other end: 1 if it was, 0 if not. */
+static int closed_within(int fd, int ms)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	char b;
+
+	if (poll(&pfd, 1, ms) != 1)
+		return 0;
+	return recv(fd, &b, 1, MSG_DONTWAIT) <= 0;
+}
+
+/*
+ * Data sockets that never finish their hello (silent, or half a hello) are
+ * closed after a few seconds, not held for ever; their descriptors go.
+ */
+static void test_a_data_socket_without_its_hello_is_closed_in_time(void **state)
+{
+	struct lone l;
+	int fds_before, silent, half;
+	uint8_t hello[sizeof(struct fdx__dhdr) + FDX__TOKEN_LEN];
+
+	(void)state;
+	lone_open(&l);
+	fds_before = test_count_fds();
+	silent = unix_connect(l.data);
+	half = unix_connect(l.data);
+	hello_make(hello, FDX_LINK_TCP, (const uint8_t *)"0123456789abcdef");
+	assert_int_equal(send(half, hello, sizeof(hello) / 2, MSG_NOSIGNAL),
+			 (ssize_t)sizeof(hello) / 2);
+	assert_false(closed_within(silent, 500)); /* it has its time */
+	assert_true(closed_within(silent, 10000));
+	assert_true(closed_within(half, 10000));
+	close(silent);
+	close(half);
+	TEST_WAIT_UNTIL(test_count_fds() == fds_before);
+	TEST_WAIT_UNTIL(strstr(l.lg.all, "no hello within the time allowed") != NULL);
+	assert_int_equal(fdx_exchange_connect(l.ex, l.listen, 5000), 0); /* still serving */
+	lone_close(&l);
+}
+
+/*
+ * A flood of data sockets that send nothing: 64 may wait for their hello at
+ * once, the next ones are closed at accept (well before the hello timeout).
+ */
+#define FLOOD 64
+
+static void test_a_flood_of_silent_data_sockets_is_bounded(void **state)
+{
+	int fds[FLOOD + 4], fds_before;
+	struct lone l;
+
+	(void)state;
+	lone_open(&l);
+	fds_before = test_count_fds();
+	for (int i = 0; i < FLOOD + 4; i++)
+		fds[i] = unix_connect(l.data);
+	for (int i = FLOOD; i < FLOOD + 4; i++)
+		if (!closed_within(fds[i], 2000))
+			fail_msg("data socket %d of a flood of %d was not refused", i + 1,
+				 FLOOD + 4);
+	for (int i = 0; i < FLOOD; i++)
+		assert_false(closed_within(fds[i], 0));
+	TEST_WAIT_UNTIL(strstr(l.lg.all, "others are still to send their hello") != NULL);
+	for (int i = 0; i < FLOOD + 4; i++)
+		close(fds[i]);
+	TEST_WAIT_UNTIL(test_count_fds() == fds_before);
+	lone_close(&l);
+}
+
+/*
+ * Out of descriptors: accept fails with EMFILE while a connection waits. The
+ * loop pauses accepting instead of retrying at once (it used to spin on the
+ * same failure), and accepts the connection once descriptors are back.
+ */
+/* An open /proc stat file of this process's thread named comm (-1 if none). */
+static int thread_stat_fd(const char *comm)
+{
+	char path[320], name[64];
+	struct dirent *e;
+	DIR *d = opendir("/proc/self/task");
+	int fd = -1;
+
+	assert_non_null(d);
+	while (fd < 0 && (e = readdir(d))) {
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(name, sizeof(name), f) && strncmp(name, comm, strlen(comm)) == 0) {
+			snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return fd;
+}
+
+/* The CPU time (user + system, s) in a thread's stat file; opens nothing. */
+static double thread_cpu_s(int fd)
+{
+	char buf[512];
+	unsigned long ut = 0, st = 0;
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	const char *p;
+
+	assert_true(n > 0);
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	/* After ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime. */
+	assert_non_null(p);
+	assert_int_equal(
+		sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st), 2);
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static void test_out_of_descriptors_the_data_plane_pauses_accepting(void **state)
+{
+	struct rlimit old, low;
+	struct lone l;
+	double cpu0, cpu1;
+	int fd, n, io;
+
+	(void)state;
+	lone_open(&l);
+	io = thread_stat_fd("fdx-io");
+	assert_true(io >= 0);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	n = test_count_fds();
+	low = old;
+	low.rlim_cur = (rlim_t)n + 1; /* room for our connecting socket only */
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	fd = unix_connect(l.data); /* waits in the backlog: accept gets EMFILE */
+	TEST_WAIT_UNTIL(strstr(l.lg.all, "accepting again in") != NULL);
+	cpu0 = thread_cpu_s(io);
+	test_sleep_us(1000000); /* a second with the connection pending */
+	cpu1 = thread_cpu_s(io);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	if (cpu1 - cpu0 > 0.3)
+		fail_msg("the data plane's loop used %.2f s of CPU in 1 s out of descriptors",
+			 cpu1 - cpu0);
+	/* Descriptors back: it is accepted, and closed when its hello does not come. */
+	assert_true(closed_within(fd, 10000));
+	close(fd);
+	close(io);
+	lone_close(&l);
 }
 
 int main(int argc, char **argv)
@@ -1695,6 +1879,9 @@ int main(int argc, char **argv)
 			test_remote_open_of_a_local_channel_is_refused, setup_local_taken,
 			teardown),
 		cmocka_unit_test(test_peer_of_another_uid_is_refused_on_both_unix_sockets),
+		cmocka_unit_test(test_a_data_socket_without_its_hello_is_closed_in_time),
+		cmocka_unit_test(test_a_flood_of_silent_data_sockets_is_bounded),
+		cmocka_unit_test(test_out_of_descriptors_the_data_plane_pauses_accepting),
 	};
 #undef WIRE_TEST_ENTRY
 

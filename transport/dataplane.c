@@ -61,6 +61,15 @@
 #define TICK_DEFAULT_MS 100u
 #define CONNECT_TIMEOUT_DEFAULT_MS 5000
 #define GONE_GATES 16u /* gates removed lately: their late frames are dropped, not fatal */
+/*
+ * An accepted data socket must send its hello within HELLO_TIMEOUT_MS (a
+ * producer sends it right after connecting); at most HELLO_PENDING_MAX wait
+ * for theirs at once, more are closed at accept. Out of descriptors (EMFILE
+ * and the like), accepting pauses ACCEPT_PAUSE_MS instead of spinning.
+ */
+#define HELLO_TIMEOUT_MS 3000u
+#define HELLO_PENDING_MAX 64u
+#define ACCEPT_PAUSE_MS 100u
 
 enum op_kind { OP_WAKE = 1, OP_ACCEPT_UNIX, OP_ACCEPT_TCP, OP_SEND, OP_RECV, OP_HELLO };
 
@@ -121,6 +130,7 @@ struct fdx__conn {
 		alignas(struct cmsghdr) char buf[CMSG_SPACE(sizeof(int) * 8)];
 	} cbuf;
 	int hello_fd;
+	uint64_t hello_by; /* accepted: its hello must be in by then (0: it is) */
 	struct fdx__rmap *map;
 	struct fdx__dhdr hdr; /* tcp: the frame being received */
 	struct fdx__gitem *it;
@@ -159,6 +169,8 @@ struct fdx__dp {
 	struct fdx_gate *gates;
 	struct fdx__conn *conns;
 	uint64_t next_tick;
+	uint64_t accept_again[2]; /* unix, tcp: when to accept again after EMFILE (0: accepting) */
+	uint64_t accept_logged; /* when the last pause was logged */
 	uint64_t gone_gates[GONE_GATES]; /* id + 1 of gates removed lately, 0 = none */
 	uint32_t gone_at;
 	/* Local credit from consumer threads, applied by the loop (the partition may be gone). */
@@ -1370,6 +1382,7 @@ static void on_hello(struct fdx__conn *c, int res)
 			return;
 		}
 		c->st = RX_HDR;
+		c->hello_by = 0;
 		c->rx_len = 0;
 		c->need = HDR_LEN;
 		c->op_recv.kind = OP_RECV;
@@ -1394,6 +1407,7 @@ static void on_hello(struct fdx__conn *c, int res)
 	atomic_init(&m->refs, 1);
 	c->map = m;
 	c->st = RX_SHM;
+	c->hello_by = 0;
 	c->rx_len = 0;
 	c->op_recv.kind = OP_RECV;
 	FDX_LOG_INFO(dp->log, "exchange %s: %s: shm data socket up, region of %llu bytes mapped",
@@ -1452,12 +1466,35 @@ static void on_accept(struct fdx__dp *dp, struct op *op, int res)
 	struct fdx__conn *c;
 	int one = 1;
 
+	uint32_t waiting = 0, k = op->kind == OP_ACCEPT_UNIX ? 0 : 1;
+	uint64_t now = now_ns();
+
 	if (atomic_load(&dp->stop))
 		return;
+	if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
+		/* The connection waits in the backlog; accepting now would fail again at once. */
+		dp->accept_again[k] = now + (uint64_t)ACCEPT_PAUSE_MS * 1000000ull;
+		if (!dp->accept_logged || now - dp->accept_logged >= 1000000000ull) {
+			dp->accept_logged = now;
+			FDX_LOG_WARN(dp->log, "data plane: accept: %s; accepting again in %u ms",
+				     fdx_strerror(res), ACCEPT_PAUSE_MS);
+		}
+		return;
+	}
 	post_accept(dp, op->kind == OP_ACCEPT_UNIX ? dp->ufd : dp->tfd, op);
 	if (res < 0) {
 		if (res != -EINTR && res != -ECONNABORTED)
 			FDX_LOG_WARN(dp->log, "data plane: accept: %s", fdx_strerror(res));
+		return;
+	}
+	for (struct fdx__conn *w = dp->conns; w; w = w->next)
+		waiting += w->hello_by && !w->dead;
+	if (waiting >= HELLO_PENDING_MAX) {
+		FDX_LOG_WARN(dp->log,
+			     "data plane: refused a data socket: %u others are still to send "
+			     "their hello",
+			     waiting);
+		close(res);
 		return;
 	}
 	if (op->kind == OP_ACCEPT_UNIX) {
@@ -1482,6 +1519,7 @@ static void on_accept(struct fdx__dp *dp, struct op *op, int res)
 	snprintf(c->name, sizeof(c->name), "an unidentified peer");
 	c->st = RX_HELLO;
 	c->need = HELLO_LEN;
+	c->hello_by = now + (uint64_t)HELLO_TIMEOUT_MS * 1000000ull;
 	post_hello_recv(c);
 }
 
@@ -1611,9 +1649,29 @@ static int round_work(struct fdx__dp *dp, uint64_t now)
 						 &dp->sent_off[i], 1);
 		dp->n_sent = 0;
 	}
+	for (uint32_t k = 0; k < 2; k++) {
+		if (!dp->accept_again[k])
+			continue;
+		if (now >= dp->accept_again[k]) {
+			dp->accept_again[k] = 0;
+			post_accept(dp, k ? dp->tfd : dp->ufd,
+				    k ? &dp->op_acc_tcp : &dp->op_acc_unix);
+			did = 1;
+		} else if (dp->accept_again[k] < dp->next_tick) {
+			dp->next_tick = dp->accept_again[k];
+		}
+	}
 	for (struct fdx__conn **cp = &dp->conns; *cp;) {
 		struct fdx__conn *c = *cp;
 
+		if (c->hello_by && !c->dead) {
+			if (now >= c->hello_by) {
+				conn_kill(c, -ETIMEDOUT, "no hello within the time allowed");
+				did = 1;
+			} else if (c->hello_by < dp->next_tick) {
+				dp->next_tick = c->hello_by;
+			}
+		}
 		if (c->role == ROLE_OUT && c->need_probe && !c->dead) {
 			/* Nothing comes back on it: a receive that completes means it closed. */
 			c->need_probe = 0;
