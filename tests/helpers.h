@@ -18,6 +18,23 @@
 
 #include <fdx/fdx.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_UNDER_ASAN 1
+#endif
+#endif
+
+/* splitmix64's finalizer: the tests' plans and record keys come from it. */
+static inline uint64_t test_mix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
 /* Captures every message of an fdx log sink; the last one is kept whole. */
 struct test_log {
 	int count;

@@ -83,14 +83,6 @@
 
 #include <fdx/fdx.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_UNDER_ASAN 1
-#endif
-#endif
-
 #define SEG (32u * 1024)
 #define NBP_SEGS 256u
 #define GATE_ID 9u
@@ -182,15 +174,7 @@ static uint32_t rounds_for(int li)
 
 static uint64_t g_seed;
 
-/* splitmix64's finalizer: every random choice and every record byte comes from it. */
-static uint64_t mix64(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
+/* Every random choice and every record byte comes from test_mix64(). */
 struct rng {
 	uint64_t s;
 };
@@ -198,7 +182,7 @@ struct rng {
 static uint64_t rnd_below(struct rng *r, uint64_t n)
 {
 	r->s += 0x632be59bd9b4e019ull;
-	return n ? mix64(r->s) % n : 0;
+	return n ? test_mix64(r->s) % n : 0;
 }
 
 /* ---- records --------------------------------------------------------------- */
@@ -225,7 +209,7 @@ static uint32_t rtag(uint32_t r, uint32_t sub)
 /* Mostly 16 B .. 2 KiB; one in 64 is 8 .. 72 KiB and spans buffers. */
 static uint32_t rec_len(uint32_t tag, uint64_t seq)
 {
-	uint64_t h = mix64(((uint64_t)tag << 40) ^ seq ^ 0x6c656eull);
+	uint64_t h = test_mix64(((uint64_t)tag << 40) ^ seq ^ 0x6c656eull);
 
 	if (h % 64 == 0)
 		return SEG / 4 + (uint32_t)((h >> 8) % (2 * SEG));
@@ -234,7 +218,7 @@ static uint32_t rec_len(uint32_t tag, uint64_t seq)
 
 static uint64_t rec_key(uint32_t tag, uint64_t seq)
 {
-	return mix64(mix64(seq) ^ ((uint64_t)tag << 32));
+	return test_mix64(test_mix64(seq) ^ ((uint64_t)tag << 32));
 }
 
 /* Write record (tag, seq) at d; its length. */
@@ -2657,7 +2641,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	note_own_fds();
 	g_seed = seed && *seed ? strtoull(seed, NULL, 10)
-			       : mix64(test_now_ns() ^ ((uint64_t)getpid() << 32));
+			       : test_mix64(test_now_ns() ^ ((uint64_t)getpid() << 32));
 	printf("crash: seed %llu (FDX_TEST_SEED=%llu repeats the run)\n", ULL(g_seed), ULL(g_seed));
 	fflush(stdout);
 	if (getenv("FDX_TEST_FILTER"))

@@ -41,14 +41,6 @@
 #include <fdx/gate.h>
 #include <fdx/partition.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_UNDER_ASAN 1
-#endif
-#endif
-
 /*
  * Steps of the integrity plan (nearly every step is one record; broadcasts
  * add 15 more). FDX_TEST_RECORDS overrides it.
@@ -86,18 +78,9 @@ _Static_assert(sizeof(struct rec_hdr) == HDR, "the record header is 16 bytes");
 #define FNV_BASIS 0xcbf29ce484222325ull
 #define FNV_PRIME 0x100000001b3ull
 
-/* splitmix64's finalizer: every plan decision and record key comes from it. */
-static uint64_t mix64(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
 static uint64_t rec_key(uint32_t ch, uint64_t seq, uint32_t len)
 {
-	return mix64(mix64(seq) ^ (((uint64_t)ch << 32) | len));
+	return test_mix64(test_mix64(seq) ^ (((uint64_t)ch << 32) | len));
 }
 
 static uint32_t fold(uint64_t h)
@@ -217,7 +200,7 @@ static uint32_t rec_len(uint64_t h)
 
 static void plan(uint64_t s, struct act *a)
 {
-	uint64_t h = mix64(s ^ 0x5eedull);
+	uint64_t h = test_mix64(s ^ 0x5eedull);
 
 	memset(a, 0, sizeof(*a));
 	if (s % BARRIER_EVERY == BARRIER_EVERY - 1) {
@@ -229,11 +212,11 @@ static void plan(uint64_t s, struct act *a)
 	} else if (h % BCAST_ONE_IN == 0) {
 		a->kind = ACT_BROADCAST;
 		a->ch = N_CH;
-		a->len = rec_len(mix64(h));
+		a->len = rec_len(test_mix64(h));
 	} else {
 		a->kind = ACT_RECORD;
 		a->ch = (uint32_t)((h >> 16) % N_CH);
-		a->len = rec_len(mix64(h));
+		a->len = rec_len(test_mix64(h));
 		if (a->len <= 2048 && ((h >> 32) & 7) == 0)
 			a->room = a->len + (uint32_t)((h >> 40) % 64);
 	}
@@ -311,12 +294,12 @@ struct scenario {
 
 static uint32_t dr_channel(uint64_t i)
 {
-	return (uint32_t)(mix64(i ^ 0xd35ull) >> 17) & 1u;
+	return (uint32_t)(test_mix64(i ^ 0xd35ull) >> 17) & 1u;
 }
 
 static uint32_t dr_len(uint64_t i)
 {
-	uint64_t h = mix64(i ^ 0x1e4ull);
+	uint64_t h = test_mix64(i ^ 0x1e4ull);
 
 	if (h % 64 == 0) /* 33 KiB .. 97 KiB: two to four buffers */
 		return SEG + 1000 + (uint32_t)((h >> 8) % (2 * SEG));
@@ -632,7 +615,7 @@ static void *psample(void *arg)
 
 static uint32_t bp_len(uint64_t seq)
 {
-	return 3000 + (uint32_t)(mix64(seq) % 2000);
+	return 3000 + (uint32_t)(test_mix64(seq) % 2000);
 }
 
 /* Round robin over the channels, as fast as the pool lets it. */

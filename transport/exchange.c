@@ -129,6 +129,9 @@ struct gate {
  * open timed out; a late answer is closed again. FAILED: refused or the
  * stream ended; freed once its opener has read why.
  */
+/* The status details of a stream we end because we are being destroyed. */
+#define SHUTTING_DOWN "the TaskManager is shutting down"
+
 enum chan_state { CHAN_OPENING, CHAN_OPEN, CHAN_CLOSED, CHAN_ABANDONED, CHAN_FAILED };
 
 /* Producer side: a channel opened on the stream to a peer. */
@@ -1702,10 +1705,20 @@ static void peer_on_status_locked(struct peer *p)
 	int was_up = p->state == PEER_UP, err;
 
 	err = status_to_err(p->status, was_up);
-	if (was_up || !ex->stopping)
-		FDX_LOG_ERR(&ex->log, "exchange %s: stream to TaskManager %s at %s ended: %s (%s)",
-			    ex->tm_id, p->remote_tm[0] ? p->remote_tm : "?", p->addr,
-			    details && details[0] ? details : "no details", fdx_strerror(err));
+	if (was_up || !ex->stopping) {
+		/*
+		 * An error, unless we are stopping ourselves (info) or the peer
+		 * said it is (a warning: its channels still fail, the owner hears).
+		 */
+		uint32_t lvl = ex->stopping					? FDX_LOG_INFO
+			       : details && strcmp(details, SHUTTING_DOWN) == 0 ? FDX_LOG_WARN
+										: FDX_LOG_ERR;
+
+		FDX_LOG_AT(&ex->log, lvl,
+			   "exchange %s: stream to TaskManager %s at %s ended: %s (%s)", ex->tm_id,
+			   p->remote_tm[0] ? p->remote_tm : "?", p->addr,
+			   details && details[0] ? details : "no details", fdx_strerror(err));
+	}
 	/* Every channel of the stream goes: the open ones tell the owner why. */
 	while (p->chans) {
 		struct cli_chan *c = p->chans;
@@ -2022,9 +2035,10 @@ static int open_end_locked(struct fdx_exchange *ex, struct cli_chan *c, int time
 	if (err) {
 		if (c->state == CHAN_FAILED)
 			chan_free_locked(ex, c);
-		FDX_LOG_ERR(&ex->log,
-			    "exchange %s: cannot open input channel %u of gate %u at %s: %s",
-			    ex->tm_id, gate_channel, gate, addr, fdx_strerror(err));
+		/* A warning: the opener has the error to act on. */
+		FDX_LOG_WARN(&ex->log,
+			     "exchange %s: cannot open input channel %u of gate %u at %s: %s",
+			     ex->tm_id, gate_channel, gate, addr, fdx_strerror(err));
 		return err;
 	}
 	*chan = c->id;
@@ -2954,8 +2968,7 @@ FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
 	pthread_mutex_lock(&ex->lock);
 	for (struct session *s = ex->sessions; s; s = s->next)
 		if (!s->finishing && !s->cancelled && s->greeted)
-			session_finish(s, GRPC_STATUS_UNAVAILABLE,
-				       "the TaskManager is shutting down");
+			session_finish(s, GRPC_STATUS_UNAVAILABLE, SHUTTING_DOWN);
 	pthread_mutex_unlock(&ex->lock);
 	sessions_wait(ex, session_status_pending, 100);
 	pthread_mutex_lock(&ex->lock);
