@@ -309,10 +309,14 @@ extern void (*fdx__gate_test_between_pops)(struct fdx_gate *g);
 /* ---- implemented by transport/dataplane.c ------------------------------ */
 
 struct fdx__dp *fdx__exchange_dp(struct fdx_exchange *ex);
-/* fdx_exchange_credit() if session sess still has the input channel open (transport/exchange.c). */
+/*
+ * fdx_exchange_credit() if session sess still has the input channel open in
+ * that opening (a channel may have been closed and opened again by the same
+ * session); -ENOENT if not (transport/exchange.c).
+ */
 int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
-			      uint64_t sess, uint32_t added, const uint64_t *offsets,
-			      uint32_t n_offsets);
+			      uint64_t sess, uint64_t opening, uint32_t added,
+			      const uint64_t *offsets, uint32_t n_offsets);
 struct fdx__log *fdx__exchange_log(struct fdx_exchange *ex);
 /* The input channel ends here and its producer is told (as in exchange_internal.h). */
 void fdx__exchange_drop_input(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,

@@ -255,7 +255,8 @@ static void flush_credit(struct fdx_gate *g)
 			atomic_fetch_add_explicit(&c->granted_total, c->pend_added,
 						  memory_order_release);
 			err = fdx__exchange_credit_sess(g->ex, g->id, i, c->sess_seen,
-							c->pend_added, c->pend_offs, c->n_pend);
+							c->opening_seen, c->pend_added,
+							c->pend_offs, c->n_pend);
 			if (err < 0 && err != -ENOENT)
 				FDX_LOG_ERR(g->log, "gate %u channel %u: credit not sent: %s",
 					    g->id, i, fdx_strerror(err));
@@ -429,8 +430,9 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		free(it);
 		return 0;
 	case FDX__GI_FAILED:
-		if (c->sess_seen != it->sess && it->sess) {
-			free(it); /* about an earlier producer of this channel */
+		if ((c->sess_seen != it->sess && it->sess) ||
+		    (it->opening && c->opening_seen != it->opening)) {
+			free(it); /* about an earlier producer or opening of this channel */
 			return 0;
 		}
 		atomic_store_explicit(&c->error, it->error, memory_order_relaxed);

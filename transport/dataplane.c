@@ -131,6 +131,7 @@ struct fdx__conn {
 	} cbuf;
 	int hello_fd;
 	uint64_t hello_by; /* accepted: its hello must be in by then (0: it is) */
+	uint32_t via_tcp; /* accepted on the tcp data socket (else the Unix one) */
 	struct fdx__rmap *map;
 	struct fdx__dhdr hdr; /* tcp: the frame being received */
 	struct fdx__gitem *it;
@@ -272,7 +273,7 @@ static struct fdx__gitem *gitem_new(uint32_t kind, uint32_t ch, size_t payload)
 
 /* ---- gate hooks: the cq thread, with the exchange's lock held ------------- */
 
-static void gate_opened(void *ud, uint32_t ch, uint64_t sess, const char *peer)
+static uint64_t gate_opened(void *ud, uint32_t ch, uint64_t sess, const char *peer)
 {
 	struct fdx_gate *g = ud;
 	struct fdx__gitem *it = gitem_new(FDX__GI_OPENED, ch, 0);
@@ -285,11 +286,12 @@ static void gate_opened(void *ud, uint32_t ch, uint64_t sess, const char *peer)
 	atomic_store_explicit(&g->ch[ch].sess, sess, memory_order_release);
 	if (!it) {
 		FDX_LOG_ERR(g->log, "gate %u: out of memory opening channel %u", g->id, ch);
-		return;
+		return opening;
 	}
 	it->sess = sess;
 	it->opening = opening;
 	fdx__gate_push(g, it);
+	return opening;
 }
 
 static void gate_close_now(struct fdx_gate *g, uint32_t ch, uint64_t sess)
@@ -330,15 +332,20 @@ static void gate_closed(void *ud, uint32_t ch, uint64_t sess, int data_close)
 /* Push a FAILED item for channel ch of g if session sess still had it open. */
 static void fail_input(struct fdx_gate *g, uint32_t ch, uint64_t sess, int err, const char *msg)
 {
-	uint64_t was = sess;
+	uint64_t was = sess, opening;
 	struct fdx__gitem *it;
 
+	/* The opening that fails: read as in gate_close_now(). */
+	if (atomic_load_explicit(&g->ch[ch].sess, memory_order_acquire) != sess)
+		return;
+	opening = atomic_load_explicit(&g->ch[ch].opening, memory_order_relaxed);
 	if (!atomic_compare_exchange_strong(&g->ch[ch].sess, &was, 0))
 		return; /* closed or failed already: one FAILED view per opening */
 	it = gitem_new(FDX__GI_FAILED, ch, 0);
 	if (!it)
 		return;
 	it->sess = sess;
+	it->opening = opening;
 	it->error = err;
 	snprintf(it->msg, sizeof(it->msg), "%s", msg);
 	fdx__gate_push(g, it);
@@ -1451,23 +1458,24 @@ static void on_recv(struct fdx__conn *c, int res)
 	}
 }
 
-static void post_accept(struct fdx__dp *dp, int fd, struct op *op)
+/* 0, or -EBUSY if the ring had no room (the caller retries next round). */
+static int post_accept(struct fdx__dp *dp, int fd, struct op *op)
 {
 	struct io_uring_sqe *sqe = get_sqe(dp);
 
 	if (!sqe)
-		return;
+		return -EBUSY;
 	io_uring_prep_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
 	io_uring_sqe_set_data(sqe, op);
+	return 0;
 }
 
 static void on_accept(struct fdx__dp *dp, struct op *op, int res)
 {
-	struct fdx__conn *c;
-	int one = 1;
-
 	uint32_t waiting = 0, k = op->kind == OP_ACCEPT_UNIX ? 0 : 1;
 	uint64_t now = now_ns();
+	struct fdx__conn *c;
+	int one = 1;
 
 	if (atomic_load(&dp->stop))
 		return;
@@ -1481,19 +1489,21 @@ static void on_accept(struct fdx__dp *dp, struct op *op, int res)
 		}
 		return;
 	}
-	post_accept(dp, op->kind == OP_ACCEPT_UNIX ? dp->ufd : dp->tfd, op);
+	if (post_accept(dp, k ? dp->tfd : dp->ufd, op) < 0)
+		dp->accept_again[k] = now; /* no room in the ring: next round */
 	if (res < 0) {
 		if (res != -EINTR && res != -ECONNABORTED)
 			FDX_LOG_WARN(dp->log, "data plane: accept: %s", fdx_strerror(res));
 		return;
 	}
+	/* Per listener: a tcp flood must not keep same-host (Unix socket) producers out. */
 	for (struct fdx__conn *w = dp->conns; w; w = w->next)
-		waiting += w->hello_by && !w->dead;
+		waiting += w->hello_by && !w->dead && w->via_tcp == k;
 	if (waiting >= HELLO_PENDING_MAX) {
 		FDX_LOG_WARN(dp->log,
-			     "data plane: refused a data socket: %u others are still to send "
+			     "data plane: refused a %s data socket: %u others are still to send "
 			     "their hello",
-			     waiting);
+			     k ? "tcp" : "unix", waiting);
 		close(res);
 		return;
 	}
@@ -1520,6 +1530,7 @@ static void on_accept(struct fdx__dp *dp, struct op *op, int res)
 	c->st = RX_HELLO;
 	c->need = HELLO_LEN;
 	c->hello_by = now + (uint64_t)HELLO_TIMEOUT_MS * 1000000ull;
+	c->via_tcp = k;
 	post_hello_recv(c);
 }
 
@@ -1653,9 +1664,9 @@ static int round_work(struct fdx__dp *dp, uint64_t now)
 		if (!dp->accept_again[k])
 			continue;
 		if (now >= dp->accept_again[k]) {
-			dp->accept_again[k] = 0;
-			post_accept(dp, k ? dp->tfd : dp->ufd,
-				    k ? &dp->op_acc_tcp : &dp->op_acc_unix);
+			if (post_accept(dp, k ? dp->tfd : dp->ufd,
+					k ? &dp->op_acc_tcp : &dp->op_acc_unix) == 0)
+				dp->accept_again[k] = 0;
 			did = 1;
 		} else if (dp->accept_again[k] < dp->next_tick) {
 			dp->next_tick = dp->accept_again[k];

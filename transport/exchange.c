@@ -112,6 +112,7 @@ struct srv_chan {
 	uint32_t n_offs, cap_offs;
 	int dirty;
 	int gone; /* its gate was removed: only the producer's close is still expected */
+	uint64_t opening; /* a data-plane gate's number for this opening (0: plain gate) */
 	struct srv_chan *next_dirty;
 };
 
@@ -153,6 +154,7 @@ struct cli_chan {
 	const struct fdx__chan_hooks *hooks; /* a data-plane channel: credit goes there */
 	void *hook_ud;
 	int took_back; /* its in-flight offsets were taken back: late returns are ignored */
+	int confirmed; /* CLOSED, and the consumer confirmed it (ChannelClosed) */
 };
 
 /* An event on its way to the owner, with its offsets. */
@@ -755,7 +757,7 @@ static void session_on_open(struct session *s, const Fdx__OpenChannel *o)
 	 * the producer may act on it (and tell our owner so by other means).
 	 */
 	if (g->hooks) {
-		g->hooks->opened(g->hook_ud, o->gate_channel, s->serial, s->peer_tm);
+		c->opening = g->hooks->opened(g->hook_ud, o->gate_channel, s->serial, s->peer_tm);
 	} else {
 		memset(&ev, 0, sizeof(ev));
 		ev.type = FDX_EV_CHANNEL_OPENED;
@@ -1406,13 +1408,26 @@ static void chan_free_locked(struct fdx_exchange *ex, struct cli_chan *c)
 	free(c);
 }
 
-/* With ex->lock held: ask the consumer to close channel id (answered by ChannelClosed). */
-static void peer_send_close_locked(struct peer *p, uint32_t id, int data_close)
+/*
+ * With ex->lock held: ask the consumer to close c (answered by ChannelClosed).
+ * A backlog not yet sent would follow the close and name a channel the
+ * consumer forgot (it fails the stream for that): it goes.
+ */
+static void peer_send_close_locked(struct peer *p, struct cli_chan *c, int data_close)
 {
 	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
 	Fdx__CloseChannel cl = FDX__CLOSE_CHANNEL__INIT;
 
-	cl.channel = id;
+	if (c->bl_dirty) {
+		struct cli_chan **pp = &p->bl_dirty;
+
+		while (*pp && *pp != c)
+			pp = &(*pp)->bl_next;
+		if (*pp)
+			*pp = c->bl_next;
+		c->bl_dirty = 0;
+	}
+	cl.channel = c->id;
 	cl.data_close = data_close;
 	f.frame_case = FDX__CONTROL_FRAME__FRAME_CLOSE;
 	f.close = &cl;
@@ -1605,7 +1620,7 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 		c = peer_chan(p, f->open_ack->id);
 		if (c && c->state == CHAN_ABANDONED) {
 			/* The opener gave up: close what the consumer opened meanwhile. */
-			peer_send_close_locked(p, c->id, 0);
+			peer_send_close_locked(p, c, 0);
 			c->state = CHAN_CLOSED;
 			break;
 		}
@@ -1639,31 +1654,35 @@ static void peer_on_frame_locked(struct peer *p, grpc_byte_buffer *bb)
 				 f->error->message ? f->error->message : "channel refused");
 			c->state = CHAN_CLOSED;
 			ex->open_out--;
-			if (c->hooks) {
+			if (c->opening) /* answered, dropped before its opener saw it: it says so */
+				c->result = FDX_EPEERGONE;
+			else if (c->hooks) {
 				chan_return_inflight_locked(c); /* the consumer lets them go */
 				c->hooks->failed(c->hook_ud, FDX_EPEERGONE, msg);
 			} else
 				ev_channel_failed_locked(ex, c->id, c->gate, c->gate_channel,
 							 FDX_EPEERGONE, p->remote_tm, msg);
 			/* The consumer keeps it until our close; its answer frees it here. */
-			peer_send_close_locked(p, c->id, 0);
+			peer_send_close_locked(p, c, 0);
 		}
 		break;
 	case FDX__CONTROL_FRAME__FRAME_CLOSED:
 		/* The consumer forgot a channel we closed: no frame names it any more. */
 		c = peer_chan(p, f->closed->channel);
-		if (!c || c->state != CHAN_CLOSED || c->opening) {
+		if (!c || c->state != CHAN_CLOSED || c->confirmed) {
 			snprintf(msg, sizeof(msg), "close confirmed for channel %u, not closed",
 				 f->closed->channel);
 			peer_fail(p, msg);
 			break;
 		}
+		c->confirmed = 1;
 		/*
-		 * What is still in flight on a data-plane channel is never handed
-		 * back now; it stays the consumer's until the stream ends (it may
-		 * still be read), so the channel stays until then too.
+		 * Its opener, still to wake, frees it. What is still in flight on
+		 * a data-plane channel is never handed back now; it stays the
+		 * consumer's until the stream ends (it may still be read), so the
+		 * channel stays until then too.
 		 */
-		if (!(c->hooks && c->n_inflight && !c->took_back))
+		if (!c->opening && !(c->hooks && c->n_inflight && !c->took_back))
 			chan_free_locked(ex, c);
 		break;
 	case FDX__CONTROL_FRAME__FRAME_CREDIT:
@@ -2030,10 +2049,11 @@ static int open_end_locked(struct fdx_exchange *ex, struct cli_chan *c, int time
 		err = -ETIMEDOUT;
 	}
 	c->opening = 0;
-	if (c->state == CHAN_FAILED)
-		err = c->result;
+	if (c->state == CHAN_FAILED || (c->state == CHAN_CLOSED && !err))
+		err = c->result ? c->result : FDX_EPEERGONE; /* closed: answered, then dropped */
 	if (err) {
-		if (c->state == CHAN_FAILED)
+		/* Closed: freed here once confirmed, else when the confirmation comes. */
+		if (c->state == CHAN_FAILED || (c->state == CHAN_CLOSED && c->confirmed))
 			chan_free_locked(ex, c);
 		/* A warning: the opener has the error to act on. */
 		FDX_LOG_WARN(&ex->log,
@@ -2145,16 +2165,7 @@ static int close_channel(struct fdx_exchange *ex, uint32_t channel, int data_clo
 	if (!c) {
 		err = -ENOENT;
 	} else {
-		/* A backlog not yet sent would follow the close and name a closed channel. */
-		if (c->bl_dirty) {
-			struct cli_chan **pp = &c->p->bl_dirty;
-
-			while (*pp != c)
-				pp = &(*pp)->bl_next;
-			*pp = c->bl_next;
-			c->bl_dirty = 0;
-		}
-		peer_send_close_locked(c->p, channel, data_close);
+		peer_send_close_locked(c->p, c, data_close);
 		/* Kept until the consumer confirms: credit sent before the close still arrives. */
 		c->state = CHAN_CLOSED;
 		ex->open_out--;
@@ -2208,39 +2219,24 @@ FDX_API int fdx_exchange_add_gate(struct fdx_exchange *ex, uint32_t gate, uint32
 	return err;
 }
 
-FDX_API int fdx_exchange_credit(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
-				uint32_t added, const uint64_t *offsets, uint32_t n_offsets)
+/* With ex->lock held: queue credit and offsets for c's producer. */
+static int credit_locked(struct srv_chan *c, uint32_t added, const uint64_t *offsets,
+			 uint32_t n_offsets)
 {
-	struct srv_chan *c;
 	struct session *s;
-	struct gate *g;
-	int err = 0;
 
-	if (!ex || (n_offsets && !offsets))
-		return -EINVAL;
-	pthread_mutex_lock(&ex->lock);
-	g = gate_find(ex, gate);
-	c = g && gate_channel < g->n_channels ? g->chans[gate_channel] : NULL;
-	if (!c) {
-		err = -ENOENT;
-		goto out;
-	}
-	if (c->pending_added + added > UINT32_MAX) {
-		err = -EOVERFLOW;
-		goto out;
-	}
+	if (c->pending_added + added > UINT32_MAX)
+		return -EOVERFLOW;
 	if (c->n_offs + (uint64_t)n_offsets > c->cap_offs) {
 		uint64_t cap = c->cap_offs ? c->cap_offs : 16;
 		uint64_t *a;
 
 		while (cap < c->n_offs + (uint64_t)n_offsets)
 			cap *= 2;
-		err = -ENOMEM;
 		if (cap > UINT32_MAX || !(a = realloc(c->offs, cap * sizeof(*a))))
-			goto out;
+			return -ENOMEM;
 		c->offs = a;
 		c->cap_offs = (uint32_t)cap;
-		err = 0;
 	}
 	if (n_offsets)
 		memcpy(c->offs + c->n_offs, offsets, (size_t)n_offsets * sizeof(uint64_t));
@@ -2257,7 +2253,22 @@ FDX_API int fdx_exchange_credit(struct fdx_exchange *ex, uint32_t gate, uint32_t
 		s->dirty_tail = c;
 	}
 	session_flush_credits(s);
-out:
+	return 0;
+}
+
+FDX_API int fdx_exchange_credit(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
+				uint32_t added, const uint64_t *offsets, uint32_t n_offsets)
+{
+	struct srv_chan *c;
+	struct gate *g;
+	int err;
+
+	if (!ex || (n_offsets && !offsets))
+		return -EINVAL;
+	pthread_mutex_lock(&ex->lock);
+	g = gate_find(ex, gate);
+	c = g && gate_channel < g->n_channels ? g->chans[gate_channel] : NULL;
+	err = c ? credit_locked(c, added, offsets, n_offsets) : -ENOENT;
 	pthread_mutex_unlock(&ex->lock);
 	return err;
 }
@@ -2433,7 +2444,7 @@ void fdx__exchange_fail_channel(struct fdx_exchange *ex, uint32_t channel)
 	c = open_chan_locked(ex, channel);
 	if (c) {
 		chan_return_inflight_locked(c);
-		peer_send_close_locked(c->p, channel, 0);
+		peer_send_close_locked(c->p, c, 0);
 		c->state = CHAN_CLOSED;
 		ex->open_out--;
 	}
@@ -2441,22 +2452,26 @@ void fdx__exchange_fail_channel(struct fdx_exchange *ex, uint32_t channel)
 }
 
 int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
-			      uint64_t sess, uint32_t added, const uint64_t *offsets,
-			      uint32_t n_offsets)
+			      uint64_t sess, uint64_t opening, uint32_t added,
+			      const uint64_t *offsets, uint32_t n_offsets)
 {
 	struct srv_chan *c;
 	struct gate *g;
-	int ok;
+	int err;
 
-	/* Only to the producer the credit is for: a channel may have been reopened. */
+	/*
+	 * Only to the opening the credit is for, checked and queued under one
+	 * lock: the same session may have closed the channel and opened it again.
+	 */
 	pthread_mutex_lock(&ex->lock);
 	g = gate_find(ex, gate);
 	c = g && gate_channel < g->n_channels ? g->chans[gate_channel] : NULL;
-	ok = c && c->s->serial == sess;
+	if (c && c->s->serial == sess && c->opening == opening)
+		err = credit_locked(c, added, offsets, n_offsets);
+	else
+		err = -ENOENT;
 	pthread_mutex_unlock(&ex->lock);
-	if (!ok)
-		return -ENOENT;
-	return fdx_exchange_credit(ex, gate, gate_channel, added, offsets, n_offsets);
+	return err;
 }
 
 void fdx__exchange_sent_many(struct fdx_exchange *ex, const uint32_t *chans, const uint64_t *offs,

@@ -19,8 +19,11 @@ struct fdx__dp;
 
 /* A gate's input channels, as producers open, close and lose them. */
 struct fdx__gate_hooks {
-	/* Before the answer to the open leaves: the producer acts on the answer. */
-	void (*opened)(void *ud, uint32_t gate_channel, uint64_t sess, const char *peer);
+	/*
+	 * Before the answer to the open leaves: the producer acts on the answer.
+	 * Returns the number of this opening of the channel (credit names it).
+	 */
+	uint64_t (*opened)(void *ud, uint32_t gate_channel, uint64_t sess, const char *peer);
 	/* data_close: a CLOSE frame on the data socket ends it (after its last data). */
 	void (*closed)(void *ud, uint32_t gate_channel, uint64_t sess, int data_close);
 	void (*failed)(void *ud, uint32_t gate_channel, uint64_t sess, int err, const char *msg);
@@ -65,14 +68,6 @@ int fdx__exchange_hook_channel(struct fdx_exchange *ex, uint32_t channel,
  * its credit hook, and the channel is closed.
  */
 void fdx__exchange_fail_channel(struct fdx_exchange *ex, uint32_t channel);
-
-/*
- * fdx_exchange_credit(), only if the input channel is still open by session
- * sess (-ENOENT if not: that producer is gone).
- */
-int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
-			      uint64_t sess, uint32_t added, const uint64_t *offsets,
-			      uint32_t n_offsets);
 
 /* fdx_exchange_close_channel(), saying a CLOSE frame ends it on its data socket. */
 int fdx__exchange_close_channel_data(struct fdx_exchange *ex, uint32_t channel);

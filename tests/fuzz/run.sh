@@ -6,7 +6,8 @@
 #   tests/fuzz/run.sh SOURCE_DIR BUILD_DIR SECONDS_PER_TARGET [TARGET...]
 #
 # Configures BUILD_DIR with clang and -DFDX_FUZZ=ON (no tests, no tools),
-# builds fdx-fuzz-data and fdx-fuzz-control, then runs each (or only the
+# builds fdx-fuzz-data and fdx-fuzz-control, runs fdx-fuzz-interleave (exact
+# replays of control-plane interleavings, interleave.c), then runs each (or only the
 # TARGETs named: data, control) for SECONDS_PER_TARGET seconds on a copy of
 # its seed corpus (SOURCE_DIR/tests/fuzz/corpus/TARGET; the repository's copy
 # is never written). Prints the executions and executions per second of each.
@@ -40,10 +41,14 @@ jobs=$(nproc 2>/dev/null || echo 2)
 echo "== fuzz: configure and build $build (clang, FDX_FUZZ=ON)"
 cmake -S "$src" -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	-DFDX_FUZZ=ON -DFDX_BUILD_TESTS=OFF -DFDX_BUILD_TOOLS=OFF >/dev/null
-cmake --build "$build" -j "$jobs" --target "${targets[@]/#/fdx-fuzz-}"
+cmake --build "$build" -j "$jobs" --target "${targets[@]/#/fdx-fuzz-}" fdx-fuzz-interleave
 
 out=$(cd "$build" && pwd)/fuzz-out
 failed=()
+echo "== fuzz: control-plane interleavings replayed (fdx-fuzz-interleave)"
+if ! "$build/tests/fuzz/fdx-fuzz-interleave"; then
+	failed+=("interleave")
+fi
 for t in "${targets[@]}"; do
 	bin=$(cd "$build" && pwd)/tests/fuzz/fdx-fuzz-$t
 	corpus=$out/$t/corpus
