@@ -76,6 +76,8 @@
 
 #include <fdx/fdx.h>
 
+#include "../helpers.h" /* test_count_fds() */
+
 #define N_TM 4u
 #define CH_PER_TM 16u
 #define N_CH (N_TM * CH_PER_TM)
@@ -268,21 +270,6 @@ static void raise_max(_Atomic uint64_t *c, uint64_t v)
 	while (was < v && !atomic_compare_exchange_weak_explicit(c, &was, v, memory_order_relaxed,
 								 memory_order_relaxed))
 		;
-}
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1; /* the directory's own descriptor */
 }
 
 /* Resident memory: statm's total, and the parts /proc/self/status names. */
@@ -1211,7 +1198,7 @@ static void *sampler_main(void *arg)
 		uint32_t n = atomic_load(&t->pub->n_samples);
 
 		if (n < sh->max_samples) {
-			int fds = count_fds();
+			int fds = test_count_fds();
 
 			read_mem(&s[n]);
 			s[n].fds = fds < 0 ? 0 : (uint32_t)fds;
@@ -1324,7 +1311,7 @@ static int tm_main(uint32_t id)
 	t->rng_prod = mix64(cfg.seed ^ (0x1000 + id));
 	t->rng_cons = mix64(cfg.seed ^ (0x2000 + id));
 	atomic_store(&t->pub->pid, (int)getpid());
-	atomic_store(&t->pub->fds_before, count_fds());
+	atomic_store(&t->pub->fds_before, test_count_fds());
 	for (uint32_t c = 0; c < N_CH; c++) {
 		if (ch_prod(c) == id) {
 			struct out_ch *o = &t->out[ch_k(c)];
@@ -1413,7 +1400,7 @@ out:
 	if (fdx_nbp_destroy(t->nbp))
 		tm_fail(t, "fdx_nbp_destroy: LocalBufferPools still alive");
 	free(t->tmp);
-	atomic_store(&t->pub->fds_after, count_fds());
+	atomic_store(&t->pub->fds_after, test_count_fds());
 	err = atomic_load(&t->pub->failed) ? 1 : 0;
 	pthread_mutex_destroy(&t->log_lock);
 	free(t);
