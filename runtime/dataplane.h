@@ -230,6 +230,7 @@ struct fdx__gitem {
 };
 
 #define FDX__SESS_LOCAL 1u /* the session id of local channels; real ones start at 2 */
+#define FDX__SESS_OPENING UINT64_MAX /* a channel's sess while a remote opening is set up */
 
 struct fdx__gchan {
 	/* Shared: set by the cq thread (or a local connect), read by the loop. */

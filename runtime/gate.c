@@ -375,6 +375,12 @@ static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 
 /* ---- taking views -------------------------------------------------------- */
 
+/* it belongs to the opening of its channel the consumer has open now. */
+static int of_opening(const struct fdx__gchan *c, const struct fdx__gitem *it)
+{
+	return c->open && c->sess_seen == it->sess && c->opening_seen == it->opening;
+}
+
 /* An internal item: act on it; 1 if it is for the caller (a view). */
 static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 {
@@ -412,7 +418,7 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		return 0;
 	case FDX__GI_CLOSED:
 		/* The same stream may have opened the channel again before this came. */
-		if (c->open && c->sess_seen == it->sess && c->opening_seen == it->opening)
+		if (of_opening(c, it))
 			channel_reset(g, c);
 		free(it);
 		return 0;
@@ -422,7 +428,7 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		free(it);
 		return 0;
 	case FDX__GI_BACKLOG:
-		if (c->open && c->sess_seen == it->sess) {
+		if (of_opening(c, it)) {
 			c->backlog = it->backlog;
 			atomic_store_explicit(&c->st_backlog, it->backlog, memory_order_relaxed);
 			want_floating(g, it->ch);
@@ -439,7 +445,7 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		channel_reset(g, c);
 		return 1;
 	case FDX__GI_EVENT:
-		if (it->event_type == FDX_EVENT_END_OF_PARTITION && c->sess_seen == it->sess) {
+		if (it->event_type == FDX_EVENT_END_OF_PARTITION && of_opening(c, it)) {
 			c->ended = 1;
 			flush_credit(g);
 		}
@@ -450,7 +456,7 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		it->abort_before = c->abort_next;
 		c->abort_next = 0;
 		atomic_fetch_sub_explicit(&c->queued, 1, memory_order_relaxed);
-		if (c->open && c->sess_seen == it->sess) {
+		if (of_opening(c, it)) {
 			if (c->outstanding)
 				c->outstanding--;
 			c->backlog = it->backlog;
@@ -606,8 +612,7 @@ static void fail_bad_records(struct fdx_gate *g, const struct fdx__gitem *it, co
 	struct fdx__gitem *f;
 	uint64_t was = it->sess;
 
-	if (c->lpart || !c->open || c->sess_seen != it->sess ||
-	    !atomic_compare_exchange_strong(&c->sess, &was, 0))
+	if (c->lpart || !of_opening(c, it) || !atomic_compare_exchange_strong(&c->sess, &was, 0))
 		return; /* local, or closed or failed already: one FAILED view per opening */
 	c->poisoned = it->sess;
 	fdx__exchange_drop_input(g->ex, g->id, it->ch, it->sess, FDX_EPROTO, why);
@@ -617,6 +622,7 @@ static void fail_bad_records(struct fdx_gate *g, const struct fdx__gitem *it, co
 	f->kind = FDX__GI_FAILED;
 	f->ch = it->ch;
 	f->sess = it->sess;
+	f->opening = it->opening;
 	f->error = FDX_EPROTO;
 	snprintf(f->msg, sizeof(f->msg), "%s", why);
 	fdx__gate_push(g, f);
@@ -735,7 +741,8 @@ FDX_API int fdx_gate_release(struct fdx_gate *g, struct fdx_view *v)
 	if (it->kind == FDX__GI_BUFFER) {
 		atomic_fetch_sub_explicit(&c->held, 1, memory_order_relaxed);
 		atomic_fetch_sub_explicit(&g->held, 1, memory_order_relaxed);
-		if (c->open && c->sess_seen == it->sess) {
+		/* Credit only to the opening the buffer came from (the same stream may reopen). */
+		if (of_opening(c, it)) {
 			if (it->link_type != FDX_LINK_TCP && pend_offset(c, it->offset) < 0)
 				FDX_LOG_ERR(g->log,
 					    "gate %u channel %u: out of memory: an offset is lost",

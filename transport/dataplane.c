@@ -273,25 +273,35 @@ static struct fdx__gitem *gitem_new(uint32_t kind, uint32_t ch, size_t payload)
 
 /* ---- gate hooks: the cq thread, with the exchange's lock held ------------- */
 
-static uint64_t gate_opened(void *ud, uint32_t ch, uint64_t sess, const char *peer)
+/*
+ * The channel is taken (FDX__SESS_OPENING: a local connect finds it busy),
+ * numbered, its OPENED queued, and only then does the loop see the session:
+ * nothing of this opening (a buffer, a close, a failure) can reach the gate
+ * before its OPENED.
+ */
+static int gate_opened(void *ud, uint32_t ch, uint64_t sess, const char *peer, uint64_t *opening)
 {
 	struct fdx_gate *g = ud;
 	struct fdx__gitem *it = gitem_new(FDX__GI_OPENED, ch, 0);
-	uint64_t opening;
+	uint64_t none = 0;
 
 	(void)peer;
-	atomic_store_explicit(&g->ch[ch].granted_total, g->exclusive, memory_order_relaxed);
-	atomic_store_explicit(&g->ch[ch].eop, 0, memory_order_relaxed);
-	opening = atomic_fetch_add_explicit(&g->ch[ch].opening, 1, memory_order_relaxed) + 1;
-	atomic_store_explicit(&g->ch[ch].sess, sess, memory_order_release);
 	if (!it) {
 		FDX_LOG_ERR(g->log, "gate %u: out of memory opening channel %u", g->id, ch);
-		return opening;
+		return -ENOMEM;
 	}
+	if (!atomic_compare_exchange_strong(&g->ch[ch].sess, &none, FDX__SESS_OPENING)) {
+		free(it);
+		return -EBUSY;
+	}
+	atomic_store_explicit(&g->ch[ch].granted_total, g->exclusive, memory_order_relaxed);
+	atomic_store_explicit(&g->ch[ch].eop, 0, memory_order_relaxed);
+	*opening = atomic_fetch_add_explicit(&g->ch[ch].opening, 1, memory_order_relaxed) + 1;
 	it->sess = sess;
-	it->opening = opening;
+	it->opening = *opening;
 	fdx__gate_push(g, it);
-	return opening;
+	atomic_store_explicit(&g->ch[ch].sess, sess, memory_order_release);
+	return 0;
 }
 
 static void gate_close_now(struct fdx_gate *g, uint32_t ch, uint64_t sess)
@@ -1104,8 +1114,8 @@ static int check_hdr(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_
 	gc = &g->ch[h->gate_channel];
 	sess = atomic_load_explicit(&gc->sess, memory_order_acquire);
 	if (sess != c->sess) {
-		if (sess == 0)
-			return 0; /* closed meanwhile */
+		if (sess == 0 || sess == FDX__SESS_OPENING)
+			return 0; /* closed meanwhile (and perhaps being opened again) */
 		snprintf(why, n, "channel %u of gate %u is not open to this peer", h->gate_channel,
 			 h->gate);
 		return -1;
@@ -1170,6 +1180,7 @@ static int frame_item(struct fdx__conn *c, struct fdx_gate *g, const struct fdx_
 		return -ENOMEM;
 	it->link_type = (uint8_t)c->link;
 	it->sess = c->sess;
+	it->opening = g->ch[h->gate_channel].seq_open; /* check_hdr() set it */
 	it->seq = h->seq;
 	it->len = h->len;
 	it->backlog = h->backlog;
@@ -2546,8 +2557,10 @@ void fdx__fuzz_dp_gone_gates(struct fdx__dp *dp, const uint32_t *ids, uint32_t n
 
 void fdx__fuzz_gate_hook(struct fdx_gate *g, int what, uint32_t ch, uint64_t sess)
 {
+	uint64_t opening;
+
 	if (what == FDX__FUZZ_OPENED)
-		gate_hooks.opened(g, ch, sess, "fuzz");
+		gate_hooks.opened(g, ch, sess, "fuzz", &opening);
 	else if (what == FDX__FUZZ_CLOSED)
 		gate_hooks.closed(g, ch, sess, 0);
 	else

@@ -757,7 +757,18 @@ static void session_on_open(struct session *s, const Fdx__OpenChannel *o)
 	 * the producer may act on it (and tell our owner so by other means).
 	 */
 	if (g->hooks) {
-		c->opening = g->hooks->opened(g->hook_ud, o->gate_channel, s->serial, s->peer_tm);
+		int err = g->hooks->opened(g->hook_ud, o->gate_channel, s->serial, s->peer_tm,
+					   &c->opening);
+
+		if (err < 0) {
+			g->chans[o->gate_channel] = NULL;
+			session_chan_remove(s, c);
+			free(c);
+			snprintf(msg, sizeof(msg), "input channel %u of gate %u: %s",
+				 o->gate_channel, o->gate, fdx_strerror(err));
+			session_error(s, err, o->id, msg);
+			return;
+		}
 	} else {
 		memset(&ev, 0, sizeof(ev));
 		ev.type = FDX_EV_CHANNEL_OPENED;
@@ -2184,8 +2195,9 @@ int fdx__exchange_close_channel_data(struct fdx_exchange *ex, uint32_t channel)
 	return close_channel(ex, channel, 1);
 }
 
-FDX_API int fdx_exchange_add_gate(struct fdx_exchange *ex, uint32_t gate, uint32_t n_channels,
-				  uint32_t initial_credit)
+/* A gate with its hooks (NULL: a plain gate), in the list under one lock. */
+static int add_gate(struct fdx_exchange *ex, uint32_t gate, uint32_t n_channels,
+		    uint32_t initial_credit, const struct fdx__gate_hooks *h, void *ud)
 {
 	struct gate *g;
 	int err = 0;
@@ -2204,6 +2216,9 @@ FDX_API int fdx_exchange_add_gate(struct fdx_exchange *ex, uint32_t gate, uint32
 	g->id = gate;
 	g->n_channels = n_channels;
 	g->initial_credit = initial_credit;
+	/* Hooked before any open can see it: an open must not be taken for a plain gate's. */
+	g->hooks = h;
+	g->hook_ud = ud;
 	pthread_mutex_lock(&ex->lock);
 	if (gate_find(ex, gate)) {
 		err = -EEXIST;
@@ -2217,6 +2232,12 @@ FDX_API int fdx_exchange_add_gate(struct fdx_exchange *ex, uint32_t gate, uint32
 		free(g);
 	}
 	return err;
+}
+
+FDX_API int fdx_exchange_add_gate(struct fdx_exchange *ex, uint32_t gate, uint32_t n_channels,
+				  uint32_t initial_credit)
+{
+	return add_gate(ex, gate, n_channels, initial_credit, NULL, NULL);
 }
 
 /* With ex->lock held: queue credit and offsets for c's producer. */
@@ -2294,16 +2315,7 @@ int fdx__exchange_add_gate_hooked(struct fdx_exchange *ex, uint32_t gate, uint32
 				  uint32_t initial_credit, const struct fdx__gate_hooks *h,
 				  void *ud)
 {
-	int err = fdx_exchange_add_gate(ex, gate, n_channels, initial_credit);
-
-	if (err < 0)
-		return err;
-	pthread_mutex_lock(&ex->lock);
-	struct gate *g = gate_find(ex, gate);
-	g->hooks = h;
-	g->hook_ud = ud;
-	pthread_mutex_unlock(&ex->lock);
-	return 0;
+	return add_gate(ex, gate, n_channels, initial_credit, h, ud);
 }
 
 /*

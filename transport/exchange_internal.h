@@ -21,9 +21,11 @@ struct fdx__dp;
 struct fdx__gate_hooks {
 	/*
 	 * Before the answer to the open leaves: the producer acts on the answer.
-	 * Returns the number of this opening of the channel (credit names it).
+	 * 0 with *opening set to the number of this opening of the channel
+	 * (credit names it), or -EBUSY (taken meanwhile) or -ENOMEM: refused.
 	 */
-	uint64_t (*opened)(void *ud, uint32_t gate_channel, uint64_t sess, const char *peer);
+	int (*opened)(void *ud, uint32_t gate_channel, uint64_t sess, const char *peer,
+		      uint64_t *opening);
 	/* data_close: a CLOSE frame on the data socket ends it (after its last data). */
 	void (*closed)(void *ud, uint32_t gate_channel, uint64_t sess, int data_close);
 	void (*failed)(void *ud, uint32_t gate_channel, uint64_t sess, int err, const char *msg);

@@ -16,6 +16,9 @@
  *    gate channel 0 when the same stream closes it and opens it again
  *    (id 2); releasing the view must not send its credit and offset under
  *    id 2. (It did; the producer then failed the stream.)
+ *  credit-after-the-reopening-was-taken: the same, the consumer having taken
+ *    the reopening first (its buffers carried no opening: they were credited
+ *    to the new one). In both, a buffer of the new opening is credited to it.
  *  backlog-then-dropped: a backlog waits for the stream while the consumer
  *    drops the channel (Error): our close goes, the backlog naming it does
  *    not. (It followed the close; the consumer failed the stream.)
@@ -278,7 +281,12 @@ static void open_frame(struct fdx_exchange *ex, struct fz_call *c, uint32_t id)
 	deliver(ex, c, &f);
 }
 
-static void credit_of_an_earlier_opening(void)
+/*
+ * taken_first: the consumer took the reopening (next() ran) before it let the
+ * old view go; else it let it go first. Either way no credit of the old view
+ * may reach the new opening, and a buffer of the new opening is credited.
+ */
+static void credit_across_a_reopening(int taken_first)
 {
 	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
 	Fdx__Hello h = FDX__HELLO__INIT;
@@ -287,16 +295,15 @@ static void credit_of_an_earlier_opening(void)
 		.size = sizeof(o), .gate = 1, .n_channels = 4, .exclusive_credits = 2};
 	struct fdx_exchange *ex = exchange();
 	struct fdx__gitem *b, *e;
-	struct fdx_view vb, ve;
+	struct fdx_view vb, ve, v;
 	struct fdx_gate *g;
 	struct fz_call c;
 	struct sent s = {0};
-	uint64_t sess = 0;
+	uint64_t sess = 0, opening;
 	uint32_t mark;
 	char peer[64];
 	int at;
 
-	current = "credit-of-an-earlier-opening";
 	CHECK(fdx_gate_create(ex, NULL, &o, &g) == 0, "gate not created");
 	fz_call_init(&c, 0, on_frame, &s);
 	fdx__fuzz_session_start(ex, fz_grpc(&c));
@@ -311,11 +318,12 @@ static void credit_of_an_earlier_opening(void)
 	open_frame(ex, &c, 1);
 	fz_sends(ex, &c);
 	/* What the loop pushes for opening 1: a buffer (as shm: an offset), then the end. */
-	b = gitem(FDX__GI_BUFFER, sess, 0);
+	opening = atomic_load(&g->ch[0].opening);
+	b = gitem(FDX__GI_BUFFER, sess, opening);
 	b->link_type = FDX_LINK_SHM;
 	b->offset = 0x5000;
 	fdx__gate_push(g, b);
-	e = gitem(FDX__GI_EVENT, sess, 0);
+	e = gitem(FDX__GI_EVENT, sess, opening);
 	e->event_type = FDX_EVENT_END_OF_PARTITION;
 	fdx__gate_push(g, e);
 	CHECK(fdx_gate_next(g, &vb, 0) == 0 && vb.kind == FDX_VIEW_BUFFER, "no buffer view");
@@ -330,16 +338,45 @@ static void credit_of_an_earlier_opening(void)
 	open_frame(ex, &c, 2);
 	fz_sends(ex, &c);
 	mark = s.n;
-	/* The consumer lets the view of opening 1 go before it took the reopening. */
+	if (taken_first)
+		CHECK(fdx_gate_next(g, &v, 0) == -EAGAIN, "a view came with the reopening");
 	CHECK(fdx_gate_release(g, &vb) == 0, "buffer view not released");
+	CHECK(fdx_gate_next(g, &v, 0) == -EAGAIN, "a view came"); /* flushes credit */
 	fz_sends(ex, &c);
 	at = sent_find(&s, mark, FDX__CONTROL_FRAME__FRAME_CREDIT, 2);
-	CHECK(at < 0, "the view of opening 1 was credited to channel 2 (offset %#llx)",
+	CHECK(at < 0 || s.f[at].offset != 0x5000,
+	      "the view of opening 1 was credited to channel 2 (offset %#llx)",
 	      (unsigned long long)s.f[at].offset);
 	CHECK(bad_frames(ex) == 0 && !c.over, "the stream failed");
+	/* A buffer of the new opening is credited to it, offset and all. */
+	opening = atomic_load(&g->ch[0].opening);
+	b = gitem(FDX__GI_BUFFER, sess, opening);
+	b->link_type = FDX_LINK_SHM;
+	b->offset = 0x6000;
+	fdx__gate_push(g, b);
+	CHECK(fdx_gate_next(g, &vb, 0) == 0 && vb.kind == FDX_VIEW_BUFFER, "no buffer view");
+	mark = s.n;
+	CHECK(fdx_gate_release(g, &vb) == 0, "buffer view not released");
+	CHECK(fdx_gate_next(g, &v, 0) == -EAGAIN, "a view came"); /* flushes credit */
+	fz_sends(ex, &c);
+	at = sent_find(&s, mark, FDX__CONTROL_FRAME__FRAME_CREDIT, 2);
+	CHECK(at >= 0 && s.f[at].offset == 0x6000,
+	      "the new opening's buffer was not credited to channel 2");
 	fz_end(ex, &c, FZ_END_HALF_CLOSE);
 	fdx_gate_destroy(g);
 	fdx_exchange_destroy(ex);
+}
+
+static void credit_of_an_earlier_opening(void)
+{
+	current = "credit-of-an-earlier-opening";
+	credit_across_a_reopening(0);
+}
+
+static void credit_after_the_reopening_was_taken(void)
+{
+	current = "credit-after-the-reopening-was-taken";
+	credit_across_a_reopening(1);
 }
 
 static const struct {
@@ -348,6 +385,7 @@ static const struct {
 } cases[] = {
 	{"open-dropped-then-confirmed", open_dropped_then_confirmed},
 	{"credit-of-an-earlier-opening", credit_of_an_earlier_opening},
+	{"credit-after-the-reopening-was-taken", credit_after_the_reopening_was_taken},
 	{"backlog-then-dropped", backlog_then_dropped},
 };
 
