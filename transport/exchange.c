@@ -48,6 +48,7 @@
 #include <fdx/region.h>
 
 #include "../runtime/abi.h"
+#include "../runtime/idmap.h"
 #include "../runtime/log.h"
 #include "exchange.pb-c.h"
 #include "../runtime/mpsc_queue.h"
@@ -184,8 +185,7 @@ struct session {
 	char peer_tm[64];
 	uint64_t serial; /* names the session to the data plane */
 	uint8_t token[16]; /* its data sockets present it */
-	struct srv_chan **ids; /* open addressing by id; power-of-two size */
-	uint32_t ids_cap, n_chans;
+	struct fdx__idmap ids; /* its channels by the producer's id */
 	struct srv_chan *dirty_head, *dirty_tail;
 	struct session *prev, *next;
 };
@@ -260,8 +260,7 @@ struct fdx_exchange {
 	 * openings), so a stale id names no channel; a channel is freed when its
 	 * consumer confirmed the close (ChannelClosed) or its stream ended.
 	 */
-	struct cli_chan **cchans;
-	uint32_t n_cchans, cap_cchans;
+	struct fdx__idmap cchans;
 	uint32_t next_id;
 	uint32_t open_out; /* channels in state CHAN_OPEN */
 
@@ -473,58 +472,21 @@ static struct gate *gate_find(struct fdx_exchange *ex, uint32_t id)
 
 static struct srv_chan *session_chan(const struct session *s, uint32_t id)
 {
-	if (!s->ids_cap)
-		return NULL;
-	for (uint32_t i = id & (s->ids_cap - 1);; i = (i + 1) & (s->ids_cap - 1)) {
-		if (!s->ids[i])
-			return NULL;
-		if (s->ids[i]->id == id)
-			return s->ids[i];
-	}
+	return fdx__idmap_get(&s->ids, id);
 }
 
 static int session_chan_insert(struct session *s, struct srv_chan *c)
 {
-	if (2 * (s->n_chans + 1) > s->ids_cap) {
-		uint32_t cap = s->ids_cap ? 2 * s->ids_cap : 16;
-		struct srv_chan **ids = calloc(cap, sizeof(*ids)), **old = s->ids;
-		uint32_t oldcap = s->ids_cap;
-
-		if (!ids)
-			return -ENOMEM;
-		s->ids = ids;
-		s->ids_cap = cap;
-		s->n_chans = 0;
-		for (uint32_t i = 0; i < oldcap; i++)
-			if (old[i])
-				session_chan_insert(s, old[i]);
-		free(old);
-	}
-	for (uint32_t i = c->id & (s->ids_cap - 1);; i = (i + 1) & (s->ids_cap - 1)) {
-		if (!s->ids[i]) {
-			s->ids[i] = c;
-			s->n_chans++;
-			return 0;
-		}
-	}
+	if (fdx__idmap_reserve(&s->ids) < 0)
+		return -ENOMEM;
+	fdx__idmap_put(&s->ids, c->id, c);
+	return 0;
 }
 
-/* Remove c from s's table (linear probing: re-place the rest of its cluster). */
+/* Remove c from s's table and its list of channels owing credit. */
 static void session_chan_remove(struct session *s, struct srv_chan *c)
 {
-	uint32_t mask = s->ids_cap - 1, i = c->id & mask;
-
-	while (s->ids[i] != c)
-		i = (i + 1) & mask;
-	s->ids[i] = NULL;
-	s->n_chans--;
-	for (i = (i + 1) & mask; s->ids[i]; i = (i + 1) & mask) {
-		struct srv_chan *o = s->ids[i];
-
-		s->ids[i] = NULL;
-		s->n_chans--;
-		session_chan_insert(s, o);
-	}
+	fdx__idmap_del(&s->ids, c->id);
 	if (c->dirty) {
 		struct srv_chan **pp = &s->dirty_head, *prev = NULL;
 
@@ -544,8 +506,8 @@ static void session_drop_channels(struct session *s, int err, const char *why)
 	struct fdx_exchange *ex = s->ex;
 	char msg[192];
 
-	for (uint32_t i = 0; i < s->ids_cap; i++) {
-		struct srv_chan *c = s->ids[i];
+	for (uint32_t i = 0; i < s->ids.cap; i++) {
+		struct srv_chan *c = s->ids.e[i].p;
 		struct gate *g;
 
 		if (!c)
@@ -563,9 +525,9 @@ static void session_drop_channels(struct session *s, int err, const char *why)
 						 msg);
 		free(c->offs);
 		free(c);
-		s->ids[i] = NULL;
+		s->ids.e[i].p = NULL;
 	}
-	s->n_chans = 0;
+	s->ids.n = 0;
 	s->dirty_head = s->dirty_tail = NULL;
 }
 
@@ -849,8 +811,8 @@ static void session_send_stats(struct session *s, const Fdx__StatsReply *snap)
 {
 	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
 	Fdx__StatsReply r = *snap;
-	Fdx__ChannelStats *cs = calloc(s->n_chans ? s->n_chans : 1, sizeof(*cs));
-	Fdx__ChannelStats **csp = calloc(s->n_chans ? s->n_chans : 1, sizeof(*csp));
+	Fdx__ChannelStats *cs = calloc(s->ids.n ? s->ids.n : 1, sizeof(*cs));
+	Fdx__ChannelStats **csp = calloc(s->ids.n ? s->ids.n : 1, sizeof(*csp));
 	size_t n = 0;
 
 	s->stats_wanted = 0;
@@ -860,8 +822,8 @@ static void session_send_stats(struct session *s, const Fdx__StatsReply *snap)
 		session_error(s, -ENOMEM, 0, "out of memory");
 		return;
 	}
-	for (uint32_t i = 0; i < s->ids_cap; i++) {
-		struct srv_chan *c = s->ids[i];
+	for (uint32_t i = 0; i < s->ids.cap; i++) {
+		struct srv_chan *c = s->ids.e[i].p;
 
 		if (!c)
 			continue;
@@ -1129,7 +1091,7 @@ static void session_maybe_free(struct session *s)
 		s->next->prev = s->prev;
 	sendq_clear(&s->q);
 	grpc_call_unref(s->call);
-	free(s->ids);
+	fdx__idmap_free(&s->ids);
 	free(s);
 	ex->n_sessions--;
 	pthread_cond_broadcast(&ex->cond);
@@ -1218,77 +1180,10 @@ static void peer_post_recv(struct peer *p)
 
 /* ---- our channels by id --------------------------------------------------- */
 
-static uint32_t chan_slot(const struct fdx_exchange *ex, uint32_t id)
-{
-	return (uint32_t)(((uint64_t)id * 0x9e3779b97f4a7c15ull) >> 32) & (ex->cap_cchans - 1);
-}
-
 /* With ex->lock held: the channel with that id, or NULL. */
 static struct cli_chan *chan_get(const struct fdx_exchange *ex, uint32_t id)
 {
-	if (id == 0 || !ex->cap_cchans)
-		return NULL;
-	for (uint32_t i = chan_slot(ex, id); ex->cchans[i]; i = (i + 1) & (ex->cap_cchans - 1))
-		if (ex->cchans[i]->id == id)
-			return ex->cchans[i];
-	return NULL;
-}
-
-static void chan_insert(struct fdx_exchange *ex, struct cli_chan *c)
-{
-	uint32_t i = chan_slot(ex, c->id);
-
-	while (ex->cchans[i])
-		i = (i + 1) & (ex->cap_cchans - 1);
-	ex->cchans[i] = c;
-	ex->n_cchans++;
-}
-
-/* With ex->lock held: room for one more channel; 0 or -ENOMEM. */
-static int chan_reserve(struct fdx_exchange *ex)
-{
-	struct cli_chan **old = ex->cchans;
-	uint32_t oldcap = ex->cap_cchans, cap;
-
-	if (2 * (ex->n_cchans + 1) <= ex->cap_cchans)
-		return 0;
-	if (ex->cap_cchans >= (1u << 30))
-		return -ENOMEM;
-	cap = ex->cap_cchans ? 2 * ex->cap_cchans : 64;
-	ex->cchans = calloc(cap, sizeof(*ex->cchans));
-	if (!ex->cchans) {
-		ex->cchans = old;
-		return -ENOMEM;
-	}
-	ex->cap_cchans = cap;
-	ex->n_cchans = 0;
-	for (uint32_t i = 0; i < oldcap; i++)
-		if (old[i])
-			chan_insert(ex, old[i]);
-	free(old);
-	return 0;
-}
-
-/* With ex->lock held: c leaves the map (backward-shift deletion). */
-static void chan_remove(struct fdx_exchange *ex, struct cli_chan *c)
-{
-	uint32_t mask = ex->cap_cchans - 1, i, j;
-
-	if (!ex->cap_cchans)
-		return;
-	for (i = chan_slot(ex, c->id); ex->cchans[i] != c; i = (i + 1) & mask)
-		if (!ex->cchans[i])
-			return;
-	for (j = (i + 1) & mask; ex->cchans[j]; j = (j + 1) & mask) {
-		uint32_t home = chan_slot(ex, ex->cchans[j]->id);
-
-		if (((j - home) & mask) >= ((j - i) & mask)) {
-			ex->cchans[i] = ex->cchans[j];
-			i = j;
-		}
-	}
-	ex->cchans[i] = NULL;
-	ex->n_cchans--;
+	return id ? fdx__idmap_get(&ex->cchans, id) : NULL;
 }
 
 /* With ex->lock held and room reserved: the next id no channel has (never 0). */
@@ -1412,7 +1307,7 @@ static void chan_detach_locked(struct cli_chan *c)
 static void chan_free_locked(struct fdx_exchange *ex, struct cli_chan *c)
 {
 	chan_detach_locked(c);
-	chan_remove(ex, c);
+	fdx__idmap_del(&ex->cchans, c->id);
 	if (c->state == CHAN_OPEN)
 		ex->open_out--;
 	free(c->inflight);
@@ -2016,14 +1911,14 @@ static int open_begin_locked(struct fdx_exchange *ex, struct peer *p, const char
 	struct cli_chan *c;
 	uint32_t id;
 
-	if (chan_reserve(ex))
+	if (fdx__idmap_reserve(&ex->cchans) < 0)
 		return -ENOMEM;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
 	id = chan_new_id(ex);
 	c->id = id;
-	chan_insert(ex, c);
+	fdx__idmap_put(&ex->cchans, id, c);
 	c->p = p;
 	c->pnext = p->chans;
 	p->chans = c;
@@ -3040,12 +2935,15 @@ FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
 		free(g->chans);
 		free(g);
 	}
-	for (uint32_t i = 0; i < ex->cap_cchans; i++)
-		if (ex->cchans[i]) {
-			free(ex->cchans[i]->inflight);
-			free(ex->cchans[i]);
+	for (uint32_t i = 0; i < ex->cchans.cap; i++) {
+		struct cli_chan *c = ex->cchans.e[i].p;
+
+		if (c) {
+			free(c->inflight);
+			free(c);
 		}
-	free(ex->cchans);
+	}
+	fdx__idmap_free(&ex->cchans);
 	close(ex->efd);
 	pthread_cond_destroy(&ex->cond);
 	pthread_mutex_destroy(&ex->lock);
@@ -3173,11 +3071,13 @@ FDX_API int fdx_exchange_stats(struct fdx_exchange *ex, struct fdx_exchange_stat
 	s.peers_up = ex->peers_up;
 	s.sessions = ex->n_sessions;
 	for (struct session *ss = ex->sessions; ss; ss = ss->next)
-		s.channels_in += ss->n_chans;
+		s.channels_in += ss->ids.n;
 	s.channels_out = ex->open_out;
-	for (uint32_t i = 0; i < ex->cap_cchans; i++)
-		if (ex->cchans[i] && ex->cchans[i]->state == CHAN_CLOSED)
-			s.channels_closing++;
+	for (uint32_t i = 0; i < ex->cchans.cap; i++) {
+		struct cli_chan *c = ex->cchans.e[i].p;
+
+		s.channels_closing += c && c->state == CHAN_CLOSED;
+	}
 	pthread_mutex_unlock(&ex->lock);
 	fdx__stats_copy(st, &s, sizeof(s));
 	return 0;
@@ -3275,7 +3175,7 @@ int fdx__fuzz_exchange_idle(struct fdx_exchange *ex)
 
 	pthread_mutex_lock(&ex->lock);
 	busy = ex->sessions || ex->peers || ex->n_sessions || ex->n_peers || ex->open_out ||
-	       ex->n_cchans;
+	       ex->cchans.n;
 	if (!busy) {
 		ex->next_id = 0; /* the same ids for every input */
 		ex->sess_serial = 0;
