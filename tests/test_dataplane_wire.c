@@ -54,7 +54,9 @@
 #include <fdx/gate.h>
 #include <fdx/partition.h>
 
-#include "runtime/dataplane.h"
+#include "runtime/input_gate.h"
+#include "runtime/result_partition.h"
+#include "transport/data_wire.h"
 #include "runtime/region.h"
 #include "transport/exchange_internal.h"
 #include "transport/region_share.h"

@@ -15,7 +15,9 @@
 
 #include <cmocka.h>
 
-#include "runtime/dataplane.h"
+#include "runtime/input_gate.h"
+#include "runtime/result_partition.h"
+#include "transport/data_wire.h"
 #include "tests/helpers.h"
 
 struct rig {
@@ -517,7 +519,7 @@ static void push_in_the_gap(struct fdx_gate *g)
 {
 	if (gap_pushed++)
 		return;
-	fdx__gate_push(g, event_item(0, 1, FDX__DH_PRIORITY)); /* first in the stream */
+	fdx__gate_push(g, event_item(0, 1, FDX_EVENT_PRIORITY)); /* first in the stream */
 	fdx__gate_push(g, event_item(0, 2, 0)); /* after it */
 }
 
@@ -531,7 +533,7 @@ static void test_an_item_pushed_after_a_priority_one_mid_take_does_not_overtake_
 	rig_open(&r, FDX_PARTITION_BUFFER_TIMEOUT, 60000);
 	assert_int_equal(fdx_gate_next(r.gate, &v, 0), -EAGAIN); /* takes the channel's opening */
 	gap_pushed = 0;
-	fdx__gate_test_between_pops = push_in_the_gap;
+	fdx__seam_gate_between_pops = push_in_the_gap;
 	for (uint64_t want = 1; want <= 2; want++) {
 		assert_int_equal(fdx_gate_next(r.gate, &v, 5000), 0);
 		assert_int_equal(v.kind, FDX_VIEW_EVENT);
@@ -542,7 +544,7 @@ static void test_an_item_pushed_after_a_priority_one_mid_take_does_not_overtake_
 		assert_int_equal(v.event_flags, want == 1 ? FDX_EVENT_PRIORITY : 0);
 		assert_int_equal(fdx_gate_release(r.gate, &v), 0);
 	}
-	fdx__gate_test_between_pops = NULL;
+	fdx__seam_gate_between_pops = NULL;
 	assert_true(gap_pushed > 0);
 	rig_close(&r);
 }

@@ -4,7 +4,7 @@
  * socket, sends what the partitions queued as their credit allows, and hands
  * what arrives to the gates.
  *
- * Wire (runtime/dataplane.h): every frame starts with a 40-byte little-endian
+ * Wire (data_wire.h): every frame starts with a 40-byte little-endian
  * header. A data socket opens with HELLO + the token the control stream gave
  * (+ on shm, the region's announcement, its memfd attached). Then:
  * - shm: BUFFER frames are descriptors {offset, len} of a slice of the
@@ -47,9 +47,12 @@
 #include <fdx/gate.h>
 #include <fdx/partition.h>
 
-#include "../runtime/dataplane.h"
+#include "../runtime/clock.h"
+#include "../runtime/input_gate.h"
 #include "../runtime/local_buffer_pool.h"
 #include "../runtime/region.h"
+#include "../runtime/result_partition.h"
+#include "data_wire.h"
 #include "exchange_internal.h"
 #include "region_share.h"
 
@@ -176,7 +179,7 @@ struct fdx__dp {
 	uint32_t gone_at;
 	/* Local credit from consumer threads, applied by the loop (the partition may be gone). */
 	struct fdx__mpsc lcredit;
-	struct fdx__mpsc readyq; /* subpartitions to pump (fdx__dp_ready) */
+	struct fdx__mpsc readyq; /* subpartitions to pump (dp_ready) */
 	/* This round's buffers for fdx__exchange_sent_many(). */
 	uint32_t *sent_ch;
 	uint64_t *sent_off;
@@ -185,17 +188,9 @@ struct fdx__dp {
 	uint32_t n_sent, cap_sent;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- small things ------------------------------------------------------- */
 
-void fdx__dp_ready(struct fdx__dp *dp, struct fdx__sub *s)
+static void dp_ready(struct fdx__dp *dp, struct fdx__sub *s)
 {
 	if (!atomic_load_explicit(&s->ready, memory_order_relaxed) &&
 	    !atomic_exchange_explicit(&s->ready, 1, memory_order_acq_rel))
@@ -209,7 +204,7 @@ static struct fdx__sub *ready_pop(struct fdx__dp *dp)
 	return n ? (struct fdx__sub *)((char *)n - offsetof(struct fdx__sub, ready_node)) : NULL;
 }
 
-void fdx__dp_kick(struct fdx__dp *dp)
+static void dp_kick(struct fdx__dp *dp)
 {
 	uint64_t one = 1;
 
@@ -220,14 +215,6 @@ void fdx__dp_kick(struct fdx__dp *dp)
 	    atomic_exchange_explicit(&dp->sleeping, 0, memory_order_relaxed))
 		if (write(dp->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 			FDX_LOG_ERR(dp->log, "data plane: eventfd: %s", fdx_strerror(-errno));
-}
-
-void fdx__rmap_put(struct fdx__rmap *m)
-{
-	if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
-		fdx_region_destroy(m->region);
-		free(m);
-	}
 }
 
 #ifdef FDX_FUZZING
@@ -259,125 +246,39 @@ static struct fdx_gate *gate_find(struct fdx__dp *dp, uint32_t id)
 	return NULL;
 }
 
-static struct fdx__gitem *gitem_new(uint32_t kind, uint32_t ch, size_t payload)
-{
-	struct fdx__gitem *it = malloc(sizeof(*it) + payload);
-
-	if (it) {
-		memset(it, 0, sizeof(*it));
-		it->kind = (uint8_t)kind;
-		it->ch = ch;
-	}
-	return it;
-}
-
 /* ---- gate hooks: the cq thread, with the exchange's lock held ------------- */
 
-/*
- * The channel is taken (FDX__SESS_OPENING: a local connect finds it busy),
- * numbered, its OPENED queued, and only then does the loop see the session:
- * nothing of this opening (a buffer, a close, a failure) can reach the gate
- * before its OPENED.
- */
 static int gate_opened(void *ud, uint32_t ch, uint64_t sess, const char *peer, uint64_t *opening)
 {
-	struct fdx_gate *g = ud;
-	struct fdx__gitem *it = gitem_new(FDX__GI_OPENED, ch, 0);
-	uint64_t none = 0;
-
 	(void)peer;
-	if (!it) {
-		FDX_LOG_ERR(g->log, "gate %u: out of memory opening channel %u", g->id, ch);
-		return -ENOMEM;
-	}
-	if (!atomic_compare_exchange_strong(&g->ch[ch].sess, &none, FDX__SESS_OPENING)) {
-		free(it);
-		return -EBUSY;
-	}
-	atomic_store_explicit(&g->ch[ch].granted_total, g->exclusive, memory_order_relaxed);
-	atomic_store_explicit(&g->ch[ch].eop, 0, memory_order_relaxed);
-	*opening = atomic_fetch_add_explicit(&g->ch[ch].opening, 1, memory_order_relaxed) + 1;
-	it->sess = sess;
-	it->opening = *opening;
-	fdx__gate_push(g, it);
-	atomic_store_explicit(&g->ch[ch].sess, sess, memory_order_release);
-	return 0;
-}
-
-static void gate_close_now(struct fdx_gate *g, uint32_t ch, uint64_t sess)
-{
-	uint64_t was = sess, opening;
-	struct fdx__gitem *it;
-
-	/*
-	 * The opening we close: read after its session (stored after it) and
-	 * before the channel is free, so no newer opening can have begun. The
-	 * gate ignores a CLOSED of an opening it has seen replaced.
-	 */
-	if (atomic_load_explicit(&g->ch[ch].sess, memory_order_acquire) != sess)
-		return;
-	opening = atomic_load_explicit(&g->ch[ch].opening, memory_order_relaxed);
-	if (!atomic_compare_exchange_strong(&g->ch[ch].sess, &was, 0))
-		return;
-	it = gitem_new(FDX__GI_CLOSED, ch, 0);
-	if (it) {
-		it->sess = sess;
-		it->opening = opening;
-		fdx__gate_push(g, it);
-	}
+	return fdx__ichan_open(ud, ch, sess, 0, NULL, NULL, opening);
 }
 
 /*
  * The producer's close on the control stream may overtake its last frames on
  * the data socket: then (data_close) the channel ends with the CLOSE frame
- * there, in order (frame_close()), or with the session. A producer that never
- * had a data socket closes it here.
+ * there, in order, or with the session. A producer that never had a data
+ * socket closes it here.
  */
 static void gate_closed(void *ud, uint32_t ch, uint64_t sess, int data_close)
 {
 	if (!data_close)
-		gate_close_now(ud, ch, sess);
-}
-
-/* Push a FAILED item for channel ch of g if session sess still had it open. */
-static void fail_input(struct fdx_gate *g, uint32_t ch, uint64_t sess, int err, const char *msg)
-{
-	uint64_t was = sess, opening;
-	struct fdx__gitem *it;
-
-	/* The opening that fails: read as in gate_close_now(). */
-	if (atomic_load_explicit(&g->ch[ch].sess, memory_order_acquire) != sess)
-		return;
-	opening = atomic_load_explicit(&g->ch[ch].opening, memory_order_relaxed);
-	if (!atomic_compare_exchange_strong(&g->ch[ch].sess, &was, 0))
-		return; /* closed or failed already: one FAILED view per opening */
-	it = gitem_new(FDX__GI_FAILED, ch, 0);
-	if (!it)
-		return;
-	it->sess = sess;
-	it->opening = opening;
-	it->error = err;
-	snprintf(it->msg, sizeof(it->msg), "%s", msg);
-	fdx__gate_push(g, it);
+		fdx__ichan_close(ud, ch, sess);
 }
 
 static void gate_failed(void *ud, uint32_t ch, uint64_t sess, int err, const char *msg)
 {
-	fail_input(ud, ch, sess, err, msg);
+	fdx__ichan_fail(ud, ch, sess, err, msg);
 }
 
 static int gate_busy(void *ud, uint32_t ch)
 {
-	struct fdx_gate *g = ud;
-
-	return atomic_load_explicit(&g->ch[ch].sess, memory_order_acquire) != 0;
+	return fdx__ichan_busy(ud, ch);
 }
 
 static int gate_ended(void *ud, uint32_t ch)
 {
-	struct fdx_gate *g = ud;
-
-	return atomic_load_explicit(&g->ch[ch].eop, memory_order_acquire) != 0;
+	return fdx__ichan_ended(ud, ch);
 }
 
 static const struct fdx__gate_hooks gate_hooks = {gate_opened, gate_closed, gate_failed, gate_busy,
@@ -386,15 +287,16 @@ static const struct fdx__gate_hooks gate_hooks = {gate_opened, gate_closed, gate
 static void chan_credit(void *ud, uint32_t added, const uint64_t *offs, uint32_t n)
 {
 	struct fdx__sub *s = ud;
+	uint32_t bad = 0;
 
-	fdx__part_credit(s->part, s, added, offs, n);
+	if (fdx__sub_credit(s, added, offs, n, &bad) < 0)
+		FDX_LOG_ERR(s->part->log, "partition %s: subpartition %u: credit refused",
+			    s->part->id, s->index);
 }
 
 static void chan_failed(void *ud, int err, const char *msg)
 {
-	struct fdx__sub *s = ud;
-
-	fdx__part_fail(s->part, s, err, msg);
+	fdx__sub_fail(ud, err, msg, 0);
 }
 
 static void chan_lost(void *ud, uint32_t n)
@@ -588,7 +490,7 @@ static void conn_fail_inputs(struct fdx__conn *c, int err, const char *why)
 		for (uint32_t i = 0; i < g->n; i++) {
 			if (atomic_load_explicit(&g->ch[i].sess, memory_order_relaxed) != c->sess)
 				continue;
-			fail_input(g, i, c->sess, err, msg);
+			fdx__ichan_fail(g, i, c->sess, err, msg);
 			/* Free for another producer; this one is told on its control stream. */
 			fdx__exchange_drop_input(c->dp->ex, g->id, i, c->sess, err, msg);
 		}
@@ -609,7 +511,7 @@ static void conn_fail_outputs(struct fdx__conn *c, int err, const char *why)
 				 */
 				if (atomic_load(&p->subs[i].end_sent))
 					continue;
-				fdx__part_fail(p, &p->subs[i], err, msg);
+				fdx__sub_fail(&p->subs[i], err, msg, 0);
 				/* What the consumer held comes back; the channel is closed. */
 				fdx__exchange_fail_channel(c->dp->ex, p->subs[i].chan);
 			}
@@ -698,297 +600,144 @@ static void hdr_init(struct fdx__dhdr *h, const struct fdx__sub *s, uint32_t typ
 	h->gate_channel = htole32(s->gate_channel);
 }
 
-static uint32_t backlog_of(const struct fdx__sub *s)
+/* ---- the links' sending halves (runtime/port.h: struct fdx__link_ops) ------ */
+
+/* local: the slice goes to the gate of this process as an item; nothing is copied. */
+static int local_buffer(struct fdx__sub *s, uint32_t seg, uint64_t off, uint32_t len, uint32_t seq,
+			uint32_t backlog)
 {
-	return s->n_segs + (s->flush_pending ? 1u : 0u);
+	struct fdx__gitem *it = fdx__gitem_new(FDX__GI_BUFFER, s->gate_channel, 0);
+
+	(void)seg;
+	if (!it)
+		return -ENOMEM;
+	it->link_type = FDX_LINK_LOCAL;
+	it->seq = seq;
+	it->len = len;
+	it->backlog = backlog;
+	it->data = s->part->region->base + off;
+	it->offset = off;
+	it->lpart = s->part;
+	it->lsub = s;
+	it->sess = FDX__SESS_LOCAL;
+	fdx__gate_push(s->lgate, it);
+	return 0;
 }
 
-/* Send [start, start + len) of segment seg: one credit. */
-static int send_slice(struct fdx__dp *dp, struct fdx__sub *s, uint32_t seg, uint32_t start,
-		      uint32_t len, uint32_t backlog)
+static int local_control(struct fdx__sub *s, uint32_t kind, struct fdx__pitem *ev, uint32_t seq,
+			 uint32_t backlog)
 {
-	struct fdx_partition *p = s->part;
-	uint64_t off = fdx__region_seg_offset(p->region, seg) + start;
-	uint32_t inflight;
+	uint32_t gk = kind == FDX__SEND_EVENT	? FDX__GI_EVENT
+		      : kind == FDX__SEND_ABORT ? FDX__GI_ABORT
+						: FDX__GI_BACKLOG;
+	struct fdx__gitem *gi;
+
+	if (kind == FDX__SEND_CLOSE)
+		return 0; /* a local channel closes when its partition goes */
+	gi = fdx__gitem_new(gk, s->gate_channel, ev ? ev->len : 0);
+	if (!gi) {
+		free(ev);
+		return -ENOMEM;
+	}
+	gi->link_type = FDX_LINK_LOCAL;
+	gi->sess = FDX__SESS_LOCAL;
+	gi->backlog = backlog;
+	gi->seq = seq;
+	if (ev) {
+		gi->event_type = ev->event_type;
+		if (ev->event_type == FDX_EVENT_END_OF_PARTITION)
+			atomic_store_explicit(&s->lgate->ch[s->gate_channel].eop, 1,
+					      memory_order_release);
+		gi->flags = ev->flags & FDX_EVENT_PRIORITY;
+		gi->len = ev->len;
+		memcpy(gi->payload, ev->payload, ev->len);
+		gi->data = gi->payload;
+		free(ev);
+	}
+	fdx__gate_push(s->lgate, gi);
+	return 0;
+}
+
+/* shm and tcp: a header (and on tcp the bytes) batched on the data connection. */
+static int conn_buffer(struct fdx__sub *s, uint32_t seg, uint64_t off, uint32_t len, uint32_t seq,
+		       uint32_t backlog)
+{
+	struct fdx__conn *c = s->conn;
+	struct txb *b = &c->b[c->fill];
 	struct fdx__dhdr h;
 
-	atomic_fetch_add_explicit(&p->refs[seg], 1, memory_order_relaxed);
-	if (s->link == FDX_LINK_LOCAL) {
-		struct fdx__gitem *it = gitem_new(FDX__GI_BUFFER, s->gate_channel, 0);
+	hdr_init(&h, s, FDX__DH_BUFFER);
+	h.seq = htole32(seq);
+	h.len = htole32(len);
+	h.backlog = htole32(backlog);
+	if (s->link == FDX_LINK_SHM)
+		h.offset = htole64(off);
+	if (txb_hdr(b, &h) < 0)
+		return -ENOMEM;
+	if (s->link == FDX_LINK_TCP) {
+		struct txpart *pt = txb_part(b);
 
-		if (!it) {
-			fdx__part_unref(p, seg);
+		if (!pt) {
+			b->np--; /* the header goes too */
+			b->nh--;
 			return -ENOMEM;
 		}
-		it->link_type = FDX_LINK_LOCAL;
-		it->seq = s->seq++;
-		it->len = len;
-		it->backlog = backlog;
-		it->data = p->region->base + off;
-		it->offset = off;
-		it->lpart = p;
-		it->lsub = s;
-		it->sess = FDX__SESS_LOCAL;
-		fdx__gate_push(s->lgate, it);
-	} else {
-		struct txb *b = &s->conn->b[s->conn->fill];
-
-		hdr_init(&h, s, FDX__DH_BUFFER);
-		h.seq = htole32(s->seq++);
-		h.len = htole32(len);
-		h.backlog = htole32(backlog);
-		if (s->link == FDX_LINK_SHM)
-			h.offset = htole64(off);
-		if (txb_hdr(b, &h) < 0)
-			goto nomem;
-		if (s->link == FDX_LINK_TCP) {
-			struct txpart *pt = txb_part(b);
-
-			if (!pt)
-				goto nomem;
-			pt->ptr = p->region->base + off;
-			pt->len = len;
-			pt->p = p;
-			pt->s = s;
-			pt->seg = seg;
-			atomic_fetch_add_explicit(&p->bytes_copied, len, memory_order_relaxed);
-		}
-		sent_note(dp, s, s->link == FDX_LINK_SHM ? off : 0);
+		pt->ptr = s->part->region->base + off;
+		pt->len = len;
+		pt->p = s->part;
+		pt->s = s;
+		pt->seg = seg;
+		atomic_fetch_add_explicit(&s->part->bytes_copied, len, memory_order_relaxed);
 	}
-	s->spent++;
-	atomic_fetch_add_explicit(&p->in_flight, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&s->bytes_sent, len, memory_order_relaxed);
-	uint64_t sent = atomic_fetch_add_explicit(&s->buffers_sent, 1, memory_order_release) + 1;
-	inflight = (uint32_t)(sent - atomic_load_explicit(&s->returned, memory_order_relaxed));
-	if (inflight > atomic_load_explicit(&s->max_in_flight, memory_order_relaxed))
-		atomic_store_explicit(&s->max_in_flight, inflight, memory_order_relaxed);
+	sent_note(c->dp, s, s->link == FDX_LINK_SHM ? off : 0);
 	return 0;
-nomem:
-	FDX_LOG_ERR(dp->log, "data plane: out of memory sending on channel %u", s->chan);
-	return -ENOMEM;
 }
 
-/* An event (it, consumed), an abort (it NULL, type ABORT) or a backlog: no credit. */
-static void send_ctl(struct fdx__sub *s, uint32_t type, struct fdx__pitem *it, uint32_t backlog)
+static int conn_control(struct fdx__sub *s, uint32_t kind, struct fdx__pitem *ev, uint32_t seq,
+			uint32_t backlog)
 {
-	uint32_t ev_type = it ? it->event_type : 0; /* it is freed below */
+	static const uint8_t types[] = {[FDX__SEND_EVENT] = FDX__DH_EVENT,
+					[FDX__SEND_ABORT] = FDX__DH_ABORT,
+					[FDX__SEND_BACKLOG] = FDX__DH_BACKLOG,
+					[FDX__SEND_CLOSE] = FDX__DH_CLOSE};
+	struct txb *b = &s->conn->b[s->conn->fill];
 	struct fdx__dhdr h;
 
-	if (s->link == FDX_LINK_LOCAL) {
-		uint32_t kind = type == FDX__DH_EVENT	? FDX__GI_EVENT
-				: type == FDX__DH_ABORT ? FDX__GI_ABORT
-							: FDX__GI_BACKLOG;
-		struct fdx__gitem *gi = gitem_new(kind, s->gate_channel, it ? it->len : 0);
-
-		if (gi) {
-			gi->link_type = FDX_LINK_LOCAL;
-			gi->sess = FDX__SESS_LOCAL;
-			gi->backlog = backlog;
-			if (type != FDX__DH_BACKLOG)
-				gi->seq = s->seq++;
-			if (it) {
-				gi->event_type = it->event_type;
-				if (it->event_type == FDX_EVENT_END_OF_PARTITION)
-					atomic_store_explicit(&s->lgate->ch[s->gate_channel].eop, 1,
-							      memory_order_release);
-				gi->flags = (it->flags & FDX_EVENT_PRIORITY) ? FDX__DH_PRIORITY : 0;
-				gi->len = it->len;
-				memcpy(gi->payload, it->payload, it->len);
-				gi->data = gi->payload;
-			}
-			fdx__gate_push(s->lgate, gi);
-		}
-		free(it);
-	} else {
-		struct txb *b = &s->conn->b[s->conn->fill];
-
-		hdr_init(&h, s, type);
-		if (type != FDX__DH_BACKLOG)
-			h.seq = htole32(s->seq++);
-		h.backlog = htole32(backlog);
-		if (it) {
-			h.len = htole32(it->len);
-			h.event_type = htole32(it->event_type);
-			h.flags = htole16((it->flags & FDX_EVENT_PRIORITY) ? FDX__DH_PRIORITY : 0);
-		}
-		if (txb_hdr(b, &h) < 0) {
-			free(it);
-			return;
-		}
-		if (it) {
-			struct txpart *pt = it->len ? txb_part(b) : NULL;
-
-			if (pt) {
-				pt->ptr = it->payload;
-				pt->len = it->len;
-				pt->freeme = it;
-			} else {
-				free(it);
-			}
-		}
+	hdr_init(&h, s, types[kind]);
+	if (kind != FDX__SEND_BACKLOG)
+		h.seq = htole32(seq);
+	h.backlog = htole32(backlog);
+	if (ev) {
+		h.len = htole32(ev->len);
+		h.event_type = htole32(ev->event_type);
+		h.flags = htole16((ev->flags & FDX_EVENT_PRIORITY) ? FDX__DH_PRIORITY : 0);
 	}
-	if (type == FDX__DH_EVENT) {
-		atomic_fetch_add_explicit(&s->events_sent, 1, memory_order_relaxed);
-		if (ev_type == FDX_EVENT_END_OF_PARTITION)
-			atomic_store_explicit(&s->end_sent, 1, memory_order_release);
+	if (txb_hdr(b, &h) < 0) {
+		free(ev);
+		return -ENOMEM;
 	}
-}
+	if (ev) {
+		struct txpart *pt = ev->len ? txb_part(b) : NULL;
 
-/* Append it to the loop's list of s. */
-static void sub_append(struct fdx__sub *s, struct fdx__pitem *it)
-{
-	it->next = NULL;
-	if (s->tail)
-		s->tail->next = it;
-	else
-		s->head = it;
-	s->tail = it;
-}
-
-/* Drop everything queued on a failed or abandoned subpartition. */
-static void sub_discard(struct fdx__sub *s)
-{
-	struct fdx_partition *p = s->part;
-	struct fdx__mpsc_node *n;
-
-	while ((n = fdx__mpsc_pop(&s->q)))
-		sub_append(s, (struct fdx__pitem *)n);
-	while (s->head) {
-		struct fdx__pitem *it = s->head;
-
-		s->head = it->next;
-		if (it->kind == FDX__IT_SEG)
-			fdx__part_unref(p, it->seg);
-		else
-			free(it);
-		atomic_fetch_sub_explicit(&p->queued, 1, memory_order_relaxed);
-	}
-	s->tail = NULL;
-	s->n_segs = 0;
-}
-
-/* Send what sub's credit allows; 1 if anything was done. */
-static int pump(struct fdx__dp *dp, struct fdx__sub *s)
-{
-	struct fdx_partition *p = s->part;
-	struct fdx__mpsc_node *n;
-	uint64_t avail, pub;
-	uint32_t backlog;
-	int did = 0;
-
-	if (!atomic_load_explicit(&s->connected, memory_order_acquire))
-		return 0;
-	/* Its data socket is gone (freed once dead and idle): nothing can go any more. */
-	if (atomic_load_explicit(&s->error, memory_order_relaxed) ||
-	    (s->link != FDX_LINK_LOCAL && !s->conn)) {
-		if (s->head || fdx__mpsc_pop_peek(&s->q)) {
-			sub_discard(s);
-			did = 1;
-		}
-		return did;
-	}
-	while ((n = fdx__mpsc_pop(&s->q))) {
-		struct fdx__pitem *it = (struct fdx__pitem *)n;
-
-		s->drained++;
-		did = 1;
-		if (it->kind == FDX__IT_EVENT && (it->flags & FDX_EVENT_PRIORITY)) {
-			/* Overtakes everything queued: needs no credit. */
-			send_ctl(s, FDX__DH_EVENT, it, backlog_of(s));
-			atomic_fetch_sub_explicit(&p->queued, 1, memory_order_relaxed);
-			continue;
-		}
-		sub_append(s, it);
-		if (it->kind == FDX__IT_SEG)
-			s->n_segs++;
-	}
-	if (atomic_exchange_explicit(&s->flush_req, 0, memory_order_acquire))
-		s->flush_pending = 1;
-	avail = atomic_load_explicit(&s->granted, memory_order_acquire) - s->spent;
-	while (s->head) {
-		struct fdx__pitem *it = s->head;
-		uint32_t start;
-
-		if (it->kind == FDX__IT_SEG) {
-			start = s->open_seg == (int64_t)it->seg ? s->open_pos : 0;
-			if (it->end > start) {
-				if (!avail)
-					break;
-				send_slice(dp, s, it->seg, start, it->end - start, s->n_segs - 1);
-				avail--;
-			}
-			s->open_seg = -1;
-			s->n_segs--;
-			s->head = it->next;
-			fdx__part_unref(p, it->seg); /* the writer's reference */
+		if (pt) {
+			pt->ptr = ev->payload;
+			pt->len = ev->len;
+			pt->freeme = ev;
+		} else if (ev->len) {
+			free(ev);
+			b->np--;
+			b->nh--;
+			return -ENOMEM;
 		} else {
-			if (it->flush_seg >= 0) {
-				start = s->open_seg == it->flush_seg ? s->open_pos : 0;
-				if (it->flush_end > start) {
-					if (!avail)
-						break;
-					send_slice(dp, s, (uint32_t)it->flush_seg, start,
-						   it->flush_end - start, s->n_segs);
-					avail--;
-				}
-				s->open_seg = it->flush_seg;
-				s->open_pos = it->flush_end;
-				it->flush_seg = -1;
-			}
-			s->head = it->next;
-			if (it->kind == FDX__IT_ABORT) {
-				free(it);
-				send_ctl(s, FDX__DH_ABORT, NULL, s->n_segs);
-			} else {
-				send_ctl(s, FDX__DH_EVENT, it, s->n_segs);
-			}
-		}
-		if (!s->head)
-			s->tail = NULL;
-		atomic_fetch_sub_explicit(&p->queued, 1, memory_order_relaxed);
-		did = 1;
-	}
-	/*
-	 * A flush or the buffer timeout: send what was written of the current
-	 * segment, once everything queued before it went. The task may have
-	 * queued more since the drain (P1: seen through pushed): then next round.
-	 */
-	if (!s->head && s->flush_pending) {
-		pub = atomic_load_explicit(&s->pub, memory_order_acquire);
-		if (atomic_load_explicit(&s->pushed, memory_order_relaxed) != s->drained) {
-			fdx__dp_ready(dp, s); /* an item is on its way: next round */
-			atomic_store_explicit(&dp->work, 1, memory_order_relaxed);
-		} else if (!pub) {
-			s->flush_pending = 0;
-		} else {
-			int64_t seg = (int64_t)(pub >> 32) - 1;
-			uint32_t pos = (uint32_t)pub;
-
-			if (s->open_seg != seg) {
-				s->open_seg = seg;
-				s->open_pos = 0;
-			}
-			if (pos <= s->open_pos) {
-				s->flush_pending = 0;
-			} else if (avail) {
-				send_slice(dp, s, (uint32_t)seg, s->open_pos, pos - s->open_pos, 0);
-				s->open_pos = pos;
-				s->flush_pending = 0;
-				avail--;
-				did = 1;
-			}
+			free(ev);
 		}
 	}
-	backlog = backlog_of(s);
-	atomic_store_explicit(&s->backlog, backlog, memory_order_relaxed);
-	/* Without credit, the consumer learns the backlog by itself: it may float us credit. */
-	if (!avail && backlog && backlog != s->last_backlog) {
-		send_ctl(s, FDX__DH_BACKLOG, NULL, backlog);
-		did = 1;
-	}
-	s->last_backlog = avail ? 0 : backlog;
-	return did;
+	return 0;
 }
+
+static const struct fdx__link_ops local_link = {FDX_LINK_LOCAL, 1, local_buffer, local_control};
+static const struct fdx__link_ops shm_link = {FDX_LINK_SHM, 1, conn_buffer, conn_control};
+static const struct fdx__link_ops tcp_link = {FDX_LINK_TCP, 0, conn_buffer, conn_control};
 
 static void on_send_done(struct fdx__conn *c, int res)
 {
@@ -1018,12 +767,8 @@ static void on_send_done(struct fdx__conn *c, int res)
 	for (uint32_t i = 0; i < b->np; i++) {
 		struct txpart *pt = &b->parts[i];
 
-		if (pt->p) {
-			/* tcp: the bytes are in the socket; the slice's segment may go. */
-			atomic_fetch_add_explicit(&pt->s->returned, 1, memory_order_release);
-			atomic_fetch_sub_explicit(&pt->p->in_flight, 1, memory_order_relaxed);
-			fdx__part_unref(pt->p, (uint32_t)pt->seg);
-		}
+		if (pt->p) /* tcp: the bytes are in the socket; the slice's segment may go. */
+			fdx__sub_written(pt->s, (uint32_t)pt->seg);
 	}
 	txb_reset(b);
 	if (res < 0)
@@ -1047,16 +792,26 @@ static void hdr_decode(struct fdx__dhdr *h, const void *raw)
 }
 
 /*
- * Check a frame header before anything is used. 1 if it is fine, 0 if it is
- * for a channel closed or a gate removed meanwhile (dropped: its length was
- * checked all the same), -1 with why set if it is bad.
+ * Check a frame header before anything is used: the wire here (magic,
+ * lengths, the slice inside the region), the protocol in fdx__ichan_accept().
+ * 1 if it is fine (*gp and *opening set), 0 if it is to be dropped (for a
+ * channel closed or a gate removed meanwhile: its length was checked all the
+ * same; or a CLOSE frame, done), -1 with why set if it is bad.
  */
+static uint32_t gi_kind(uint32_t type)
+{
+	return type == FDX__DH_BUFFER  ? FDX__GI_BUFFER
+	       : type == FDX__DH_EVENT ? FDX__GI_EVENT
+	       : type == FDX__DH_ABORT ? FDX__GI_ABORT
+	       : type == FDX__DH_CLOSE ? FDX__GI_CLOSED
+				       : FDX__GI_BACKLOG;
+}
+
 static int check_hdr(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_gate **gp,
-		     char *why, size_t n)
+		     uint64_t *opening, char *why, size_t n)
 {
 	struct fdx_gate *g;
-	struct fdx__gchan *gc;
-	uint64_t sess;
+	int ok;
 
 	if (h->magic != FDX__DH_MAGIC || h->version != FDX__DH_VERSION) {
 		snprintf(why, n, "not a data frame (magic %#x, version %u)", h->magic, h->version);
@@ -1111,81 +866,33 @@ static int check_hdr(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_
 			 g->id);
 		return -1;
 	}
-	gc = &g->ch[h->gate_channel];
-	sess = atomic_load_explicit(&gc->sess, memory_order_acquire);
-	if (sess != c->sess) {
-		if (sess == 0 || sess == FDX__SESS_OPENING)
-			return 0; /* closed meanwhile (and perhaps being opened again) */
-		snprintf(why, n, "channel %u of gate %u is not open to this peer", h->gate_channel,
-			 h->gate);
-		return -1;
-	}
-	/* The loop owns the sequence: it restarts with each new opening. */
-	if (gc->seq_sess != sess ||
-	    gc->seq_open != atomic_load_explicit(&gc->opening, memory_order_relaxed)) {
-		gc->seq_sess = sess;
-		gc->seq_open = atomic_load_explicit(&gc->opening, memory_order_relaxed);
-		gc->expect_seq = 0;
-		gc->rcvd = 0;
-	}
-	/* Credit bounds what a producer may have sent us: a buffer beyond it is a lie. */
-	if (h->type == FDX__DH_BUFFER &&
-	    gc->rcvd + 1 > atomic_load_explicit(&gc->granted_total, memory_order_acquire)) {
-		snprintf(why, n,
-			 "channel %u of gate %u: buffer %llu sent beyond its credit of %llu",
-			 h->gate_channel, h->gate, (unsigned long long)gc->rcvd + 1,
-			 (unsigned long long)atomic_load(&gc->granted_total));
-		return -1;
-	}
-	if (h->type != FDX__DH_BACKLOG) {
-		if (h->seq != gc->expect_seq) {
-			snprintf(why, n, "channel %u of gate %u: sequence %u, expected %u",
-				 h->gate_channel, h->gate, h->seq, gc->expect_seq);
-			return -1;
-		}
-		gc->expect_seq++;
-	}
-	if (h->type == FDX__DH_BUFFER)
-		gc->rcvd++;
-	if (h->type == FDX__DH_EVENT && h->event_type == FDX_EVENT_END_OF_PARTITION)
-		atomic_store_explicit(&gc->eop, 1, memory_order_release);
-	atomic_store_explicit(&gc->link, c->link, memory_order_relaxed);
-	*gp = g;
-	return 1;
-}
-
-/* A CLOSE frame: the channel's last; it may be opened again. */
-static void frame_close(struct fdx__conn *c, struct fdx_gate *g, const struct fdx__dhdr *h)
-{
-	struct fdx__gchan *gc = &g->ch[h->gate_channel];
-
-	/* The next opening by this session (a new producer on the same stream) starts at 0. */
-	gc->expect_seq = 0;
-	gc->rcvd = 0;
-	gate_close_now(g, h->gate_channel, c->sess);
+	ok = fdx__ichan_accept(g, h->gate_channel, c->sess, c->link, gi_kind(h->type), h->seq,
+			       h->type == FDX__DH_EVENT &&
+				       h->event_type == FDX_EVENT_END_OF_PARTITION,
+			       opening, why, n);
+	if (ok > 0 && h->type != FDX__DH_CLOSE)
+		*gp = g;
+	return ok > 0 && h->type == FDX__DH_CLOSE ? 0 : ok;
 }
 
 /* A checked frame becomes an item (payload: the event's bytes, or NULL). */
 static int frame_item(struct fdx__conn *c, struct fdx_gate *g, const struct fdx__dhdr *h,
-		      struct fdx__gitem **out)
+		      uint64_t opening, struct fdx__gitem **out)
 {
-	uint32_t kind = h->type == FDX__DH_BUFFER  ? FDX__GI_BUFFER
-			: h->type == FDX__DH_EVENT ? FDX__GI_EVENT
-			: h->type == FDX__DH_ABORT ? FDX__GI_ABORT
-						   : FDX__GI_BACKLOG;
+	uint32_t kind = gi_kind(h->type);
 	struct fdx__gitem *it =
-		gitem_new(kind, h->gate_channel, h->type == FDX__DH_EVENT ? h->len : 0);
+		fdx__gitem_new(kind, h->gate_channel, h->type == FDX__DH_EVENT ? h->len : 0);
 
 	if (!it)
 		return -ENOMEM;
 	it->link_type = (uint8_t)c->link;
 	it->sess = c->sess;
-	it->opening = g->ch[h->gate_channel].seq_open; /* check_hdr() set it */
+	it->opening = opening;
 	it->seq = h->seq;
 	it->len = h->len;
 	it->backlog = h->backlog;
 	it->event_type = h->event_type;
-	it->flags = h->flags & FDX__DH_PRIORITY;
+	it->flags = (h->flags & FDX__DH_PRIORITY) ? FDX_EVENT_PRIORITY : 0;
 	if (kind == FDX__GI_EVENT)
 		it->data = it->payload;
 	if (kind == FDX__GI_BUFFER && c->link == FDX_LINK_SHM) {
@@ -1217,6 +924,7 @@ static void shm_parse(struct fdx__conn *c)
 		struct fdx__dhdr h;
 		struct fdx_gate *g = NULL;
 		struct fdx__gitem *it;
+		uint64_t opening = 0;
 		uint32_t need;
 		int ok;
 
@@ -1225,15 +933,13 @@ static void shm_parse(struct fdx__conn *c)
 		       (h.type == FDX__DH_EVENT && h.len <= FDX_EVENT_PAYLOAD_MAX ? h.len : 0);
 		if (c->rx_len - pos < need)
 			break;
-		ok = check_hdr(c, &h, &g, why, sizeof(why));
+		ok = check_hdr(c, &h, &g, &opening, why, sizeof(why));
 		if (ok < 0) {
 			conn_kill(c, FDX_EPROTO, why);
 			return;
 		}
-		if (ok > 0 && h.type == FDX__DH_CLOSE) {
-			frame_close(c, g, &h);
-		} else if (ok > 0) {
-			if (frame_item(c, g, &h, &it) < 0) {
+		if (ok > 0) {
+			if (frame_item(c, g, &h, opening, &it) < 0) {
 				conn_kill(c, -ENOMEM, "out of memory");
 				return;
 			}
@@ -1253,22 +959,19 @@ static void shm_parse(struct fdx__conn *c)
 static void tcp_header(struct fdx__conn *c)
 {
 	struct fdx_gate *g = NULL;
+	uint64_t opening = 0;
 	char why[200];
 	int ok, err;
 
 	hdr_decode(&c->hdr, c->rx);
-	ok = check_hdr(c, &c->hdr, &g, why, sizeof(why));
+	ok = check_hdr(c, &c->hdr, &g, &opening, why, sizeof(why));
 	if (ok < 0) {
 		conn_kill(c, FDX_EPROTO, why);
 		return;
 	}
 	c->it = NULL;
-	if (ok > 0 && c->hdr.type == FDX__DH_CLOSE) {
-		frame_close(c, g, &c->hdr);
-		ok = 0;
-	}
 	if (ok > 0) {
-		err = frame_item(c, g, &c->hdr, &c->it);
+		err = frame_item(c, g, &c->hdr, opening, &c->it);
 		if (err == -ENOBUFS) {
 			snprintf(
 				why, sizeof(why),
@@ -1288,7 +991,7 @@ static void tcp_header(struct fdx__conn *c)
 		c->rx_len = 0;
 		c->need = c->hdr.len;
 		if (!c->it) { /* a closed channel's frame (bounded by check_hdr): read and drop */
-			c->it = gitem_new(FDX__GI_ABORT, 0, c->hdr.len);
+			c->it = fdx__gitem_new(FDX__GI_ABORT, 0, c->hdr.len);
 			if (!c->it) {
 				conn_kill(c, -ENOMEM, "out of memory");
 				return;
@@ -1484,7 +1187,7 @@ static int post_accept(struct fdx__dp *dp, int fd, struct op *op)
 static void on_accept(struct fdx__dp *dp, struct op *op, int res)
 {
 	uint32_t waiting = 0, k = op->kind == OP_ACCEPT_UNIX ? 0 : 1;
-	uint64_t now = now_ns();
+	uint64_t now = fdx__now_ns();
 	struct fdx__conn *c;
 	int one = 1;
 
@@ -1600,7 +1303,13 @@ static int apply_local_credit(struct fdx__dp *dp)
 
 		for (struct fdx_partition *p = dp->parts; p; p = p->next)
 			if (p == lc->p) {
-				fdx__part_credit(p, lc->s, lc->added, lc->offs, lc->n);
+				uint32_t bad = 0;
+
+				if (fdx__sub_credit(lc->s, lc->added, lc->offs, lc->n, &bad) < 0)
+					FDX_LOG_ERR(
+						dp->log,
+						"partition %s: local credit refused (offset %u)",
+						p->id, bad);
 				break;
 			}
 		free(lc);
@@ -1609,8 +1318,8 @@ static int apply_local_credit(struct fdx__dp *dp)
 	return did;
 }
 
-int fdx__dp_local_credit(struct fdx__dp *dp, struct fdx_partition *p, struct fdx__sub *s,
-			 uint32_t added, const uint64_t *offs, uint32_t n)
+static int dp_local_credit(struct fdx__dp *dp, struct fdx_partition *p, struct fdx__sub *s,
+			   uint32_t added, const uint64_t *offs, uint32_t n)
 {
 	struct lcredit *lc = malloc(sizeof(*lc) + (size_t)n * sizeof(uint64_t));
 
@@ -1623,7 +1332,7 @@ int fdx__dp_local_credit(struct fdx__dp *dp, struct fdx_partition *p, struct fdx
 	if (n)
 		memcpy(lc->offs, offs, (size_t)n * sizeof(uint64_t));
 	fdx__mpsc_push(&dp->lcredit, &lc->link);
-	fdx__dp_kick(dp);
+	dp_kick(dp);
 	return 0;
 }
 
@@ -1631,26 +1340,13 @@ static int round_work(struct fdx__dp *dp, uint64_t now)
 {
 	int did = apply_local_credit(dp);
 
-	/*
-	 * Each partition's buffer timeout: every timeout_ms, what its
-	 * subpartitions wrote and did not send goes (a record waits at most
-	 * about that long). next_tick: when the loop must wake next for one.
-	 */
+	/* Each partition's buffer timeout; next_tick: when the loop must wake next for one. */
 	dp->next_tick = now + (uint64_t)TICK_DEFAULT_MS * 1000000ull;
 	for (struct fdx_partition *p = dp->parts; p; p = p->next) {
-		if (!p->timeout_ms)
-			continue;
-		if (!p->next_flush) {
-			p->next_flush = now + (uint64_t)p->timeout_ms * 1000000ull;
-		} else if (now >= p->next_flush) {
-			p->next_flush = now + (uint64_t)p->timeout_ms * 1000000ull;
-			for (uint32_t i = 0; i < p->n; i++) {
-				p->subs[i].flush_pending = 1;
-				fdx__dp_ready(dp, &p->subs[i]);
-			}
-		}
-		if (p->next_flush < dp->next_tick)
-			dp->next_tick = p->next_flush;
+		uint64_t next = fdx__part_tick(p, now);
+
+		if (next < dp->next_tick)
+			dp->next_tick = next;
 	}
 	/*
 	 * The subpartitions that asked (items, flush, credit, failure, the buffer
@@ -1659,16 +1355,18 @@ static int round_work(struct fdx__dp *dp, uint64_t now)
 	 */
 	for (struct fdx__sub *s; (s = ready_pop(dp));) {
 		atomic_store_explicit(&s->ready, 0, memory_order_seq_cst);
-		did |= pump(dp, s);
+		did |= fdx__sub_pump(s);
 	}
 	if (dp->n_sent) {
 		fdx__exchange_sent_many(dp->ex, dp->sent_ch, dp->sent_off, dp->n_sent,
 					dp->sent_lost);
 		/* Sent as its stream failed: the failure gave back only what was recorded. */
 		for (uint32_t i = 0; i < dp->n_sent; i++)
-			if (dp->sent_lost[i] && dp->sent_off[i])
-				fdx__part_credit(dp->sent_sub[i]->part, dp->sent_sub[i], 0,
-						 &dp->sent_off[i], 1);
+			if (dp->sent_lost[i] && dp->sent_off[i]) {
+				uint32_t bad = 0;
+
+				fdx__sub_credit(dp->sent_sub[i], 0, &dp->sent_off[i], 1, &bad);
+			}
 		dp->n_sent = 0;
 	}
 	for (uint32_t k = 0; k < 2; k++) {
@@ -1755,7 +1453,7 @@ static void *loop_main(void *arg)
 	post_accept(dp, dp->tfd, &dp->op_acc_tcp);
 	while (!atomic_load(&dp->stop)) {
 		unsigned head, n = 0;
-		uint64_t now = now_ns();
+		uint64_t now = fdx__now_ns();
 		int did;
 
 		/* seq_cst: a kick after this is seen below or by K2 (no lost wake-up). */
@@ -1775,7 +1473,7 @@ static void *loop_main(void *arg)
 		/* Nothing to do: sleep until a completion, a kick or the next tick. */
 		pthread_mutex_unlock(&dp->lock);
 		atomic_store_explicit(&dp->sleeping, 1, memory_order_relaxed);
-		/* K2: the flag, then the work; pairs with K1 in fdx__dp_kick(). */
+		/* K2: the flag, then the work; pairs with K1 in dp_kick(). */
 		atomic_thread_fence(memory_order_seq_cst);
 		if (!atomic_load_explicit(&dp->work, memory_order_relaxed)) {
 			uint64_t wait = dp->next_tick > now ? dp->next_tick - now : 0;
@@ -1864,8 +1562,16 @@ static int listen_data_tcp(struct fdx__dp *dp, const char *host)
 }
 
 /* What every data plane starts with: no sockets yet, its lock and queues ready. */
+static const struct fdx__port_ops port_ops;
+
 static void dp_init(struct fdx__dp *dp, struct fdx_exchange *ex)
 {
+	struct fdx__port *pt = fdx__port_of(ex);
+
+	/* The exchange's port: how runtime/ reaches this data plane. */
+	pt->ops = &port_ops;
+	pt->ctx = dp;
+	pt->log = fdx__exchange_log(ex);
 	dp->ex = ex;
 	dp->log = fdx__exchange_log(ex);
 	dp->ufd = dp->tfd = dp->efd = -1;
@@ -1946,12 +1652,12 @@ void fdx__dp_destroy(struct fdx__dp *dp)
 			pthread_mutex_unlock(&dp->lock);
 			if (!busy)
 				break;
-			fdx__dp_kick(dp);
+			dp_kick(dp);
 			nanosleep(&ms, NULL);
 		}
 		atomic_store(&dp->stop, 1);
 		atomic_store(&dp->sleeping, 1);
-		fdx__dp_kick(dp);
+		dp_kick(dp);
 		pthread_join(dp->thread, NULL);
 	}
 	while (dp->conns) {
@@ -1995,17 +1701,17 @@ const char *fdx__dp_tcp_endpoint(const struct fdx__dp *dp)
 
 /* ---- partitions and gates come and go -------------------------------------- */
 
-int fdx__dp_add_partition(struct fdx__dp *dp, struct fdx_partition *p)
+static int dp_add_partition(struct fdx__dp *dp, struct fdx_partition *p)
 {
 	pthread_mutex_lock(&dp->lock);
 	p->next = dp->parts;
 	dp->parts = p;
 	pthread_mutex_unlock(&dp->lock);
-	fdx__dp_kick(dp); /* its buffer timeout may be the shortest */
+	dp_kick(dp); /* its buffer timeout may be the shortest */
 	return 0;
 }
 
-void fdx__dp_remove_partition(struct fdx__dp *dp, struct fdx_partition *p)
+static void dp_remove_partition(struct fdx__dp *dp, struct fdx_partition *p)
 {
 	pthread_mutex_lock(&dp->lock);
 	for (struct fdx_partition **pp = &dp->parts; *pp; pp = &(*pp)->next)
@@ -2019,24 +1725,14 @@ void fdx__dp_remove_partition(struct fdx__dp *dp, struct fdx_partition *p)
 		if (!atomic_load(&s->connected))
 			continue;
 		if (s->link == FDX_LINK_LOCAL) {
-			uint64_t was = FDX__SESS_LOCAL;
-			struct fdx__gitem *it = gitem_new(FDX__GI_CLOSED, s->gate_channel, 0);
-
-			if (s->lgate &&
-			    atomic_compare_exchange_strong(&s->lgate->ch[s->gate_channel].sess,
-							   &was, 0) &&
-			    it) {
-				it->sess = FDX__SESS_LOCAL;
-				fdx__gate_push(s->lgate, it);
-			} else {
-				free(it);
-			}
+			if (s->lgate)
+				fdx__ichan_close(s->lgate, s->gate_channel, FDX__SESS_LOCAL);
 		} else {
 			/* In order after its data (the control stream's close may overtake it). */
 			int data_close = s->conn && !s->conn->dead && !atomic_load(&s->error);
 
 			if (data_close)
-				send_ctl(s, FDX__DH_CLOSE, NULL, 0);
+				fdx__sub_close(s);
 			fdx__exchange_unhook_channel(dp->ex, s->chan);
 			if (data_close)
 				fdx__exchange_close_channel_data(dp->ex, s->chan);
@@ -2067,7 +1763,7 @@ void fdx__dp_remove_partition(struct fdx__dp *dp, struct fdx_partition *p)
 				if (c->b[k].parts[i].p == p)
 					c->b[k].parts[i].p = NULL;
 	pthread_mutex_unlock(&dp->lock);
-	fdx__dp_kick(dp); /* the CLOSE frames go now */
+	dp_kick(dp); /* the CLOSE frames go now */
 }
 
 void fdx__dp_visit(struct fdx__dp *dp, void (*on_part)(void *ud, struct fdx_partition *p),
@@ -2081,7 +1777,7 @@ void fdx__dp_visit(struct fdx__dp *dp, void (*on_part)(void *ud, struct fdx_part
 	pthread_mutex_unlock(&dp->lock);
 }
 
-int fdx__dp_add_gate(struct fdx__dp *dp, struct fdx_gate *g)
+static int dp_add_gate(struct fdx__dp *dp, struct fdx_gate *g)
 {
 	int err;
 
@@ -2103,7 +1799,7 @@ int fdx__dp_add_gate(struct fdx__dp *dp, struct fdx_gate *g)
 	return err;
 }
 
-void fdx__dp_remove_gate(struct fdx__dp *dp, struct fdx_gate *g)
+static void dp_remove_gate(struct fdx__dp *dp, struct fdx_gate *g)
 {
 	fdx__exchange_remove_gate(dp->ex, g->id); /* no hook runs after this */
 	pthread_mutex_lock(&dp->lock);
@@ -2123,11 +1819,11 @@ void fdx__dp_remove_gate(struct fdx__dp *dp, struct fdx_gate *g)
 		for (uint32_t i = 0; i < p->n; i++)
 			if (p->subs[i].lgate == g) {
 				/* After its end, the gate going is no failure. */
-				if (!atomic_load(&g->ch[p->subs[i].gate_channel].eop))
-					fdx__part_fail(p, &p->subs[i], FDX_EPEERGONE,
-						       "its local gate is gone");
+				if (!fdx__ichan_ended(g, p->subs[i].gate_channel))
+					fdx__sub_fail(&p->subs[i], FDX_EPEERGONE,
+						      "its local gate is gone", 0);
 				atomic_store(&p->subs[i].connected, 0);
-				sub_discard(&p->subs[i]);
+				fdx__sub_discard(&p->subs[i]);
 				p->subs[i].lgate = NULL;
 			}
 	pthread_mutex_unlock(&dp->lock);
@@ -2264,74 +1960,45 @@ static int get_conn(struct fdx__dp *dp, const char *addr, uint32_t link,
 	return 0;
 }
 
-/*
- * Full buffers of a subpartition between wake-ups of the loop: a quarter of
- * the credit it started with, 1..16 (a dry pool, a flush or an event wake it
- * at once).
- */
-static uint32_t kick_batch_for(uint64_t credit)
+/* fdx_partition_connect() below the protocol (runtime/port.h). */
+static int dp_connect(struct fdx__port *pt, struct fdx_partition *p, uint32_t sub, const char *addr,
+		      uint32_t gate, uint32_t gate_channel, uint32_t link, int timeout_ms)
 {
-	return credit >= 64 ? 16 : credit >= 8 ? (uint32_t)(credit / 4) : 1;
-}
-
-FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const char *addr,
-				  uint32_t gate, uint32_t gate_channel, uint32_t link,
-				  int timeout_ms)
-{
+	struct fdx__dp *dp = pt->ctx;
+	struct fdx__sub *s = &p->subs[sub];
 	struct fdx__peer_data pd;
-	struct fdx__dp *dp;
-	struct fdx__sub *s;
 	struct fdx__conn *c = NULL;
 	uint32_t chan = 0, initial = 0, chosen;
 	uint64_t avail;
 	int local, err;
 
-	if (!p || !addr || sub >= p->n || link > FDX_LINK_TCP)
-		return -EINVAL;
-	dp = p->dp;
-	s = &p->subs[sub];
-	if (atomic_load(&s->connected))
-		return -EISCONN;
 	local = strcmp(addr, fdx_exchange_address(p->ex)) == 0;
 	if (link == FDX_LINK_LOCAL && !local)
 		return -EOPNOTSUPP;
 	if (local && (link == FDX_LINK_AUTO || link == FDX_LINK_LOCAL)) {
-		struct fdx__gitem *it;
 		struct fdx_gate *g;
-		uint64_t none = 0;
+		uint64_t opening;
 
 		pthread_mutex_lock(&dp->lock);
 		g = gate_find(dp, gate);
 		err = !g || gate_channel >= g->n ? -ENOENT : 0;
-		it = err ? NULL : gitem_new(FDX__GI_OPENED, gate_channel, 0);
-		if (!err && !it)
-			err = -ENOMEM;
 		if (!err) {
-			if (!atomic_compare_exchange_strong(&g->ch[gate_channel].sess, &none,
-							    FDX__SESS_LOCAL))
-				err = -EBUSY;
+			/* Its fields first: the consumer's credit reaches s through them. */
+			s->lgate = g;
+			s->gate = gate;
+			s->gate_channel = gate_channel;
+			err = fdx__ichan_open(g, gate_channel, FDX__SESS_LOCAL, FDX_LINK_LOCAL, p,
+					      s, &opening);
 		}
-		if (err) {
-			free(it);
-			pthread_mutex_unlock(&dp->lock);
-			return err;
-		}
-		atomic_store(&g->ch[gate_channel].link, FDX_LINK_LOCAL);
-		atomic_store(&g->ch[gate_channel].eop, 0);
-		it->sess = FDX__SESS_LOCAL;
-		it->lpart = p;
-		it->lsub = s;
-		s->link = FDX_LINK_LOCAL;
-		s->lgate = g;
-		s->gate = gate;
-		s->gate_channel = gate_channel;
-		atomic_store(&s->granted, g->exclusive);
-		s->kick_batch = kick_batch_for(g->exclusive);
-		fdx__gate_push(g, it);
-		atomic_store_explicit(&s->connected, 1, memory_order_release);
+		if (!err)
+			fdx__sub_attach(s, &local_link, g->exclusive);
+		else
+			s->lgate = NULL;
 		pthread_mutex_unlock(&dp->lock);
-		fdx__dp_ready(dp, s); /* what was emitted before may go now */
-		fdx__dp_kick(dp);
+		if (err)
+			return err;
+		dp_ready(dp, s); /* what was emitted before may go now */
+		dp_kick(dp);
 		return 0;
 	}
 	err = fdx_exchange_open_channel(p->ex, addr, p->id, sub, gate, gate_channel, timeout_ms,
@@ -2349,28 +2016,95 @@ FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const c
 		goto fail_close;
 	}
 	err = get_conn(dp, addr, chosen, &pd, p->region, &c); /* returns with dp->lock */
-	if (!err)
-		err = fdx__exchange_hook_channel(p->ex, chan, &chan_hooks, s, &avail);
 	if (!err) {
-		s->link = chosen;
 		s->chan = chan;
 		s->conn = c;
 		s->gate = gate;
 		s->gate_channel = gate_channel;
-		atomic_store(&s->granted, avail);
-		s->kick_batch = kick_batch_for(avail);
-		atomic_store_explicit(&s->connected, 1, memory_order_release);
+		/* Its credit so far comes through the hook, into the ledger. */
+		err = fdx__exchange_hook_channel(p->ex, chan, &chan_hooks, s, &avail);
 	}
+	if (!err)
+		fdx__sub_attach(s, chosen == FDX_LINK_SHM ? &shm_link : &tcp_link, 0);
+	else
+		s->conn = NULL;
 	pthread_mutex_unlock(&dp->lock);
 	if (err < 0)
 		goto fail_close;
-	fdx__dp_ready(dp, s); /* what was emitted before may go now */
-	fdx__dp_kick(dp);
+	dp_ready(dp, s); /* what was emitted before may go now */
+	dp_kick(dp);
 	return 0;
 fail_close:
 	fdx_exchange_close_channel(p->ex, chan);
 	return err;
 }
+
+/* ---- the port: runtime/port.h, filled in --------------------------------- */
+
+static int port_partition_attach(struct fdx__port *pt, struct fdx_partition *p)
+{
+	return dp_add_partition(pt->ctx, p);
+}
+
+static void port_partition_detach(struct fdx__port *pt, struct fdx_partition *p)
+{
+	dp_remove_partition(pt->ctx, p);
+}
+
+static void port_ready(struct fdx__port *pt, struct fdx__sub *s)
+{
+	dp_ready(pt->ctx, s);
+}
+
+static void port_kick(struct fdx__port *pt)
+{
+	dp_kick(pt->ctx);
+}
+
+static int port_gate_attach(struct fdx__port *pt, struct fdx_gate *g)
+{
+	return dp_add_gate(pt->ctx, g);
+}
+
+static void port_gate_detach(struct fdx__port *pt, struct fdx_gate *g)
+{
+	dp_remove_gate(pt->ctx, g);
+}
+
+static int port_announce(struct fdx__port *pt, struct fdx_gate *g, uint32_t ch, uint64_t sess,
+			 uint64_t opening, uint32_t added, const uint64_t *offs, uint32_t n)
+{
+	struct fdx__dp *dp = pt->ctx;
+
+	return fdx__exchange_credit_sess(dp->ex, g->id, ch, sess, opening, added, offs, n);
+}
+
+static int port_local_credit(struct fdx__port *pt, struct fdx_partition *p, struct fdx__sub *s,
+			     uint32_t added, const uint64_t *offs, uint32_t n)
+{
+	return dp_local_credit(pt->ctx, p, s, added, offs, n);
+}
+
+static void port_drop_input(struct fdx__port *pt, struct fdx_gate *g, uint32_t ch, uint64_t sess,
+			    int code, const char *msg)
+{
+	struct fdx__dp *dp = pt->ctx;
+
+	fdx__exchange_drop_input(dp->ex, g->id, ch, sess, code, msg);
+}
+
+static const struct fdx__port_ops port_ops = {
+	.partition_attach = port_partition_attach,
+	.partition_detach = port_partition_detach,
+	.connect = dp_connect,
+	.ready = port_ready,
+	.kick = port_kick,
+	.gate_attach = port_gate_attach,
+	.gate_detach = port_gate_detach,
+	.announce = port_announce,
+	.local_credit = port_local_credit,
+	.drop_input = port_drop_input,
+};
 
 #ifdef FDX_FUZZING
 /* ---- fuzzing entry points (transport/fuzz_entry.h; -DFDX_FUZZING only) ----- */
@@ -2539,7 +2273,7 @@ int fdx__fuzz_conn_close(struct fdx__conn *c)
 	if (!c->dead)
 		conn_kill(c, 0, "closed by the fuzzer");
 	c->rx = NULL; /* fuzz_rx stays */
-	round_work(dp, now_ns());
+	round_work(dp, fdx__now_ns());
 	for (struct fdx__conn *o = dp->conns; o; o = o->next)
 		left |= o == c;
 	pthread_mutex_unlock(&dp->lock);

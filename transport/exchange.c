@@ -52,6 +52,7 @@
 #include "../runtime/log.h"
 #include "exchange.pb-c.h"
 #include "../runtime/mpsc_queue.h"
+#include "../runtime/port.h"
 #include "exchange_internal.h"
 
 #define METHOD "/fdx.DataExchange/ExchangeData"
@@ -222,6 +223,7 @@ struct peer {
 };
 
 struct fdx_exchange {
+	struct fdx__port port; /* first: runtime/ reaches the data plane through it (port.h) */
 	struct fdx__log log;
 	uint32_t version;
 	uint32_t seg_size;
@@ -276,6 +278,8 @@ struct fdx_exchange {
 	struct fdx__dp *dp;
 	struct fdx_exchange_stats st;
 };
+
+_Static_assert(offsetof(struct fdx_exchange, port) == 0, "runtime/port.h: the port comes first");
 
 static const Fdx__Link all_links[] = {FDX__LINK__LINK_LOCAL, FDX__LINK__LINK_SHM,
 				      FDX__LINK__LINK_TCP};

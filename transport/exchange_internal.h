@@ -59,6 +59,15 @@ int fdx__exchange_add_gate_hooked(struct fdx_exchange *ex, uint32_t gate, uint32
 void fdx__exchange_drop_input(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
 			      uint64_t sess, int code, const char *msg);
 
+/*
+ * fdx_exchange_credit() if session sess still has the input channel open in
+ * that opening (a channel may have been closed and opened again by the same
+ * session); -ENOENT if not.
+ */
+int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
+			      uint64_t sess, uint64_t opening, uint32_t added,
+			      const uint64_t *offsets, uint32_t n_offsets);
+
 /* Unregister a gate: its open channels fail at their producers (Error frame). */
 void fdx__exchange_remove_gate(struct fdx_exchange *ex, uint32_t gate);
 

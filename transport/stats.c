@@ -18,7 +18,8 @@
 #include <fdx/local_buffer_pool.h>
 #include <fdx/partition.h>
 
-#include "../runtime/dataplane.h"
+#include "../runtime/input_gate.h"
+#include "../runtime/result_partition.h"
 #include "exchange.pb-c.h"
 #include "exchange_internal.h"
 

@@ -54,7 +54,9 @@
 
 #include <fdx/fdx.h>
 
-#include "runtime/dataplane.h"
+#include "runtime/input_gate.h"
+#include "runtime/result_partition.h"
+#include "transport/data_wire.h"
 #include "transport/exchange_internal.h"
 #include "transport/fuzz_entry.h"
 

@@ -49,7 +49,9 @@
 
 #include <fdx/fdx.h>
 
-#include "runtime/dataplane.h"
+#include "runtime/input_gate.h"
+#include "runtime/result_partition.h"
+#include "transport/data_wire.h"
 #include "runtime/local_buffer_pool.h"
 #include "runtime/region.h"
 #include "transport/exchange_internal.h"

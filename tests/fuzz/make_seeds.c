@@ -22,7 +22,9 @@
 #include <fdx/fdx.h>
 
 #include "exchange.pb-c.h"
-#include "runtime/dataplane.h"
+#include "runtime/input_gate.h"
+#include "runtime/result_partition.h"
+#include "transport/data_wire.h"
 
 #define SEG 4096u
 #define SEG_OFF(k) ((uint64_t)SEG * ((k) + 1)) /* segment k of the fuzzers' peer region */

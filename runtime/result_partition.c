@@ -1,15 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The producer side: records packed into the segments of a LocalBufferPool,
- * handed to the exchange's loop (see dataplane.h for who owns what).
- *
- * Record format inside a channel's byte stream: a 4-byte little-endian
- * length, then the payload. A header never straddles two segments (a
- * segment with fewer than 4 bytes left is finished early); the payload may
- * continue over any number of segments.
+ * The result partition: records written by the producing task into the
+ * segments of its LocalBufferPool (record.h's format), handed to the sender
+ * (result_subpartition.c) as segments fill, flushes ask or events come; the
+ * task blocks in a buffer request under backpressure, and that wait is the
+ * backpressure time. See result_partition.h for who owns what.
  */
 #define _GNU_SOURCE
-#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,20 +16,14 @@
 #include <fdx/error.h>
 #include <fdx/partition.h>
 
-#include "dataplane.h"
+#include "clock.h"
 #include "local_buffer_pool.h"
 #include "network_buffer_pool.h"
+#include "record.h"
+#include "result_partition.h"
 
 #define SUBPARTITIONS_MAX 65536u
-#define REC_HDR 4u
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
+#define REC_HDR FDX__REC_HDR
 
 /* Free p and what it allocated (any part may be missing). */
 static void part_free(struct fdx_partition *p)
@@ -40,6 +31,9 @@ static void part_free(struct fdx_partition *p)
 	if (p->seg_items)
 		for (uint32_t i = 0; i < p->region->seg_count; i++)
 			free(p->seg_items[i]);
+	if (p->subs)
+		for (uint32_t i = 0; i < p->n; i++)
+			fdx__ledger_fini(&p->subs[i].ledger);
 	free(p->seg_items);
 	free(p->refs);
 	free(p->subs);
@@ -65,10 +59,10 @@ FDX_API int fdx_partition_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 	if (!p)
 		return -ENOMEM;
 	p->ex = ex;
-	p->dp = fdx__exchange_dp(ex);
+	p->port = fdx__port_of(ex);
 	p->pool = pool;
 	p->region = pool->region;
-	p->log = fdx__exchange_log(ex);
+	p->log = p->port->log;
 	p->n = o->n_subpartitions;
 	p->seg_size = p->region->seg_size;
 	p->max_record = o->max_record ? o->max_record : FDX_RECORD_MAX_DEFAULT;
@@ -105,9 +99,10 @@ FDX_API int fdx_partition_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 		s->open_seg = -1;
 		s->index = i;
 		s->part = p;
+		fdx__ledger_init(&s->ledger, 0);
 		fdx__mpsc_init(&s->q);
 	}
-	err = fdx__dp_add_partition(p->dp, p);
+	err = p->port->ops->partition_attach(p->port, p);
 	if (err < 0)
 		goto fail;
 	*out = p;
@@ -133,33 +128,35 @@ void fdx__part_unref(struct fdx_partition *p, uint32_t seg)
 	}
 }
 
-void fdx__part_credit(struct fdx_partition *p, struct fdx__sub *s, uint32_t added,
-		      const uint64_t *offs, uint32_t n)
+uint64_t fdx__part_tick(struct fdx_partition *p, uint64_t now)
 {
-	for (uint32_t i = 0; i < n; i++) {
-		uint64_t rel = offs[i] - p->region->data_offset;
-
-		fdx__part_unref(p, (uint32_t)(rel >> p->region->seg_shift));
+	/*
+	 * Every timeout_ms, what the subpartitions wrote and did not send goes
+	 * (a record waits at most about that long): Flink's output flusher.
+	 */
+	if (!p->timeout_ms)
+		return UINT64_MAX;
+	if (!p->next_flush) {
+		p->next_flush = now + (uint64_t)p->timeout_ms * 1000000ull;
+	} else if (now >= p->next_flush) {
+		p->next_flush = now + (uint64_t)p->timeout_ms * 1000000ull;
+		for (uint32_t i = 0; i < p->n; i++) {
+			p->subs[i].flush_pending = 1;
+			p->port->ops->ready(p->port, &p->subs[i]);
+		}
 	}
-	if (n) {
-		atomic_fetch_add_explicit(&s->returned, n, memory_order_release);
-		atomic_fetch_sub_explicit(&p->in_flight, n, memory_order_relaxed);
-	}
-	if (added)
-		atomic_fetch_add_explicit(&s->granted, added, memory_order_release);
-	fdx__dp_ready(p->dp, s);
-	fdx__dp_kick(p->dp);
+	return p->next_flush;
 }
 
-void fdx__part_fail(struct fdx_partition *p, struct fdx__sub *s, int err, const char *msg)
+FDX_API int fdx_partition_connect(struct fdx_partition *p, uint32_t sub, const char *addr,
+				  uint32_t gate, uint32_t gate_channel, uint32_t link,
+				  int timeout_ms)
 {
-	int32_t none = 0;
-
-	if (atomic_compare_exchange_strong(&s->error, &none, err))
-		FDX_LOG_WARN(p->log, "partition %s: subpartition %u: channel failed: %s", p->id,
-			     s->index, msg);
-	fdx__dp_ready(p->dp, s);
-	fdx__dp_kick(p->dp);
+	if (!p || !addr || sub >= p->n || link > FDX_LINK_TCP)
+		return -EINVAL;
+	if (atomic_load(&p->subs[sub].connected))
+		return -EISCONN;
+	return p->port->ops->connect(p->port, p, sub, addr, gate, gate_channel, link, timeout_ms);
 }
 
 /* ---- writing records ----------------------------------------------------- */
@@ -183,7 +180,7 @@ static void push_item(struct fdx_partition *p, struct fdx__sub *s, struct fdx__p
 	/* Counted before pushed: a loop that sees the count may wait for the item, not miss it. */
 	atomic_store_explicit(&s->pushed, ++s->n_pushed, memory_order_release);
 	fdx__mpsc_push(&s->q, &it->link);
-	fdx__dp_ready(p->dp, s);
+	p->port->ops->ready(p->port, s);
 }
 
 /* Hand the current segment, as written, to the loop with the writer's reference. */
@@ -205,14 +202,14 @@ static void finish_seg(struct fdx_partition *p, struct fdx__sub *s)
 	 */
 	if (++s->unkicked >= s->kick_batch) {
 		s->unkicked = 0;
-		fdx__dp_kick(p->dp);
+		p->port->ops->kick(p->port);
 	}
 }
 
 static void kick_now(struct fdx_partition *p, struct fdx__sub *s)
 {
 	s->unkicked = 0;
-	fdx__dp_kick(p->dp);
+	p->port->ops->kick(p->port);
 }
 
 /*
@@ -231,7 +228,7 @@ static uint64_t wait_deadline(struct wait *w)
 	if (w->timeout_ms == 0)
 		return 0;
 	if (!w->deadline)
-		w->deadline = now_ns() + (uint64_t)w->timeout_ms * 1000000ull;
+		w->deadline = fdx__now_ns() + (uint64_t)w->timeout_ms * 1000000ull;
 	return w->deadline;
 }
 
@@ -245,13 +242,13 @@ static int take_seg(struct fdx_partition *p, struct fdx__sub *s, struct wait *w)
 	if (err == -EAGAIN)
 		kick_now(p, s); /* what is queued must go for buffers to come back */
 	if (err == -EAGAIN && deadline) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = fdx__now_ns();
 		int64_t us = deadline == UINT64_MAX ? -1
 			     : deadline > t0	    ? (int64_t)((deadline - t0 + 999) / 1000)
 						    : 0;
 
 		err = us == 0 ? -ETIMEDOUT : fdx_lbp_request(p->pool, us, &b);
-		atomic_fetch_add_explicit(&p->backpressured_ns, now_ns() - t0,
+		atomic_fetch_add_explicit(&p->backpressured_ns, fdx__now_ns() - t0,
 					  memory_order_relaxed);
 	}
 	if (err == -EAGAIN && deadline)
@@ -276,7 +273,7 @@ static uint64_t deadline_of(int timeout_ms)
 		return UINT64_MAX;
 	if (timeout_ms == 0)
 		return 0;
-	return now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	return fdx__now_ns() + (uint64_t)timeout_ms * 1000000ull;
 }
 
 /* A record is complete: publish it (P1) and flush as configured. */
@@ -297,7 +294,7 @@ static void record_done(struct fdx_partition *p, struct fdx__sub *s, uint32_t le
 	}
 	if (p->flush_every) {
 		atomic_store_explicit(&s->flush_req, 1, memory_order_release);
-		fdx__dp_ready(p->dp, s);
+		p->port->ops->ready(p->port, s);
 		kick_now(p, s);
 	}
 }
@@ -305,7 +302,7 @@ static void record_done(struct fdx_partition *p, struct fdx__sub *s, uint32_t le
 static int emit_locked(struct fdx_partition *p, struct fdx__sub *s, const uint8_t *rec,
 		       uint32_t len, struct wait *w)
 {
-	uint32_t le = htole32(len), left = len, n;
+	uint32_t left = len, n;
 	int err;
 
 	if (s->cur >= 0 && s->wpos + REC_HDR > p->seg_size)
@@ -315,7 +312,7 @@ static int emit_locked(struct fdx_partition *p, struct fdx__sub *s, const uint8_
 		if (err < 0)
 			return err;
 	}
-	memcpy(s->cur_ptr + s->wpos, &le, REC_HDR);
+	fdx__rec_hdr_put(s->cur_ptr + s->wpos, len);
 	s->wpos += REC_HDR;
 	for (;;) {
 		n = p->seg_size - s->wpos;
@@ -430,15 +427,13 @@ FDX_API int fdx_partition_reserve(struct fdx_partition *p, uint32_t sub, uint32_
 FDX_API int fdx_partition_commit(struct fdx_partition *p, uint32_t sub, uint32_t len)
 {
 	struct fdx__sub *s;
-	uint32_t le;
 
 	if (!p || sub >= p->n || p->resv_sub != (int64_t)sub)
 		return -EINVAL;
 	s = &p->subs[sub];
 	if (!s->reserving || len > s->reserved)
 		return -EINVAL;
-	le = htole32(len);
-	memcpy(s->cur_ptr + s->wpos, &le, REC_HDR);
+	fdx__rec_hdr_put(s->cur_ptr + s->wpos, len);
 	s->wpos += REC_HDR + len;
 	s->reserving = 0;
 	s->reserved = 0;
@@ -516,9 +511,9 @@ FDX_API int fdx_partition_flush(struct fdx_partition *p, uint32_t sub)
 		if (sub == FDX_ALL_SUBPARTITIONS || i == sub) {
 			atomic_store_explicit(&p->subs[i].flush_req, 1, memory_order_release);
 			p->subs[i].unkicked = 0;
-			fdx__dp_ready(p->dp, &p->subs[i]);
+			p->port->ops->ready(p->port, &p->subs[i]);
 		}
-	fdx__dp_kick(p->dp);
+	p->port->ops->kick(p->port);
 	return 0;
 }
 
@@ -553,7 +548,7 @@ FDX_API int fdx_partition_finish(struct fdx_partition *p, int timeout_ms)
 				failed = 1;
 		if (busy == 0)
 			break;
-		if (deadline != UINT64_MAX && now_ns() >= deadline)
+		if (deadline != UINT64_MAX && fdx__now_ns() >= deadline)
 			return -ETIMEDOUT;
 		if (rounds < 100)
 			sched_yield();
@@ -568,7 +563,7 @@ FDX_API void fdx_partition_destroy(struct fdx_partition *p)
 	if (!p)
 		return;
 	atomic_store(&p->closing, 1);
-	fdx__dp_remove_partition(p->dp, p); /* the loop lets go; channels closed */
+	p->port->ops->partition_detach(p->port, p); /* the sender lets go; channels closed */
 	for (uint32_t i = 0; i < p->n; i++) {
 		struct fdx__sub *s = &p->subs[i];
 		struct fdx__mpsc_node *n;
@@ -608,8 +603,8 @@ FDX_API int fdx_partition_channel_stats(struct fdx_partition *p, uint32_t sub,
 	s.size = st->size;
 	/* Sent before granted: a snapshot never shows more sent than granted. */
 	sent = atomic_load_explicit(&x->buffers_sent, memory_order_acquire);
-	ret = atomic_load_explicit(&x->returned, memory_order_acquire);
-	granted = atomic_load_explicit(&x->granted, memory_order_acquire);
+	ret = atomic_load_explicit(&x->ledger.returned, memory_order_acquire);
+	granted = atomic_load_explicit(&x->ledger.granted, memory_order_acquire);
 	s.link = atomic_load_explicit(&x->connected, memory_order_acquire) ? x->link : 0;
 	s.credits_granted = granted;
 	s.buffers_sent = sent;

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The consumer side: views of received buffers and events, records read in
+ * The input gate: views of received buffers and events, records read in
  * place, credit handed back as views are released (Flink's exclusive and
- * floating credits). Everything here runs on the gate's one consumer thread,
- * except fdx__gate_push() (the loop, the cq thread) and the statistics.
+ * floating credits), coalesced here and only here into one announcement per
+ * channel (flush_credit()). Everything here runs on the gate's one consumer
+ * thread, except fdx__gate_push() (the transport's threads) and the
+ * statistics.
  *
  * Per channel, quota = exclusive + floating = outstanding + held: credit
  * announced and not yet used by a buffer, plus buffers received and not
@@ -12,7 +14,6 @@
  * that one goes to the channel waiting longest for floating credit.
  */
 #define _GNU_SOURCE
-#include <endian.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -25,11 +26,13 @@
 #include <fdx/error.h>
 #include <fdx/gate.h>
 
-#include "dataplane.h"
+#include "clock.h"
+#include "input_gate.h"
 #include "local_buffer_pool.h"
+#include "record.h"
 
 #define CHANNELS_MAX 65536u
-#define REC_HDR 4u
+#define REC_HDR FDX__REC_HDR
 #define SPIN_NS 5000u /* poll this long before sleeping (a wake-up costs ~35 us) */
 #define SPIN_ROUNDS 256u /* and at least this many times, reading no clock */
 /*
@@ -38,14 +41,6 @@
  * message per quiet spell, not one per buffer, at a small cost in delay.
  */
 #define CREDIT_DELAY_NS 100000u
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static uint32_t credits_opt(uint32_t v, uint32_t def)
 {
@@ -68,8 +63,8 @@ FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 	if (!g)
 		return -ENOMEM;
 	g->ex = ex;
-	g->dp = fdx__exchange_dp(ex);
-	g->log = fdx__exchange_log(ex);
+	g->port = fdx__port_of(ex);
+	g->log = g->port->log;
 	g->pool = pool;
 	g->id = o->gate;
 	g->n = o->n_channels;
@@ -103,7 +98,7 @@ FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 		err = -errno;
 		goto fail;
 	}
-	err = fdx__dp_add_gate(g->dp, g);
+	err = g->port->ops->gate_attach(g->port, g);
 	if (err < 0) {
 		close(g->efd);
 		goto fail;
@@ -117,10 +112,90 @@ fail:
 	return err;
 }
 
+/* ---- how a released buffer goes home, by link ----------------------------- */
+
+/*
+ * shm: the buffer is a slice of the producer's region, read in place; its
+ * offset travels back with the credit. tcp: it is a segment of our own
+ * pool, which goes back to the pool before its credit leaves (a producer
+ * that has the credit may send at once, and the loop must find a segment
+ * free). local: the producer is in this process; the offset goes back with
+ * the credit at once, as there is no control message to save.
+ */
+struct fdx__recycler {
+	void (*release)(struct fdx_gate *g, struct fdx__gitem *it); /* the memory, first */
+	int offsets_back;
+	int eager;
+	/* Send channel ch's pending credit and offsets. */
+	int (*send)(struct fdx_gate *g, uint32_t ch, struct fdx__gchan *c);
+};
+
+static void tcp_release(struct fdx_gate *g, struct fdx__gitem *it)
+{
+	if (g->pool && !it->seg_back) {
+		fdx_lbp_recycle(g->pool, it->offset);
+		it->seg_back = 1;
+	}
+}
+
+static int local_send(struct fdx_gate *g, uint32_t ch, struct fdx__gchan *c)
+{
+	(void)ch;
+	return g->port->ops->local_credit(g->port, c->lpart, c->lsub, c->pend_added, c->pend_offs,
+					  c->n_pend);
+}
+
+static int remote_send(struct fdx_gate *g, uint32_t ch, struct fdx__gchan *c)
+{
+	int err;
+
+	if (!c->open)
+		return 0;
+	/* Counted before it leaves: the loop checks the producer against it. */
+	atomic_fetch_add_explicit(&c->granted_total, c->pend_added, memory_order_release);
+	err = g->port->ops->announce(g->port, g, ch, c->sess_seen, c->opening_seen, c->pend_added,
+				     c->pend_offs, c->n_pend);
+	if (err < 0 && err != -ENOENT && err != -ENOMEM)
+		FDX_LOG_ERR(g->log, "gate %u channel %u: credit not sent: %s", g->id, ch,
+			    fdx_strerror(err));
+	return err == -ENOMEM ? err : 0;
+}
+
+static const struct fdx__recycler local_home = {NULL, 1, 1, local_send};
+static const struct fdx__recycler shm_home = {NULL, 1, 0, remote_send};
+static const struct fdx__recycler tcp_home = {tcp_release, 0, 0, remote_send};
+
+static const struct fdx__recycler *home_of(uint32_t link)
+{
+	return link == FDX_LINK_LOCAL ? &local_home : link == FDX_LINK_TCP ? &tcp_home : &shm_home;
+}
+
+void fdx__rmap_put(struct fdx__rmap *m)
+{
+	if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
+		fdx_region_destroy(m->region);
+		free(m);
+	}
+}
+
+struct fdx__gitem *fdx__gitem_new(uint32_t kind, uint32_t ch, size_t payload)
+{
+	struct fdx__gitem *it = malloc(sizeof(*it) + payload);
+
+	if (it) {
+		memset(it, 0, sizeof(*it));
+		it->kind = (uint8_t)kind;
+		it->ch = ch;
+	}
+	return it;
+}
+
 static void item_free(struct fdx_gate *g, struct fdx__gitem *it)
 {
-	if (it->kind == FDX__GI_BUFFER && it->link_type == FDX_LINK_TCP && g->pool && !it->seg_back)
-		fdx_lbp_recycle(g->pool, it->offset);
+	const struct fdx__recycler *h = home_of(it->link_type);
+
+	if (it->kind == FDX__GI_BUFFER && h->release)
+		h->release(g, it);
 	if (it->map)
 		fdx__rmap_put(it->map);
 	free(it);
@@ -132,7 +207,7 @@ static void item_free(struct fdx_gate *g, struct fdx__gitem *it)
  * was empty as we looked but is not once we took from q, the priority item
  * goes first and the one from q waits in g->stash.
  */
-void (*fdx__gate_test_between_pops)(struct fdx_gate *g);
+void (*fdx__seam_gate_between_pops)(struct fdx_gate *g);
 
 static struct fdx__gitem *pop_item(struct fdx_gate *g)
 {
@@ -146,8 +221,8 @@ static struct fdx__gitem *pop_item(struct fdx_gate *g)
 		g->stash = NULL;
 		return it;
 	}
-	if (fdx__gate_test_between_pops)
-		fdx__gate_test_between_pops(g);
+	if (fdx__seam_gate_between_pops) /* a test seam: NULL in every real program */
+		fdx__seam_gate_between_pops(g);
 	n = fdx__mpsc_pop_wait(&g->q);
 	if (n && (p = fdx__mpsc_pop_wait(&g->prio))) {
 		g->stash = (struct fdx__gitem *)n;
@@ -169,11 +244,11 @@ FDX_API void fdx_gate_destroy(struct fdx_gate *g)
 	if (!g)
 		return;
 	atomic_store(&g->closing, 1);
-	fdx__dp_remove_gate(g->dp, g); /* nothing is pushed after this */
+	g->port->ops->gate_detach(g->port, g); /* nothing is pushed after this */
 	while ((it = pop_item(g))) {
 		/* A local producer gets its buffers back (remote ones: with their stream). */
 		if (it->kind == FDX__GI_BUFFER && it->lpart)
-			fdx__dp_local_credit(g->dp, it->lpart, it->lsub, 0, &it->offset, 1);
+			g->port->ops->local_credit(g->port, it->lpart, it->lsub, 0, &it->offset, 1);
 		item_free(g, it);
 	}
 	for (uint32_t i = 0; i < g->n; i++) {
@@ -201,8 +276,8 @@ void fdx__gate_push(struct fdx_gate *g, struct fdx__gitem *it)
 			atomic_store_explicit(&c->max_held, held, memory_order_relaxed);
 		atomic_fetch_add_explicit(&g->held, 1, memory_order_relaxed);
 	}
-	fdx__mpsc_push(it->kind == FDX__GI_EVENT && (it->flags & FDX__DH_PRIORITY) ? &g->prio
-										   : &g->q,
+	fdx__mpsc_push(it->kind == FDX__GI_EVENT && (it->flags & FDX_EVENT_PRIORITY) ? &g->prio
+										     : &g->q,
 		       &it->link);
 	/* W1: the push, then the flag; pairs with W2 in wait_for_items(). */
 	atomic_thread_fence(memory_order_seq_cst);
@@ -247,20 +322,8 @@ static void flush_credit(struct fdx_gate *g)
 
 		if (!c->dirty)
 			continue;
-		if (c->lpart) {
-			err = fdx__dp_local_credit(g->dp, c->lpart, c->lsub, c->pend_added,
-						   c->pend_offs, c->n_pend);
-		} else if (c->open) {
-			/* Counted before it leaves: the loop checks the producer against it. */
-			atomic_fetch_add_explicit(&c->granted_total, c->pend_added,
-						  memory_order_release);
-			err = fdx__exchange_credit_sess(g->ex, g->id, i, c->sess_seen,
-							c->opening_seen, c->pend_added,
-							c->pend_offs, c->n_pend);
-			if (err < 0 && err != -ENOENT)
-				FDX_LOG_ERR(g->log, "gate %u channel %u: credit not sent: %s",
-					    g->id, i, fdx_strerror(err));
-		}
+		if (c->home)
+			err = c->home->send(g, i, c);
 		if (err != -ENOMEM) {
 			atomic_fetch_add_explicit(&c->credits_announced, c->pend_added,
 						  memory_order_relaxed);
@@ -368,6 +431,7 @@ static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 	if (c->open)
 		atomic_fetch_sub_explicit(&g->channels_open, 1, memory_order_relaxed);
 	c->open = 0;
+	c->home = NULL;
 	c->lpart = NULL;
 	c->lsub = NULL;
 	atomic_store_explicit(&c->st_floating, 0, memory_order_relaxed);
@@ -408,6 +472,7 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		c->outstanding = g->exclusive; /* announced in the answer to the open */
 		c->lpart = it->lpart;
 		c->lsub = it->lsub;
+		c->home = it->lpart ? &local_home : &shm_home; /* how its credit travels */
 		c->backlog = 0;
 		c->poisoned = 0;
 		atomic_store_explicit(&c->error, 0, memory_order_relaxed);
@@ -494,7 +559,7 @@ static void fill_view(struct fdx_gate *g, struct fdx__gitem *it, struct fdx_view
 		v->data = it->data;
 		v->len = it->len;
 		v->event_type = it->event_type;
-		v->event_flags = (it->flags & FDX__DH_PRIORITY) ? FDX_EVENT_PRIORITY : 0;
+		v->event_flags = it->flags & FDX_EVENT_PRIORITY;
 		break;
 	default:
 		v->kind = FDX_VIEW_FAILED;
@@ -508,7 +573,7 @@ static void fill_view(struct fdx_gate *g, struct fdx__gitem *it, struct fdx_view
 static void wait_for_items(struct fdx_gate *g, uint64_t deadline)
 {
 	struct pollfd pfd = {.fd = g->efd, .events = POLLIN};
-	uint64_t now = now_ns(), junk, left;
+	uint64_t now = fdx__now_ns(), junk, left;
 	struct timespec ts;
 
 	atomic_store_explicit(&g->waiting, 1, memory_order_relaxed);
@@ -559,16 +624,16 @@ FDX_API int fdx_gate_next(struct fdx_gate *g, struct fdx_view *v, int timeout_ms
 			return -EAGAIN;
 		}
 		if (!start) {
-			start = now_ns();
+			start = fdx__now_ns();
 			deadline = timeout_ms < 0 ? UINT64_MAX
 						  : start + (uint64_t)timeout_ms * 1000000ull;
 		}
 		if (++spins < SPIN_ROUNDS || (spins % 64 && spins < (1u << 24)) ||
-		    now_ns() - start < SPIN_NS) {
+		    fdx__now_ns() - start < SPIN_NS) {
 			fdx_cpu_relax();
 			continue;
 		}
-		now = now_ns();
+		now = fdx__now_ns();
 		if (deadline != UINT64_MAX && now >= deadline) {
 			flush_credit(g);
 			return -EAGAIN;
@@ -609,23 +674,13 @@ static int view_item(struct fdx_gate *g, struct fdx_view *v, struct fdx__gitem *
 static void fail_bad_records(struct fdx_gate *g, const struct fdx__gitem *it, const char *why)
 {
 	struct fdx__gchan *c = &g->ch[it->ch];
-	struct fdx__gitem *f;
-	uint64_t was = it->sess;
 
-	if (c->lpart || !of_opening(c, it) || !atomic_compare_exchange_strong(&c->sess, &was, 0))
-		return; /* local, or closed or failed already: one FAILED view per opening */
+	if (c->lpart || !of_opening(c, it))
+		return; /* local, or closed or failed already */
+	if (!fdx__ichan_fail(g, it->ch, it->sess, FDX_EPROTO, why))
+		return; /* one FAILED view per opening */
 	c->poisoned = it->sess;
-	fdx__exchange_drop_input(g->ex, g->id, it->ch, it->sess, FDX_EPROTO, why);
-	f = calloc(1, sizeof(*f));
-	if (!f)
-		return; /* the channel still ends: its producer was told */
-	f->kind = FDX__GI_FAILED;
-	f->ch = it->ch;
-	f->sess = it->sess;
-	f->opening = it->opening;
-	f->error = FDX_EPROTO;
-	snprintf(f->msg, sizeof(f->msg), "%s", why);
-	fdx__gate_push(g, f);
+	g->port->ops->drop_input(g->port, g, it->ch, it->sess, FDX_EPROTO, why);
 }
 
 FDX_API int fdx_gate_next_record(struct fdx_gate *g, struct fdx_view *v, const void **rec,
@@ -676,8 +731,7 @@ FDX_API int fdx_gate_next_record(struct fdx_gate *g, struct fdx_view *v, const v
 		fail_bad_records(g, it, why);
 		return FDX_EPROTO;
 	}
-	memcpy(&L, d + v->cursor, REC_HDR);
-	L = le32toh(L);
+	L = fdx__rec_hdr_get(d + v->cursor);
 	v->cursor += REC_HDR;
 	left -= REC_HDR;
 	if (L > g->max_record) {
@@ -722,6 +776,7 @@ FDX_API int fdx_gate_next_record(struct fdx_gate *g, struct fdx_view *v, const v
 
 FDX_API int fdx_gate_release(struct fdx_gate *g, struct fdx_view *v)
 {
+	const struct fdx__recycler *h;
 	struct fdx__gitem *it;
 	struct fdx__gchan *c;
 
@@ -730,20 +785,15 @@ FDX_API int fdx_gate_release(struct fdx_gate *g, struct fdx_view *v)
 	it->released = 1;
 	v->priv[0] = NULL;
 	c = &g->ch[it->ch];
-	if (it->kind == FDX__GI_BUFFER && it->link_type == FDX_LINK_TCP && g->pool) {
-		/*
-		 * Our segment first, its credit after: a producer that has the
-		 * credit may send at once, and the loop must find a segment free.
-		 */
-		fdx_lbp_recycle(g->pool, it->offset);
-		it->seg_back = 1;
-	}
+	h = home_of(it->link_type);
+	if (it->kind == FDX__GI_BUFFER && h->release)
+		h->release(g, it); /* its memory first, its credit after */
 	if (it->kind == FDX__GI_BUFFER) {
 		atomic_fetch_sub_explicit(&c->held, 1, memory_order_relaxed);
 		atomic_fetch_sub_explicit(&g->held, 1, memory_order_relaxed);
 		/* Credit only to the opening the buffer came from (the same stream may reopen). */
 		if (of_opening(c, it)) {
-			if (it->link_type != FDX_LINK_TCP && pend_offset(c, it->offset) < 0)
+			if (h->offsets_back && pend_offset(c, it->offset) < 0)
 				FDX_LOG_ERR(g->log,
 					    "gate %u channel %u: out of memory: an offset is lost",
 					    g->id, it->ch);
@@ -762,7 +812,7 @@ FDX_API int fdx_gate_release(struct fdx_gate *g, struct fdx_view *v)
 			 * for a local channel, for a producer that has none left, and
 			 * after the end of the channel (its producer waits in finish).
 			 */
-			if (c->lpart || c->ended || g->starving || g->pend_total >= g->flush_at)
+			if (h->eager || c->ended || g->starving || g->pend_total >= g->flush_at)
 				flush_credit(g);
 		} else if (c->float_debt) {
 			/* A view of an ended opening: its floating credit is free again. */

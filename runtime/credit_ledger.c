@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: MIT */
+/* One producer channel's credit: see credit_ledger.h. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "credit_ledger.h"
+
+void fdx__ledger_init(struct fdx__credit_ledger *l, uint64_t initial)
+{
+	atomic_init(&l->granted, initial);
+	atomic_init(&l->spent, 0);
+	atomic_init(&l->returned, 0);
+	fdx__spin_init(&l->lock);
+	l->set = NULL;
+	l->n = l->cap = 0;
+	l->took_back = 0;
+}
+
+void fdx__ledger_fini(struct fdx__credit_ledger *l)
+{
+	free(l->set);
+	l->set = NULL;
+	l->n = l->cap = 0;
+}
+
+static uint32_t slot(const struct fdx__credit_ledger *l, uint64_t off)
+{
+	/* Offsets are multiples of the segment size: mix the high bits down. */
+	return (uint32_t)((off * 0x9e3779b97f4a7c15ull) >> 32) & (l->cap - 1);
+}
+
+/* Under lock, with room: 0, or -EEXIST. */
+static int set_put(struct fdx__credit_ledger *l, uint64_t off)
+{
+	uint32_t i;
+
+	for (i = slot(l, off); l->set[i]; i = (i + 1) & (l->cap - 1))
+		if (l->set[i] == off)
+			return -EEXIST;
+	l->set[i] = off;
+	l->n++;
+	return 0;
+}
+
+/* Under lock: room for one more (at most half full). */
+static int set_reserve(struct fdx__credit_ledger *l)
+{
+	uint32_t cap, oldcap = l->cap;
+	uint64_t *old = l->set, *a;
+
+	if (2 * (l->n + 1) <= l->cap)
+		return 0;
+	cap = l->cap ? 2 * l->cap : 16;
+	a = calloc(cap, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	l->set = a;
+	l->cap = cap;
+	l->n = 0;
+	for (uint32_t i = 0; i < oldcap; i++)
+		if (old[i])
+			set_put(l, old[i]);
+	free(old);
+	return 0;
+}
+
+/* Under lock: remove off; 0, or -ENOENT if it was not in flight. */
+static int set_take(struct fdx__credit_ledger *l, uint64_t off)
+{
+	uint32_t mask = l->cap - 1, i, j;
+
+	if (!l->cap || off == 0)
+		return -ENOENT;
+	for (i = slot(l, off); l->set[i] != off; i = (i + 1) & mask)
+		if (!l->set[i])
+			return -ENOENT;
+	/* Shift the rest of the cluster back over the hole. */
+	for (j = (i + 1) & mask; l->set[j]; j = (j + 1) & mask) {
+		uint32_t home = slot(l, l->set[j]);
+
+		if (((j - home) & mask) >= ((j - i) & mask)) {
+			l->set[i] = l->set[j];
+			i = j;
+		}
+	}
+	l->set[i] = 0;
+	l->n--;
+	return 0;
+}
+
+int fdx__ledger_spend(struct fdx__credit_ledger *l, uint64_t off)
+{
+	int err = 0;
+
+	/* One writer: a plain increment, published relaxed (statistics, the overflow check). */
+	atomic_store_explicit(&l->spent, atomic_load_explicit(&l->spent, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	if (!off)
+		return 0;
+	fdx__spin_lock(&l->lock);
+	if (l->took_back)
+		err = 1;
+	else if ((err = set_reserve(l)) == 0)
+		err = set_put(l, off) < 0 ? -EEXIST : 0;
+	fdx__spin_unlock(&l->lock);
+	return err;
+}
+
+int fdx__ledger_grant(struct fdx__credit_ledger *l, uint32_t added, const uint64_t *offs,
+		      uint32_t n, uint32_t *bad)
+{
+	uint64_t g, s;
+	uint32_t k;
+	int err = 0;
+
+	fdx__spin_lock(&l->lock);
+	if (l->took_back) {
+		fdx__spin_unlock(&l->lock);
+		return 1;
+	}
+	g = atomic_load_explicit(&l->granted, memory_order_relaxed);
+	s = atomic_load_explicit(&l->spent, memory_order_relaxed);
+	if ((g > s ? g - s : 0) + added > UINT32_MAX) {
+		fdx__spin_unlock(&l->lock);
+		return -EOVERFLOW;
+	}
+	for (k = 0; k < n; k++)
+		if (set_take(l, offs[k]) < 0)
+			break;
+	if (k < n) {
+		/* None of a refused grant counts: what it took is in flight again (no growth). */
+		*bad = k;
+		while (k--)
+			set_put(l, offs[k]);
+		err = -ENOENT;
+	} else {
+		if (n)
+			atomic_fetch_add_explicit(&l->returned, n, memory_order_release);
+		/* R1: pairs with the acquire in fdx__ledger_available(). */
+		atomic_fetch_add_explicit(&l->granted, added, memory_order_release);
+	}
+	fdx__spin_unlock(&l->lock);
+	return err;
+}
+
+uint32_t fdx__ledger_take_back(struct fdx__credit_ledger *l, uint64_t *offs, uint32_t max)
+{
+	uint32_t got = 0;
+
+	fdx__spin_lock(&l->lock);
+	l->took_back = 1;
+	for (uint32_t i = 0; i < l->cap && got < max && l->n; i++)
+		if (l->set[i]) {
+			offs[got++] = l->set[i];
+			l->set[i] = 0;
+			l->n--;
+		}
+	fdx__spin_unlock(&l->lock);
+	if (got)
+		atomic_fetch_add_explicit(&l->returned, got, memory_order_release);
+	return got;
+}
+
+uint32_t fdx__ledger_in_flight(struct fdx__credit_ledger *l)
+{
+	uint32_t n;
+
+	fdx__spin_lock(&l->lock);
+	n = l->n;
+	fdx__spin_unlock(&l->lock);
+	return n;
+}

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The credit ledger of one producer channel: the credit its consumer granted
+ * (initial included), the credit the sender spent (one per buffer) and the
+ * offsets sent and not yet handed back. "Send only with credit" is
+ * fdx__ledger_available() > 0; a consumer that hands back an offset that was
+ * never sent, or grants past 2^32 unused credits, is refused here.
+ *
+ * Threads: one sender spends (the exchange's loop for a subpartition, the
+ * owner for a plain channel of fdx_exchange_sent()); the credit side (the
+ * completion-queue thread, or the loop for a local consumer) grants, takes
+ * offsets back and, when the channel fails, takes every offset back at once.
+ * granted and spent are atomics with one writer each; the set of offsets is
+ * under the ledger's spinlock (a leaf lock: nothing is called while it is held).
+ */
+#ifndef FDX_RUNTIME_CREDIT_LEDGER_H
+#define FDX_RUNTIME_CREDIT_LEDGER_H
+
+#include <stdint.h>
+
+#include "atomic.h"
+#include "spinlock.h"
+
+struct fdx__credit_ledger {
+	_Atomic uint64_t granted; /* credit granted in total (credit side, release) */
+	_Atomic uint64_t spent; /* buffers sent in total (the sender, relaxed) */
+	_Atomic uint64_t returned; /* buffers handed back in total */
+	struct fdx__spinlock lock;
+	/* Under lock: offsets in flight (open addressing, 0 = empty, at most half full). */
+	uint64_t *set;
+	uint32_t n, cap;
+	int took_back; /* every offset was taken back: late returns are ignored */
+};
+
+/* A ledger with initial credit. */
+void fdx__ledger_init(struct fdx__credit_ledger *l, uint64_t initial);
+/* Free the set (the ledger is dead: nobody else uses it any more). */
+void fdx__ledger_fini(struct fdx__credit_ledger *l);
+
+/* The sender: credit it may spend now (acquire: pairs with the grant's release). */
+static inline uint64_t fdx__ledger_available(struct fdx__credit_ledger *l)
+{
+	uint64_t g = atomic_load_explicit(&l->granted, memory_order_acquire);
+	uint64_t s = atomic_load_explicit(&l->spent, memory_order_relaxed);
+
+	return g > s ? g - s : 0;
+}
+
+/*
+ * The sender: one credit spent on a buffer; off (not 0) is recorded as in
+ * flight until handed back. 0; 1 if the offsets were taken back meanwhile
+ * (the channel failed): off is the caller's to give back; -ENOMEM if off
+ * could not be recorded (it will not come back through the ledger).
+ */
+int fdx__ledger_spend(struct fdx__credit_ledger *l, uint64_t off);
+
+/*
+ * The credit side: added more credit, and the n offsets handed back. All or
+ * nothing: 0; 1 if the ledger was taken back (ignored, as the channel is
+ * over); -ENOENT with *bad set if offs[*bad] was not in flight; -EOVERFLOW if
+ * the unused credit would pass UINT32_MAX. Handed-back buffers are counted in
+ * returned.
+ */
+int fdx__ledger_grant(struct fdx__credit_ledger *l, uint32_t added, const uint64_t *offs,
+		      uint32_t n, uint32_t *bad);
+
+/*
+ * The credit side, when the channel fails: up to max offsets in flight are
+ * taken out into offs (call until it returns 0); from the first call on, the
+ * ledger is taken back.
+ */
+uint32_t fdx__ledger_take_back(struct fdx__credit_ledger *l, uint64_t *offs, uint32_t max);
+
+/* Offsets in flight (statistics, tests). */
+uint32_t fdx__ledger_in_flight(struct fdx__credit_ledger *l);
+
+#endif /* FDX_RUNTIME_CREDIT_LEDGER_H */
