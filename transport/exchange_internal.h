@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * What the data plane (dataplane.c) needs of the control plane (exchange.c).
+ * What the data plane (dataplane.c) needs of the control plane (exchange.c,
+ * consumer_session.c, producer_peer.c, unix_listener.c).
  *
  * Hooks run on the exchange's completion-queue thread with ex->lock held:
  * they must not block and must not call back into the exchange.

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Entry points of the fuzz targets (tests/fuzz/). They are compiled into
- * transport/dataplane.c and transport/exchange.c only with -DFDX_FUZZING:
+ * transport/dataplane.c only with -DFDX_FUZZING, and the control plane's
+ * are in tests/fuzz/seams_exchange.c, built into the fuzz targets alone:
  * the library itself has none of them. They build a data plane and an
  * exchange with no thread, socket, io_uring or gRPC call, so that a fuzz
  * target can hand peer input from memory to the real handlers, playing the
@@ -76,7 +77,7 @@ enum {
 };
 void fdx__fuzz_gate_hook(struct fdx_gate *g, int what, uint32_t ch, uint64_t sess);
 
-/* ---- exchange.c ------------------------------------------------------------ */
+/* ---- tests/fuzz/seams_exchange.c ----------------------------------------- */
 
 /*
  * An exchange that serves nothing (no gRPC server, completion queue or
