@@ -92,18 +92,35 @@ int fdx__ledger_spend(struct fdx__credit_ledger *l, uint64_t off)
 {
 	int err = 0;
 
+	if (off) {
+		fdx__spin_lock(&l->lock);
+		if (l->took_back)
+			err = 1;
+		else if ((err = set_reserve(l)) == 0)
+			err = set_put(l, off);
+		fdx__spin_unlock(&l->lock);
+		if (err == -EEXIST)
+			return err; /* sent twice and not handed back: nothing is spent */
+	}
 	/* One writer: a plain increment, published relaxed (statistics, the overflow check). */
 	atomic_store_explicit(&l->spent, atomic_load_explicit(&l->spent, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
-	if (!off)
-		return 0;
-	fdx__spin_lock(&l->lock);
-	if (l->took_back)
-		err = 1;
-	else if ((err = set_reserve(l)) == 0)
-		err = set_put(l, off) < 0 ? -EEXIST : 0;
-	fdx__spin_unlock(&l->lock);
 	return err;
+}
+
+int fdx__ledger_holds(struct fdx__credit_ledger *l, uint64_t off)
+{
+	int found = 0;
+
+	fdx__spin_lock(&l->lock);
+	if (l->cap && off)
+		for (uint32_t i = slot(l, off); l->set[i]; i = (i + 1) & (l->cap - 1))
+			if (l->set[i] == off) {
+				found = 1;
+				break;
+			}
+	fdx__spin_unlock(&l->lock);
+	return found;
 }
 
 int fdx__ledger_grant(struct fdx__credit_ledger *l, uint32_t added, const uint64_t *offs,

@@ -91,6 +91,8 @@ FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 	g->want = calloc(g->n, sizeof(*g->want));
 	if (!g->ch || !g->want)
 		goto fail;
+	for (uint32_t i = 0; i < g->n; i++)
+		fdx__outbox_init(&g->ch[i].outbox, &g->ch[i].granted_total);
 	fdx__mpsc_init(&g->q);
 	fdx__mpsc_init(&g->prio);
 	g->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -126,7 +128,7 @@ struct fdx__recycler {
 	void (*release)(struct fdx_gate *g, struct fdx__gitem *it); /* the memory, first */
 	int offsets_back;
 	int eager;
-	/* Send channel ch's pending credit and offsets. */
+	/* Channel ch's outbox has credit: have it sent. */
 	int (*send)(struct fdx_gate *g, uint32_t ch, struct fdx__gchan *c);
 };
 
@@ -138,24 +140,39 @@ static void tcp_release(struct fdx_gate *g, struct fdx__gitem *it)
 	}
 }
 
+/* local: the consumer thread empties the outbox itself, straight to the producer's loop. */
 static int local_send(struct fdx_gate *g, uint32_t ch, struct fdx__gchan *c)
 {
+	uint64_t offs[256];
+	uint32_t added, n;
+	int more, err = 0;
+
 	(void)ch;
-	return g->port->ops->local_credit(g->port, c->lpart, c->lsub, c->pend_added, c->pend_offs,
-					  c->n_pend);
+	do {
+		n = fdx__outbox_take(&c->outbox, 0, &added, offs, 256, &more);
+		if (n || added)
+			err = g->port->ops->local_credit(g->port, c->lpart, c->lsub, added, offs,
+							 n);
+		if (err < 0) {
+			/* Back where it was: tried again at the next flush. */
+			fdx__outbox_add(&c->outbox, 0, added, offs, n);
+			return err;
+		}
+	} while (more);
+	return 0;
 }
 
+/* shm, tcp: the transport takes the outbox when its control stream can send. */
 static int remote_send(struct fdx_gate *g, uint32_t ch, struct fdx__gchan *c)
 {
 	int err;
 
 	if (!c->open)
 		return 0;
-	/* Counted before it leaves: the loop checks the producer against it. */
-	atomic_fetch_add_explicit(&c->granted_total, c->pend_added, memory_order_release);
-	err = g->port->ops->announce(g->port, g, ch, c->sess_seen, c->opening_seen, c->pend_added,
-				     c->pend_offs, c->n_pend);
-	if (err < 0 && err != -ENOENT && err != -ENOMEM)
+	err = g->port->ops->announce(g->port, g, ch, c->sess_seen, c->opening_seen);
+	if (err == -ENOENT) /* that opening is over on the transport's side */
+		fdx__outbox_reset(&c->outbox, c->opening_seen);
+	else if (err < 0 && err != -ENOMEM)
 		FDX_LOG_ERR(g->log, "gate %u channel %u: credit not sent: %s", g->id, ch,
 			    fdx_strerror(err));
 	return err == -ENOMEM ? err : 0;
@@ -252,7 +269,7 @@ FDX_API void fdx_gate_destroy(struct fdx_gate *g)
 		item_free(g, it);
 	}
 	for (uint32_t i = 0; i < g->n; i++) {
-		free(g->ch[i].pend_offs);
+		fdx__outbox_fini(&g->ch[i].outbox);
 		free(g->ch[i].asm_buf);
 	}
 	close(g->efd);
@@ -295,22 +312,16 @@ static void mark_dirty(struct fdx_gate *g, struct fdx__gchan *c)
 	c->dirty = 1;
 }
 
+/* The offset of a released buffer goes back with the channel's next credit. */
 static int pend_offset(struct fdx__gchan *c, uint64_t off)
 {
-	if (c->n_pend == c->cap_pend) {
-		uint32_t cap = c->cap_pend ? 2 * c->cap_pend : 16;
-		uint64_t *a = realloc(c->pend_offs, (size_t)cap * sizeof(*a));
-
-		if (!a)
-			return -ENOMEM;
-		c->pend_offs = a;
-		c->cap_pend = cap;
-	}
-	c->pend_offs[c->n_pend++] = off;
-	return 0;
+	return fdx__outbox_add(&c->outbox, c->opening_seen, 0, &off, 1);
 }
 
-/* Send what credit and offsets accumulated, for every channel. */
+/*
+ * Have every channel's outbox sent (its credit and offsets accumulated since
+ * the last flush): the gate's batching decides when, the outbox is what goes.
+ */
 static void flush_credit(struct fdx_gate *g)
 {
 	g->pend_since = 0;
@@ -328,7 +339,6 @@ static void flush_credit(struct fdx_gate *g)
 			atomic_fetch_add_explicit(&c->credits_announced, c->pend_added,
 						  memory_order_relaxed);
 			c->pend_added = 0;
-			c->n_pend = 0;
 			c->dirty = 0;
 			atomic_store_explicit(&c->st_unannounced, 0, memory_order_relaxed);
 		}
@@ -344,6 +354,8 @@ static void announce(struct fdx_gate *g, struct fdx__gchan *c, uint32_t n)
 		g->starving = 1;
 	c->outstanding += n;
 	c->pend_added += n;
+	if (fdx__outbox_add(&c->outbox, c->opening_seen, n, NULL, 0) < 0)
+		FDX_LOG_ERR(g->log, "gate %u: %u credits lost (over 2^32 waiting)", g->id, n);
 	atomic_store_explicit(&c->st_unannounced, c->pend_added, memory_order_relaxed);
 	g->pend_total += n;
 	mark_dirty(g, c);
@@ -423,9 +435,10 @@ static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 	c->floating = 0;
 	c->outstanding = 0;
 	c->backlog = 0;
+	/* Its outbox keeps what it holds for that opening: it may still go. */
 	c->pend_added = 0;
+	c->dirty = 0;
 	atomic_store_explicit(&c->st_unannounced, 0, memory_order_relaxed);
-	c->n_pend = 0;
 	c->asm_active = 0;
 	c->abort_next = 0;
 	if (c->open)
@@ -473,6 +486,7 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		c->lpart = it->lpart;
 		c->lsub = it->lsub;
 		c->home = it->lpart ? &local_home : &shm_home; /* how its credit travels */
+		fdx__outbox_reset(&c->outbox, it->opening);
 		c->backlog = 0;
 		c->poisoned = 0;
 		atomic_store_explicit(&c->error, 0, memory_order_relaxed);

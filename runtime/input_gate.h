@@ -18,6 +18,7 @@
 #include <fdx/gate.h>
 
 #include "atomic.h"
+#include "credit_outbox.h"
 #include "log.h"
 #include "mpsc_queue.h"
 #include "port.h"
@@ -96,10 +97,9 @@ struct fdx__gchan {
 	uint32_t floating; /* floating credits held */
 	uint32_t backlog; /* last announced */
 	uint32_t outstanding; /* credit announced, not yet used by a buffer */
-	uint32_t pend_added; /* credit not yet sent */
-	uint64_t *pend_offs; /* offsets not yet handed back */
-	uint32_t n_pend, cap_pend;
+	uint32_t pend_added; /* credit added to the outbox since the last flush */
 	int dirty, wanting;
+	struct fdx__credit_outbox outbox; /* credit and offsets on their way (the only queue) */
 	int ended; /* END_OF_PARTITION taken */
 	uint8_t *asm_buf; /* reassembly of a spanning record */
 	uint32_t asm_len, asm_have, asm_cap;

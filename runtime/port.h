@@ -49,12 +49,14 @@ struct fdx__port_ops {
 	/* No producer reaches g after this returns; its open channels fail at their producers. */
 	void (*gate_detach)(struct fdx__port *pt, struct fdx_gate *g);
 	/*
-	 * Credit for the producer of channel ch of g in its opening (sess,
-	 * opening): added more, and the n offsets of its buffers handed back.
-	 * 0; -ENOENT if that opening is over (nothing is sent); -ENOMEM.
+	 * Channel ch of g, in its opening (sess, opening), has credit in its
+	 * outbox (credit_outbox.h): the transport takes it with
+	 * fdx__outbox_take() and sends it to the producer as soon as its
+	 * control stream can. 0; -ENOENT if that opening is over; -ENOMEM
+	 * (call again later).
 	 */
 	int (*announce)(struct fdx__port *pt, struct fdx_gate *g, uint32_t ch, uint64_t sess,
-			uint64_t opening, uint32_t added, const uint64_t *offs, uint32_t n);
+			uint64_t opening);
 	/*
 	 * The same for a producer in this process (a local link): applied by
 	 * the sender, and only if p still exists. 0 or -ENOMEM.

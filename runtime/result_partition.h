@@ -165,8 +165,15 @@ int fdx__sub_credit(struct fdx__sub *s, uint32_t added, const uint64_t *offs, ui
 void fdx__sub_written(struct fdx__sub *s, uint32_t seg);
 
 /*
+ * The consumer of s let go of what it held (it failed or went): every buffer
+ * in flight comes back (counted as lost); what is handed back later is
+ * ignored, and what is sent later comes back at once. Any thread.
+ */
+void fdx__sub_take_back(struct fdx__sub *s);
+
+/*
  * The channel of s failed: emits fail with -EPIPE from now on. With
- * take_back, every buffer in flight comes back (counted as lost). Any thread.
+ * take_back, fdx__sub_take_back() too. Any thread.
  */
 void fdx__sub_fail(struct fdx__sub *s, int err, const char *msg, int take_back);
 

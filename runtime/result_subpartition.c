@@ -75,6 +75,17 @@ void fdx__sub_written(struct fdx__sub *s, uint32_t seg)
 	fdx__part_unref(s->part, seg);
 }
 
+void fdx__sub_take_back(struct fdx__sub *s)
+{
+	uint64_t offs[TAKE_BACK_BATCH];
+	uint32_t n;
+
+	while ((n = fdx__ledger_take_back(&s->ledger, offs, TAKE_BACK_BATCH)) > 0) {
+		atomic_fetch_add_explicit(&s->lost, n, memory_order_relaxed);
+		slices_back(s, offs, n);
+	}
+}
+
 void fdx__sub_fail(struct fdx__sub *s, int err, const char *msg, int take_back)
 {
 	struct fdx_partition *p = s->part;
@@ -83,15 +94,8 @@ void fdx__sub_fail(struct fdx__sub *s, int err, const char *msg, int take_back)
 	if (atomic_compare_exchange_strong(&s->error, &none, err))
 		FDX_LOG_WARN(p->log, "partition %s: subpartition %u: channel failed: %s", p->id,
 			     s->index, msg);
-	if (take_back) {
-		uint64_t offs[TAKE_BACK_BATCH];
-		uint32_t n;
-
-		while ((n = fdx__ledger_take_back(&s->ledger, offs, TAKE_BACK_BATCH)) > 0) {
-			atomic_fetch_add_explicit(&s->lost, n, memory_order_relaxed);
-			slices_back(s, offs, n);
-		}
-	}
+	if (take_back)
+		fdx__sub_take_back(s);
 	ready(s);
 }
 

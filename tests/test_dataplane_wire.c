@@ -464,16 +464,11 @@ static int send_ok_buffer(struct fake *f, int fd, uint32_t link, uint32_t seq)
 	struct fdx__dhdr h;
 	int err;
 
-	/* As the real producer does: spent credit (and on shm the offset in flight) first. */
+	/* As the real producer does on shm: the offset in flight first (tcp hands none back). */
 	if (link == FDX_LINK_SHM) {
 		err = fdx_exchange_sent(f->ex, f->chan, off);
 		if (err < 0)
 			return fake_fail(f, "fdx_exchange_sent: %s", fdx_strerror(err));
-	} else {
-		{
-			uint8_t lost;
-			fdx__exchange_sent_many(f->ex, &f->chan, &off, 1, &lost);
-		}
 	}
 	hdr_make(&h, FDX__DH_BUFFER, 0, seq, OK_SLICE, off);
 	memcpy(buf, &h, sizeof(h));
@@ -521,11 +516,6 @@ static int send_beyond_credit(struct fake *f, int fd, uint32_t link)
 			if (err < 0) {
 				free(buf);
 				return fake_fail(f, "fdx_exchange_sent: %s", fdx_strerror(err));
-			}
-		} else if (i < f->credit) {
-			{
-				uint8_t lost;
-				fdx__exchange_sent_many(f->ex, &f->chan, &off, 1, &lost);
 			}
 		}
 		hdr_make(&h, FDX__DH_BUFFER, 0, i, OK_SLICE, off);

@@ -101,7 +101,7 @@ static void session_drop_channels(struct fdx__session *s, int err, const char *w
 		else
 			fdx__exchange_ev_channel_failed_locked(ex, 0, c->gate, c->gate_channel, err,
 							       s->peer_tm, msg);
-		free(c->offs);
+		fdx__outbox_fini(&c->own);
 		free(c);
 		s->ids.e[i].p = NULL;
 	}
@@ -177,7 +177,8 @@ static void session_flush_credits(struct fdx__session *s)
 {
 	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
 	Fdx__CreditUpdate cu = FDX__CREDIT_UPDATE__INIT;
-	uint32_t n = 0, budget = CREDIT_MSG_OFFSETS_MAX;
+	uint32_t n = 0, used = 0;
+	struct fdx_exchange *ex = s->ex;
 	Fdx__Credit *cr, **crp;
 	struct fdx__in_chan *c;
 
@@ -185,48 +186,43 @@ static void session_flush_credits(struct fdx__session *s)
 		return;
 	for (c = s->dirty_head; c; c = c->next_dirty)
 		n++;
+	if (!ex->credit_scratch)
+		ex->credit_scratch = malloc(CREDIT_MSG_OFFSETS_MAX * sizeof(uint64_t));
 	cr = calloc(n, sizeof(*cr));
 	crp = calloc(n, sizeof(*crp));
-	if (!cr || !crp) {
+	if (!cr || !crp || !ex->credit_scratch) {
 		free(cr);
 		free(crp);
 		return; /* tried again after the next send or credit */
 	}
+	/*
+	 * Everything each channel's outbox holds, in the order they asked; a
+	 * channel whose offsets do not all fit stays first for the next one.
+	 */
 	n = 0;
-	for (c = s->dirty_head; c && budget; c = c->next_dirty) {
-		uint32_t k = c->n_offs < budget ? c->n_offs : budget;
-
-		fdx__credit__init(&cr[n]);
-		cr[n].channel = c->id;
-		cr[n].added = (uint32_t)c->pending_added;
-		cr[n].n_returned_offsets = k;
-		cr[n].returned_offsets = c->offs;
-		crp[n] = &cr[n];
-		s->ex->st.credits_out += c->pending_added;
-		budget -= k;
-		n++;
-	}
-	cu.n_credits = n;
-	cu.credits = crp;
-	f.frame_case = FDX__CONTROL_FRAME__FRAME_CREDIT;
-	f.credit = &cu;
-	fdx__ctl_sendq_push(&s->q, fdx__ctl_pack(&f));
-	s->ex->st.credit_msgs_out++;
-	s->ex->st.frames_out++;
-	/* Take what was packed off the channels; partly sent ones stay dirty, first. */
 	c = s->dirty_head;
-	for (uint32_t i = 0; i < n; i++) {
+	while (c && used < CREDIT_MSG_OFFSETS_MAX) {
 		struct fdx__in_chan *next = c->next_dirty;
-		uint32_t k = (uint32_t)cr[i].n_returned_offsets;
+		uint32_t added = 0, k = 0;
+		int more = 0;
 
-		c->pending_added = 0;
-		if (k && k < c->n_offs)
-			memmove(c->offs, c->offs + k, (size_t)(c->n_offs - k) * sizeof(uint64_t));
-		c->n_offs -= k;
-		if (c->n_offs) {
-			next = c; /* budget ran out within this channel */
-			break;
+		if (c->ob)
+			k = fdx__outbox_take(c->ob, c->ob_opening, &added,
+					     ex->credit_scratch + used,
+					     CREDIT_MSG_OFFSETS_MAX - used, &more);
+		if (k || added) {
+			fdx__credit__init(&cr[n]);
+			cr[n].channel = c->id;
+			cr[n].added = added;
+			cr[n].n_returned_offsets = k;
+			cr[n].returned_offsets = ex->credit_scratch + used;
+			crp[n] = &cr[n];
+			ex->st.credits_out += added;
+			used += k;
+			n++;
 		}
+		if (more)
+			break; /* the budget ran out within this channel */
 		c->dirty = 0;
 		c->next_dirty = NULL;
 		c = next;
@@ -234,6 +230,18 @@ static void session_flush_credits(struct fdx__session *s)
 	s->dirty_head = c;
 	if (!c)
 		s->dirty_tail = NULL;
+	if (!n) {
+		free(cr);
+		free(crp);
+		return;
+	}
+	cu.n_credits = n;
+	cu.credits = crp;
+	f.frame_case = FDX__CONTROL_FRAME__FRAME_CREDIT;
+	f.credit = &cu;
+	fdx__ctl_sendq_push(&s->q, fdx__ctl_pack(&f));
+	ex->st.credit_msgs_out++;
+	ex->st.frames_out++;
 	free(cr);
 	free(crp);
 	fdx__ctl_send_next(s->call, &s->q, &s->t_send, &s->pending);
@@ -292,6 +300,8 @@ static void session_on_open(struct fdx__session *s, const Fdx__OpenChannel *o)
 	c->s = s;
 	c->gate = o->gate;
 	c->gate_channel = o->gate_channel;
+	fdx__outbox_init(&c->own, NULL);
+	c->ob = &c->own;
 	g->chans[o->gate_channel] = c;
 	/*
 	 * The owner hears of the channel before the producer does: once answered,
@@ -304,12 +314,15 @@ static void session_on_open(struct fdx__session *s, const Fdx__OpenChannel *o)
 		if (err < 0) {
 			g->chans[o->gate_channel] = NULL;
 			session_chan_remove(s, c);
+			fdx__outbox_fini(&c->own);
 			free(c);
 			snprintf(msg, sizeof(msg), "input channel %u of gate %u: %s",
 				 o->gate_channel, o->gate, fdx_strerror(err));
 			session_error(s, err, o->id, msg);
 			return;
 		}
+		c->ob = g->hooks->outbox(g->hook_ud, o->gate_channel);
+		c->ob_opening = c->opening;
 	} else {
 		memset(&ev, 0, sizeof(ev));
 		ev.type = FDX_EV_CHANNEL_OPENED;
@@ -409,7 +422,7 @@ static void session_send_stats(struct fdx__session *s, const Fdx__StatsReply *sn
 			continue;
 		fdx__channel_stats__init(&cs[n]);
 		cs[n].channel = c->id;
-		cs[n].credits = (uint32_t)c->pending_added;
+		cs[n].credits = c->ob ? (uint32_t)fdx__outbox_waiting(c->ob) : 0;
 		cs[n].backlog = c->backlog;
 		csp[n] = &cs[n];
 		n++;
@@ -570,7 +583,7 @@ static void session_on_greeted_frame(struct fdx__session *s, const Fdx__ControlF
 	}
 	if (c->gone) { /* it crossed our Error saying the gate went */
 		session_chan_remove(s, c);
-		free(c->offs);
+		fdx__outbox_fini(&c->own);
 		free(c);
 		return;
 	}
@@ -584,7 +597,7 @@ static void session_on_greeted_frame(struct fdx__session *s, const Fdx__ControlF
 	session_chan_remove(s, c);
 	if (g && c->gate_channel < g->n_channels && g->chans[c->gate_channel] == c)
 		g->chans[c->gate_channel] = NULL;
-	free(c->offs);
+	fdx__outbox_fini(&c->own);
 	free(c);
 	if (g && g->hooks)
 		g->hooks->closed(g->hook_ud, ev.gate_channel, s->serial, data_close);
@@ -768,30 +781,11 @@ FDX_API int fdx_exchange_add_gate(struct fdx_exchange *ex, uint32_t gate, uint32
 	return add_gate(ex, gate, n_channels, initial_credit, NULL, NULL);
 }
 
-/* With ex->lock held: queue credit and offsets for c's producer. */
-static int credit_locked(struct fdx__in_chan *c, uint32_t added, const uint64_t *offsets,
-			 uint32_t n_offsets)
+/* With ex->lock held: c's outbox has credit; it goes when the stream can send. */
+static void in_chan_credit_waits(struct fdx__in_chan *c)
 {
-	struct fdx__session *s;
+	struct fdx__session *s = c->s;
 
-	if (c->pending_added + added > UINT32_MAX)
-		return -EOVERFLOW;
-	if (c->n_offs + (uint64_t)n_offsets > c->cap_offs) {
-		uint64_t cap = c->cap_offs ? c->cap_offs : 16;
-		uint64_t *a;
-
-		while (cap < c->n_offs + (uint64_t)n_offsets)
-			cap *= 2;
-		if (cap > UINT32_MAX || !(a = realloc(c->offs, cap * sizeof(*a))))
-			return -ENOMEM;
-		c->offs = a;
-		c->cap_offs = (uint32_t)cap;
-	}
-	if (n_offsets)
-		memcpy(c->offs + c->n_offs, offsets, (size_t)n_offsets * sizeof(uint64_t));
-	c->n_offs += n_offsets;
-	c->pending_added += added;
-	s = c->s;
 	if (!c->dirty) {
 		c->dirty = 1;
 		c->next_dirty = NULL;
@@ -802,7 +796,41 @@ static int credit_locked(struct fdx__in_chan *c, uint32_t added, const uint64_t 
 		s->dirty_tail = c;
 	}
 	session_flush_credits(s);
-	return 0;
+}
+
+/* With ex->lock held: queue credit and offsets for c's producer (a plain gate's channel). */
+static int credit_locked(struct fdx__in_chan *c, uint32_t added, const uint64_t *offsets,
+			 uint32_t n_offsets)
+{
+	int err;
+
+	if (!c->ob)
+		return -ENOENT;
+	err = fdx__outbox_add(c->ob, c->ob_opening, added, offsets, n_offsets);
+	if (!err)
+		in_chan_credit_waits(c);
+	return err;
+}
+
+/*
+ * With ex->lock held: c no longer takes credit from its gate's outbox (the
+ * gate is going); what it holds there moves to c's own, or is dropped.
+ */
+static void in_chan_own_outbox(struct fdx__in_chan *c, int keep)
+{
+	uint64_t offs[256];
+	uint32_t added, k;
+	int more = 1;
+
+	if (c->ob == &c->own || !c->ob)
+		return;
+	while (keep && more) {
+		k = fdx__outbox_take(c->ob, c->ob_opening, &added, offs, 256, &more);
+		if (fdx__outbox_add(&c->own, 0, added, offs, k) < 0)
+			break; /* out of memory: the rest is lost with the gate */
+	}
+	c->ob = &c->own;
+	c->ob_opening = 0;
 }
 
 FDX_API int fdx_exchange_credit(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
@@ -844,11 +872,13 @@ static void in_chan_drop_locked(struct fdx__ctl_gate *g, struct fdx__in_chan *c,
 	 * A channel its producer ended has nothing left to fail: the credit and
 	 * offsets released last still go, and its close is awaited quietly.
 	 */
-	if (g->hooks && g->hooks->ended && g->hooks->ended(g->hook_ud, c->gate_channel))
+	if (g->hooks && g->hooks->ended && g->hooks->ended(g->hook_ud, c->gate_channel)) {
+		in_chan_own_outbox(c, 1);
 		return;
+	}
 	session_error(c->s, code, c->id, msg);
-	c->n_offs = 0;
-	c->pending_added = 0;
+	in_chan_own_outbox(c, 0);
+	fdx__outbox_reset(&c->own, 1); /* nothing more goes: it holds no opening's credit */
 }
 
 void fdx__exchange_drop_input(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
@@ -895,24 +925,25 @@ void fdx__exchange_remove_gate(struct fdx_exchange *ex, uint32_t gate)
 }
 
 int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
-			      uint64_t sess, uint64_t opening, uint32_t added,
-			      const uint64_t *offsets, uint32_t n_offsets)
+			      uint64_t sess, uint64_t opening)
 {
 	struct fdx__in_chan *c;
 	struct fdx__ctl_gate *g;
 	int err;
 
 	/*
-	 * Only to the opening the credit is for, checked and queued under one
-	 * lock: the same session may have closed the channel and opened it again.
+	 * Only to the opening the credit is for: the same session may have
+	 * closed the channel and opened it again.
 	 */
 	pthread_mutex_lock(&ex->lock);
 	g = ctl_gate_find(ex, gate);
 	c = g && gate_channel < g->n_channels ? g->chans[gate_channel] : NULL;
-	if (c && c->s->serial == sess && c->opening == opening)
-		err = credit_locked(c, added, offsets, n_offsets);
-	else
+	if (c && c->s->serial == sess && c->opening == opening && c->ob) {
+		in_chan_credit_waits(c);
+		err = 0;
+	} else {
 		err = -ENOENT;
+	}
 	pthread_mutex_unlock(&ex->lock);
 	return err;
 }

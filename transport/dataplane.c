@@ -19,8 +19,9 @@
  * and by whoever adds or removes partitions, gates and connections. Order:
  * dp->lock, then the exchange's lock. The task threads and the consumer
  * threads never take it: they meet the loop through queues and atomics.
- * Sends are batched: one sendmsg per connection per loop round, one
- * fdx__exchange_sent_many() (one exchange lock) per round.
+ * Sends are batched: one sendmsg per connection per loop round. Credit is
+ * spent in each subpartition's ledger (runtime/credit_ledger.h), without a lock
+ * of the exchange.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -180,12 +181,6 @@ struct fdx__dp {
 	/* Local credit from consumer threads, applied by the loop (the partition may be gone). */
 	struct fdx__mpsc lcredit;
 	struct fdx__mpsc readyq; /* subpartitions to pump (dp_ready) */
-	/* This round's buffers for fdx__exchange_sent_many(). */
-	uint32_t *sent_ch;
-	uint64_t *sent_off;
-	struct fdx__sub **sent_sub; /* whose buffer it was */
-	uint8_t *sent_lost; /* filled by fdx__exchange_sent_many() */
-	uint32_t n_sent, cap_sent;
 };
 
 /* ---- small things ------------------------------------------------------- */
@@ -281,17 +276,31 @@ static int gate_ended(void *ud, uint32_t ch)
 	return fdx__ichan_ended(ud, ch);
 }
 
-static const struct fdx__gate_hooks gate_hooks = {gate_opened, gate_closed, gate_failed, gate_busy,
-						  gate_ended};
+static struct fdx__credit_outbox *gate_outbox(void *ud, uint32_t ch)
+{
+	struct fdx_gate *g = ud;
 
-static void chan_credit(void *ud, uint32_t added, const uint64_t *offs, uint32_t n)
+	return &g->ch[ch].outbox;
+}
+
+static const struct fdx__gate_hooks gate_hooks = {gate_opened, gate_closed, gate_failed,
+						  gate_busy,   gate_ended,  gate_outbox};
+
+static int chan_credit(void *ud, uint32_t added, const uint64_t *offs, uint32_t n, uint32_t *bad)
+{
+	return fdx__sub_credit(ud, added, offs, n, bad);
+}
+
+static void chan_take_back(void *ud)
+{
+	fdx__sub_take_back(ud);
+}
+
+static uint32_t chan_in_flight(void *ud)
 {
 	struct fdx__sub *s = ud;
-	uint32_t bad = 0;
 
-	if (fdx__sub_credit(s, added, offs, n, &bad) < 0)
-		FDX_LOG_ERR(s->part->log, "partition %s: subpartition %u: credit refused",
-			    s->part->id, s->index);
+	return fdx__ledger_in_flight(&s->ledger);
 }
 
 static void chan_failed(void *ud, int err, const char *msg)
@@ -299,14 +308,8 @@ static void chan_failed(void *ud, int err, const char *msg)
 	fdx__sub_fail(ud, err, msg, 0);
 }
 
-static void chan_lost(void *ud, uint32_t n)
-{
-	struct fdx__sub *s = ud;
-
-	atomic_fetch_add_explicit(&s->lost, n, memory_order_relaxed);
-}
-
-static const struct fdx__chan_hooks chan_hooks = {chan_credit, chan_lost, chan_failed};
+static const struct fdx__chan_hooks chan_hooks = {chan_credit, chan_take_back, chan_in_flight,
+						  chan_failed};
 
 /* ---- connections -------------------------------------------------------- */
 
@@ -558,38 +561,6 @@ static void conn_free(struct fdx__conn *c)
 
 /* ---- producer: pumping subpartitions ------------------------------------ */
 
-static int sent_note(struct fdx__dp *dp, struct fdx__sub *s, uint64_t off)
-{
-	if (dp->n_sent == dp->cap_sent) {
-		uint32_t cap = dp->cap_sent ? 2 * dp->cap_sent : 256;
-		uint32_t *a = realloc(dp->sent_ch, cap * sizeof(*a));
-		struct fdx__sub **c;
-		uint64_t *b;
-		uint8_t *d;
-
-		if (!a)
-			return -ENOMEM;
-		dp->sent_ch = a;
-		b = realloc(dp->sent_off, cap * sizeof(*b));
-		if (!b)
-			return -ENOMEM;
-		dp->sent_off = b;
-		c = realloc(dp->sent_sub, cap * sizeof(*c));
-		if (!c)
-			return -ENOMEM;
-		dp->sent_sub = c;
-		d = realloc(dp->sent_lost, cap);
-		if (!d)
-			return -ENOMEM;
-		dp->sent_lost = d;
-		dp->cap_sent = cap;
-	}
-	dp->sent_ch[dp->n_sent] = s->chan;
-	dp->sent_sub[dp->n_sent] = s;
-	dp->sent_off[dp->n_sent++] = off;
-	return 0;
-}
-
 static void hdr_init(struct fdx__dhdr *h, const struct fdx__sub *s, uint32_t type)
 {
 	memset(h, 0, sizeof(*h));
@@ -689,7 +660,6 @@ static int conn_buffer(struct fdx__sub *s, uint32_t seg, uint64_t off, uint32_t 
 		pt->seg = seg;
 		atomic_fetch_add_explicit(&s->part->bytes_copied, len, memory_order_relaxed);
 	}
-	sent_note(c->dp, s, s->link == FDX_LINK_SHM ? off : 0);
 	return 0;
 }
 
@@ -1357,18 +1327,6 @@ static int round_work(struct fdx__dp *dp, uint64_t now)
 		atomic_store_explicit(&s->ready, 0, memory_order_seq_cst);
 		did |= fdx__sub_pump(s);
 	}
-	if (dp->n_sent) {
-		fdx__exchange_sent_many(dp->ex, dp->sent_ch, dp->sent_off, dp->n_sent,
-					dp->sent_lost);
-		/* Sent as its stream failed: the failure gave back only what was recorded. */
-		for (uint32_t i = 0; i < dp->n_sent; i++)
-			if (dp->sent_lost[i] && dp->sent_off[i]) {
-				uint32_t bad = 0;
-
-				fdx__sub_credit(dp->sent_sub[i], 0, &dp->sent_off[i], 1, &bad);
-			}
-		dp->n_sent = 0;
-	}
 	for (uint32_t k = 0; k < 2; k++) {
 		if (!dp->accept_again[k])
 			continue;
@@ -1682,10 +1640,6 @@ void fdx__dp_destroy(struct fdx__dp *dp)
 	pthread_mutex_destroy(&dp->lock);
 	pthread_cond_destroy(&dp->ready);
 	free(dp->unix_path);
-	free(dp->sent_ch);
-	free(dp->sent_off);
-	free(dp->sent_sub);
-	free(dp->sent_lost);
 	free(dp);
 }
 
@@ -2072,11 +2026,11 @@ static void port_gate_detach(struct fdx__port *pt, struct fdx_gate *g)
 }
 
 static int port_announce(struct fdx__port *pt, struct fdx_gate *g, uint32_t ch, uint64_t sess,
-			 uint64_t opening, uint32_t added, const uint64_t *offs, uint32_t n)
+			 uint64_t opening)
 {
 	struct fdx__dp *dp = pt->ctx;
 
-	return fdx__exchange_credit_sess(dp->ex, g->id, ch, sess, opening, added, offs, n);
+	return fdx__exchange_credit_sess(dp->ex, g->id, ch, sess, opening);
 }
 
 static int port_local_credit(struct fdx__port *pt, struct fdx_partition *p, struct fdx__sub *s,

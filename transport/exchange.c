@@ -472,11 +472,12 @@ FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
 		struct fdx__out_chan *c = ex->cchans.e[i].p;
 
 		if (c) {
-			free(c->inflight);
+			fdx__ledger_fini(&c->own);
 			free(c);
 		}
 	}
 	fdx__idmap_free(&ex->cchans);
+	free(ex->credit_scratch);
 	close(ex->efd);
 	pthread_cond_destroy(&ex->cond);
 	pthread_mutex_destroy(&ex->lock);

@@ -17,6 +17,7 @@
 #include "../runtime/log.h"
 
 struct fdx__dp;
+struct fdx__credit_outbox;
 
 /* A gate's input channels, as producers open, close and lose them. */
 struct fdx__gate_hooks {
@@ -34,13 +35,22 @@ struct fdx__gate_hooks {
 	int (*busy)(void *ud, uint32_t gate_channel);
 	/* Whether its producer ended it (all its data came): removing the gate is no failure. */
 	int (*ended)(void *ud, uint32_t gate_channel);
+	/* The channel's credit outbox: the session takes its producer's credit from it. */
+	struct fdx__credit_outbox *(*outbox)(void *ud, uint32_t gate_channel);
 };
 
-/* A producer channel's credit (validated: offsets were in flight) and its end. */
+/* A producer channel's credit, checked by its ledger (runtime/credit_ledger.h), and its end. */
 struct fdx__chan_hooks {
-	void (*credit)(void *ud, uint32_t added, const uint64_t *offs, uint32_t n);
-	/* n buffers are taken back from a consumer that failed (their offsets follow as credit). */
-	void (*lost)(void *ud, uint32_t n);
+	/*
+	 * Credit and offsets the consumer handed back: 0; 1 (taken back
+	 * already: ignored); -ENOENT with *bad set (offs[*bad] was never
+	 * sent); -EOVERFLOW. A refused credit changes nothing.
+	 */
+	int (*credit)(void *ud, uint32_t added, const uint64_t *offs, uint32_t n, uint32_t *bad);
+	/* The consumer let go of what it held: every buffer in flight comes back (lost). */
+	void (*take_back)(void *ud);
+	/* Buffers in flight, not handed back. */
+	uint32_t (*in_flight)(void *ud);
 	void (*failed)(void *ud, int err, const char *msg);
 };
 
@@ -61,13 +71,12 @@ void fdx__exchange_drop_input(struct fdx_exchange *ex, uint32_t gate, uint32_t g
 			      uint64_t sess, int code, const char *msg);
 
 /*
- * fdx_exchange_credit() if session sess still has the input channel open in
- * that opening (a channel may have been closed and opened again by the same
- * session); -ENOENT if not.
+ * The input channel's outbox has credit for session sess's opening: it goes
+ * as soon as the session's stream can send. 0, or -ENOENT if that opening is
+ * over (a channel may have been closed and opened again by the same session).
  */
 int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
-			      uint64_t sess, uint64_t opening, uint32_t added,
-			      const uint64_t *offsets, uint32_t n_offsets);
+			      uint64_t sess, uint64_t opening);
 
 /* Unregister a gate: its open channels fail at their producers (Error frame). */
 void fdx__exchange_remove_gate(struct fdx_exchange *ex, uint32_t gate);
@@ -76,8 +85,8 @@ void fdx__exchange_remove_gate(struct fdx_exchange *ex, uint32_t gate);
 int fdx__exchange_hook_channel(struct fdx_exchange *ex, uint32_t channel,
 			       const struct fdx__chan_hooks *h, void *ud, uint64_t *available);
 /*
- * The channel's data socket failed: every offset in flight comes back through
- * its credit hook, and the channel is closed.
+ * The channel's data socket failed: every offset in flight comes back
+ * (take_back hook), and the channel is closed.
  */
 void fdx__exchange_fail_channel(struct fdx_exchange *ex, uint32_t channel);
 
@@ -86,16 +95,6 @@ int fdx__exchange_close_channel_data(struct fdx_exchange *ex, uint32_t channel);
 
 /* Stop the hooks (then close the channel, if open). */
 void fdx__exchange_unhook_channel(struct fdx_exchange *ex, uint32_t channel);
-
-/*
- * Buffers sent on channels: one credit each, and with offs (shm) the offset
- * recorded as in flight until handed back. One lock for the batch. lost[i]
- * is set to 1 for a channel no longer open (its stream failed meanwhile and
- * gave back what it had recorded): that buffer's offset is the caller's to
- * give back; 0 otherwise.
- */
-void fdx__exchange_sent_many(struct fdx_exchange *ex, const uint32_t *chans, const uint64_t *offs,
-			     uint32_t n, uint8_t *lost);
 
 /* What the handshake with the peer at addr told (it must be up). */
 struct fdx__peer_data {

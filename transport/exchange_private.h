@@ -21,6 +21,8 @@
 
 #include <fdx/exchange.h>
 
+#include "../runtime/credit_ledger.h"
+#include "../runtime/credit_outbox.h"
 #include "../runtime/idmap.h"
 #include "../runtime/log.h"
 #include "../runtime/mpsc_queue.h"
@@ -42,10 +44,14 @@ struct fdx__in_chan {
 	uint32_t gate, gate_channel;
 	uint32_t backlog; /* the last one announced */
 	int marked; /* named in the frame being handled */
-	/* Credit and offsets not yet sent, coalesced until the next send. */
-	uint64_t pending_added;
-	uint64_t *offs;
-	uint32_t n_offs, cap_offs;
+	/*
+	 * Where its credit waits until the stream can send it: the outbox of
+	 * the data-plane gate's channel (credit_outbox.h: the one place credit
+	 * is coalesced), or its own (a plain gate, or one whose gate went).
+	 */
+	struct fdx__credit_outbox own;
+	struct fdx__credit_outbox *ob;
+	uint64_t ob_opening; /* the opening ob holds credit for (0: own) */
 	int dirty;
 	int gone; /* its gate was removed: only the producer's close is still expected */
 	uint64_t opening; /* a data-plane gate's number for this opening (0: plain gate) */
@@ -85,15 +91,14 @@ struct fdx__out_chan {
 	int opening; /* its opener waits on it: it frees it */
 	int marked; /* named in the credit update being handled */
 	uint32_t initial;
-	uint64_t available; /* credit: initial + granted - spent by fdx_exchange_sent() */
-	uint64_t *inflight; /* offsets sent, not yet handed back: open addressing, 0 = empty */
-	uint32_t n_inflight, cap_inflight;
+	/* A plain channel's credit (fdx_exchange_sent()); a partition's is in its ledger. */
+	struct fdx__credit_ledger own;
 	uint32_t backlog; /* the latest, not yet sent if bl_dirty */
 	int bl_dirty;
 	struct fdx__out_chan *bl_next;
 	const struct fdx__chan_hooks *hooks; /* a data-plane channel: credit goes there */
 	void *hook_ud;
-	int took_back; /* its in-flight offsets were taken back: late returns are ignored */
+	int unhooked; /* its partition went: late credit is ignored */
 	int confirmed; /* CLOSED, and the consumer confirmed it (ChannelClosed) */
 };
 
@@ -160,6 +165,7 @@ struct fdx_exchange {
 	char boot_id[40]; /* /proc/sys/kernel/random/boot_id: same host, same id */
 	char *tm_id;
 	char *address; /* as peers dial it */
+	uint64_t *credit_scratch; /* under lock: the offsets of a CreditUpdate being packed */
 	int stats_wanted; /* some session has stats_wanted set */
 	char *sock_path; /* Unix socket file we created, or NULL */
 	uint32_t allow_uids[FDX_EXCHANGE_MAX_UIDS];

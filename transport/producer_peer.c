@@ -137,74 +137,6 @@ static void peer_send_locked(struct fdx__peer *p, const Fdx__ControlFrame *f)
 	p->ex->st.frames_out++;
 }
 
-/* The in-flight offsets of a channel: open addressing with backward-shift deletion. */
-static uint32_t inflight_slot(const struct fdx__out_chan *c, uint64_t off)
-{
-	/* Offsets are multiples of the segment size: mix the high bits down. */
-	return (uint32_t)((off * 0x9e3779b97f4a7c15ull) >> 32) & (c->cap_inflight - 1);
-}
-
-static int inflight_add(struct fdx__out_chan *c, uint64_t off)
-{
-	uint32_t i;
-
-	if (2 * (c->n_inflight + 1) > c->cap_inflight) {
-		uint32_t cap = c->cap_inflight ? 2 * c->cap_inflight : 16, oldcap = c->cap_inflight;
-		uint64_t *old = c->inflight, *a = calloc(cap, sizeof(*a));
-
-		if (!a)
-			return -ENOMEM;
-		c->inflight = a;
-		c->cap_inflight = cap;
-		c->n_inflight = 0;
-		for (i = 0; i < oldcap; i++)
-			if (old[i])
-				inflight_add(c, old[i]);
-		free(old);
-	}
-	for (i = inflight_slot(c, off); c->inflight[i]; i = (i + 1) & (c->cap_inflight - 1))
-		if (c->inflight[i] == off)
-			return -EEXIST;
-	c->inflight[i] = off;
-	c->n_inflight++;
-	return 0;
-}
-
-static int inflight_has(const struct fdx__out_chan *c, uint64_t off)
-{
-	if (!c->cap_inflight)
-		return 0;
-	for (uint32_t i = inflight_slot(c, off); c->inflight[i];
-	     i = (i + 1) & (c->cap_inflight - 1))
-		if (c->inflight[i] == off)
-			return 1;
-	return 0;
-}
-
-/* Remove off; 0, or -ENOENT if it was not in flight. */
-static int inflight_take(struct fdx__out_chan *c, uint64_t off)
-{
-	uint32_t mask = c->cap_inflight - 1, i, j;
-
-	if (!c->cap_inflight || off == 0)
-		return -ENOENT;
-	for (i = inflight_slot(c, off); c->inflight[i] != off; i = (i + 1) & mask)
-		if (!c->inflight[i])
-			return -ENOENT;
-	/* Shift the rest of the cluster back over the hole. */
-	for (j = (i + 1) & mask; c->inflight[j]; j = (j + 1) & mask) {
-		uint32_t home = inflight_slot(c, c->inflight[j]);
-
-		if (((j - home) & mask) >= ((j - i) & mask)) {
-			c->inflight[i] = c->inflight[j];
-			i = j;
-		}
-	}
-	c->inflight[i] = 0;
-	c->n_inflight--;
-	return 0;
-}
-
 /* With ex->lock held: take c off its peer's lists (it stays in ex->cchans). */
 static void chan_detach_locked(struct fdx__out_chan *c)
 {
@@ -235,7 +167,7 @@ static void chan_free_locked(struct fdx_exchange *ex, struct fdx__out_chan *c)
 	fdx__idmap_del(&ex->cchans, c->id);
 	if (c->state == FDX__OUT_OPEN)
 		ex->open_out--;
-	free(c->inflight);
+	fdx__ledger_fini(&c->own);
 	free(c);
 }
 
@@ -338,7 +270,9 @@ static void peer_on_credit(struct fdx__peer *p, const Fdx__CreditUpdate *cu)
 	struct fdx_exchange *ex = p->ex;
 	struct fdx_exchange_event ev;
 	char msg[160];
+	uint32_t bad;
 	size_t i;
+	int err;
 
 	for (i = 0; i < cu->n_credits; i++) {
 		const Fdx__Credit *cr = cu->credits[i];
@@ -357,45 +291,43 @@ static void peer_on_credit(struct fdx__peer *p, const Fdx__CreditUpdate *cu)
 			break;
 		}
 		c->marked = 1;
-		if (c->state == FDX__OUT_ABANDONED || c->took_back)
-			continue; /* its late answer is being closed again, or it was given up */
+		if (c->state == FDX__OUT_ABANDONED || c->unhooked)
+			continue; /* its late answer is being closed again, or its partition went */
 		if (cr->n_returned_offsets > UINT32_MAX) {
 			peer_fail(p, "too many returned offsets");
 			break;
 		}
-		if (c->available + cr->added > UINT32_MAX) {
-			snprintf(msg, sizeof(msg),
-				 "credit on channel %u would overflow: %llu available, %u more",
-				 cr->channel, (unsigned long long)c->available, cr->added);
+		/*
+		 * The channel's ledger checks it (runtime/credit_ledger.h): a
+		 * partition's own, or the plain channel's. A refused credit changes
+		 * nothing, and the stream fails.
+		 */
+		bad = 0;
+		err = c->hooks ? c->hooks->credit(c->hook_ud, cr->added, cr->returned_offsets,
+						  (uint32_t)cr->n_returned_offsets, &bad)
+			       : fdx__ledger_grant(&c->own, cr->added, cr->returned_offsets,
+						   (uint32_t)cr->n_returned_offsets, &bad);
+		if (err == -EOVERFLOW) {
+			snprintf(
+				msg, sizeof(msg),
+				"credit on channel %u would overflow: %u more than 2^32 - 1 unused",
+				cr->channel, cr->added);
 			peer_fail(p, msg);
 			break;
 		}
-		size_t k;
-		for (k = 0; k < cr->n_returned_offsets; k++)
-			if (inflight_take(c, cr->returned_offsets[k]) < 0)
-				break;
-		if (k < cr->n_returned_offsets) {
+		if (err == -ENOENT) {
 			snprintf(msg, sizeof(msg),
 				 "offset %#llx handed back on channel %u was never sent",
-				 (unsigned long long)cr->returned_offsets[k], cr->channel);
-			/*
-			 * None of a refused credit counts: what it took is in flight
-			 * again (and comes back when the stream fails). No growth, so
-			 * no failure: the table held all of them a moment ago.
-			 */
-			while (k--)
-				inflight_add(c, cr->returned_offsets[k]);
+				 (unsigned long long)cr->returned_offsets[bad], cr->channel);
 			peer_fail(p, msg);
 			break;
 		}
-		c->available += cr->added;
+		if (err)
+			continue; /* taken back: it was given up */
 		/* Credit and offsets sent before the consumer saw our close still count. */
 		ex->st.credits_in += cr->added;
-		if (c->hooks) {
-			c->hooks->credit(c->hook_ud, cr->added, cr->returned_offsets,
-					 (uint32_t)cr->n_returned_offsets);
+		if (c->hooks)
 			continue;
-		}
 		memset(&ev, 0, sizeof(ev));
 		ev.type = FDX_EV_CREDIT;
 		ev.channel = c->id;
@@ -465,7 +397,8 @@ static void peer_on_frame_locked(struct fdx__peer *p, grpc_byte_buffer *bb)
 		c->state = FDX__OUT_OPEN;
 		ex->open_out++;
 		c->initial = f->open_ack->initial_credit;
-		c->available = c->initial;
+		fdx__ledger_fini(&c->own);
+		fdx__ledger_init(&c->own, c->initial);
 		pthread_cond_broadcast(&ex->cond);
 		break;
 	case FDX__CONTROL_FRAME__FRAME_ERROR:
@@ -515,7 +448,7 @@ static void peer_on_frame_locked(struct fdx__peer *p, grpc_byte_buffer *bb)
 		 * consumer's until the stream ends (it may still be read), so the
 		 * channel stays until then too.
 		 */
-		if (!c->opening && !(c->hooks && c->n_inflight && !c->took_back))
+		if (!c->opening && !(c->hooks && c->hooks->in_flight(c->hook_ud)))
 			chan_free_locked(ex, c);
 		break;
 	case FDX__CONTROL_FRAME__FRAME_CREDIT:
@@ -850,6 +783,7 @@ int fdx__out_chan_open_begin_locked(struct fdx_exchange *ex, struct fdx__peer *p
 		return -ENOMEM;
 	id = chan_new_id(ex);
 	c->id = id;
+	fdx__ledger_init(&c->own, 0);
 	fdx__idmap_put(&ex->cchans, id, c);
 	c->p = p;
 	c->pnext = p->chans;
@@ -954,14 +888,14 @@ FDX_API int fdx_exchange_sent(struct fdx_exchange *ex, uint32_t channel, uint64_
 	c = open_chan_locked(ex, channel);
 	if (!c) {
 		err = -ENOENT;
-	} else if (inflight_has(c, offset)) {
+	} else if (c->hooks || c->unhooked) {
+		err = -EINVAL; /* a partition's channel: its loop sends on it */
+	} else if (fdx__ledger_holds(&c->own, offset)) {
 		err = -EEXIST;
-	} else if (c->available == 0) {
+	} else if (fdx__ledger_available(&c->own) == 0) {
 		err = -EAGAIN;
 	} else {
-		err = inflight_add(c, offset);
-		if (!err)
-			c->available--;
+		err = fdx__ledger_spend(&c->own, offset);
 	}
 	pthread_mutex_unlock(&ex->lock);
 	return err;
@@ -1034,17 +968,13 @@ int fdx__exchange_hook_channel(struct fdx_exchange *ex, uint32_t channel,
 	if (!c) {
 		err = -ENOENT;
 	} else {
+		uint32_t bad = 0;
+
 		c->hooks = h;
 		c->hook_ud = ud;
-		*available = c->available;
-		/* The credit so far goes through the hook too: none is lost in between. */
-		while (*available) {
-			uint32_t n = *available > UINT32_MAX ? UINT32_MAX : (uint32_t)*available;
-
-			h->credit(ud, n, NULL, 0);
-			*available -= n;
-		}
-		*available = c->available;
+		/* The credit so far moves to the partition's ledger: none is lost in between. */
+		*available = fdx__ledger_available(&c->own);
+		h->credit(ud, (uint32_t)*available, NULL, 0, &bad);
 	}
 	pthread_mutex_unlock(&ex->lock);
 	return err;
@@ -1057,36 +987,18 @@ void fdx__exchange_unhook_channel(struct fdx_exchange *ex, uint32_t channel)
 	pthread_mutex_lock(&ex->lock);
 	c = fdx__out_chan_get(ex, channel);
 	if (c) {
+		c->unhooked = c->hooks != NULL; /* its credit goes nowhere from now on */
 		c->hooks = NULL;
 		c->hook_ud = NULL;
 	}
 	pthread_mutex_unlock(&ex->lock);
 }
 
-/* With ex->lock held: every offset in flight on c goes back through its hook. */
+/* With ex->lock held: every offset in flight on c's partition channel comes back. */
 static void chan_return_inflight_locked(struct fdx__out_chan *c)
 {
-	uint64_t off[64];
-	uint32_t n = 0;
-
-	if (!c->hooks || !c->cap_inflight)
-		return;
-	if (c->n_inflight)
-		c->hooks->lost(c->hook_ud, c->n_inflight);
-	for (uint32_t i = 0; i < c->cap_inflight; i++) {
-		if (!c->inflight[i])
-			continue;
-		off[n++] = c->inflight[i];
-		c->inflight[i] = 0;
-		if (n == 64) {
-			c->hooks->credit(c->hook_ud, 0, off, n);
-			n = 0;
-		}
-	}
-	if (n)
-		c->hooks->credit(c->hook_ud, 0, off, n);
-	c->n_inflight = 0;
-	c->took_back = 1;
+	if (c->hooks)
+		c->hooks->take_back(c->hook_ud);
 }
 
 void fdx__exchange_fail_channel(struct fdx_exchange *ex, uint32_t channel)
@@ -1100,28 +1012,6 @@ void fdx__exchange_fail_channel(struct fdx_exchange *ex, uint32_t channel)
 		peer_send_close_locked(c->p, c, 0);
 		c->state = FDX__OUT_CLOSED;
 		ex->open_out--;
-	}
-	pthread_mutex_unlock(&ex->lock);
-}
-
-void fdx__exchange_sent_many(struct fdx_exchange *ex, const uint32_t *chans, const uint64_t *offs,
-			     uint32_t n, uint8_t *lost)
-{
-	pthread_mutex_lock(&ex->lock);
-	for (uint32_t i = 0; i < n; i++) {
-		struct fdx__out_chan *c = open_chan_locked(ex, chans[i]);
-
-		lost[i] = c == NULL;
-		if (!c)
-			continue;
-		if (offs && offs[i] && inflight_add(c, offs[i]) < 0)
-			FDX_LOG_ERR(&ex->log, "exchange %s: channel %u: offset %#llx not recorded",
-				    ex->tm_id, chans[i], (unsigned long long)offs[i]);
-		if (c->available)
-			c->available--;
-		else
-			FDX_LOG_ERR(&ex->log, "exchange %s: channel %u: sent without credit",
-				    ex->tm_id, chans[i]);
 	}
 	pthread_mutex_unlock(&ex->lock);
 }

@@ -33,16 +33,18 @@
  *     (fdx__exchange_drop_input()); peer: fdx_exchange_backlog() [channel] [backlog].
  *   5 session: gate 1 is destroyed and made again; peer: [channel] [what]:
  *     close, close with a CLOSE frame, the data socket fails, unhook, the
- *     opener gives up waiting, fdx__exchange_sent_many() of [offset index].
+ *     opener gives up waiting, a hooked channel's loop sends [offset index]
+ *     (spent in its ledger, as a subpartition's).
  *   6 the peer cancels the stream.
  *
  * Checked beyond the sanitizers (abort): what fakes.h checks of gRPC's
  * use; every frame we send is a ControlFrame, one HelloAck per session; a
  * plain gate's channel events alternate (opened, then closed or failed);
  * producer side: an offset handed back (hook or event) was in flight and is
- * handed back once, "lost" counts exactly what is in flight, a failed or
- * taken back hooked channel has nothing left in flight, fdx_exchange_sent()
- * refuses for want of credit exactly when the credit granted is spent; and
+ * handed back once, the ledger refuses exactly the offsets not in flight, a
+ * failed or taken back hooked channel has nothing left in flight,
+ * fdx_exchange_sent() refuses for want of credit exactly when the credit
+ * granted is spent (and always on a partition's channel); and
  * once the stream ended, no session, peer or channel is left, and no input
  * channel of either gate stays open.
  */
@@ -57,6 +59,7 @@
 #include "runtime/input_gate.h"
 #include "runtime/result_partition.h"
 #include "transport/data_wire.h"
+#include "runtime/credit_ledger.h"
 #include "transport/exchange_internal.h"
 #include "transport/fuzz_entry.h"
 
@@ -77,7 +80,8 @@ struct pch {
 	uint32_t id; /* the exchange's channel id */
 	int waiting; /* its opener waits for the answer */
 	int want_hook; /* hook it once open, as the data plane does */
-	int hooked, hooking;
+	int hooked, hooking, was_hooked;
+	struct fdx__credit_ledger led; /* a hooked channel's, as a subpartition's */
 	uint64_t avail; /* credit: initial + granted - sent */
 	uint64_t offs[INFLIGHT_MAX];
 	uint32_t n;
@@ -138,16 +142,34 @@ static void pch_back(struct pch *c, uint32_t added, const uint64_t *offs, uint32
 		c->avail += added;
 }
 
-static void hook_credit(void *ud, uint32_t added, const uint64_t *offs, uint32_t n)
+static int hook_credit(void *ud, uint32_t added, const uint64_t *offs, uint32_t n, uint32_t *bad)
 {
-	pch_back(ud, added, offs, n);
+	struct pch *c = ud;
+	int err = fdx__ledger_grant(&c->led, added, offs, n, bad);
+
+	if (err == 0)
+		pch_back(c, added, offs, n);
+	else if (err == -ENOENT)
+		check(!pch_has(c, offs[*bad]), "the ledger refused an offset in flight");
+	return err;
 }
 
-static void hook_lost(void *ud, uint32_t n)
+static void hook_take_back(void *ud)
+{
+	struct pch *c = ud;
+	uint64_t offs[64];
+	uint32_t k;
+
+	while ((k = fdx__ledger_take_back(&c->led, offs, 64)) > 0)
+		pch_back(c, 0, offs, k);
+	check(c->n == 0, "taken back, and buffers still in flight");
+}
+
+static uint32_t hook_in_flight(void *ud)
 {
 	struct pch *c = ud;
 
-	check(n == c->n, "lost buffers that are not what was in flight");
+	return fdx__ledger_in_flight(&c->led);
 }
 
 static void hook_failed(void *ud, int err, const char *msg)
@@ -160,7 +182,8 @@ static void hook_failed(void *ud, int err, const char *msg)
 	c->st = P_DONE;
 }
 
-static const struct fdx__chan_hooks hooks = {hook_credit, hook_lost, hook_failed};
+static const struct fdx__chan_hooks hooks = {hook_credit, hook_take_back, hook_in_flight,
+					     hook_failed};
 
 /* ---- the owner ------------------------------------------------------------------------ */
 
@@ -303,7 +326,8 @@ static void opens_end(int give_up)
 			continue; /* it failed already: the opener learns it next */
 		c->st = P_OPEN;
 		if (c->want_hook) {
-			c->hooked = c->hooking = 1;
+			fdx__ledger_init(&c->led, 0);
+			c->hooked = c->hooking = c->was_hooked = 1;
 			err = fdx__exchange_hook_channel(W.ex, c->id, &hooks, c, &avail);
 			c->hooking = 0;
 			if (err)
@@ -318,6 +342,11 @@ static void peer_sent(struct pch *c, uint64_t off)
 {
 	int err = fdx_exchange_sent(W.ex, c->id, off);
 
+	if (c->was_hooked) {
+		check(err == -EINVAL || (err == -ENOENT && c->st != P_OPEN),
+		      "fdx_exchange_sent() on a partition's channel");
+		return;
+	}
 	if (err == 0) {
 		check(c->st == P_OPEN && c->avail > 0, "sent without credit");
 		check(!pch_has(c, off) && c->n < INFLIGHT_MAX, "an offset in flight twice");
@@ -334,19 +363,20 @@ static void peer_sent(struct pch *c, uint64_t off)
 	}
 }
 
-/* fdx__exchange_sent_many() of one buffer, as the data plane reports a round's. */
-static void peer_sent_many(struct pch *c, uint64_t off)
+/* A hooked channel's loop sends a buffer: spent in its ledger, as a subpartition does. */
+static void peer_loop_sends(struct pch *c, uint64_t off)
 {
-	{
-		uint8_t lost;
-		fdx__exchange_sent_many(W.ex, &c->id, &off, 1, &lost);
-	}
-	if (c->st != P_OPEN)
+	int err;
+
+	/* The loop sends only with credit, and never a slice that is still in flight. */
+	if (!c->hooked || c->st != P_OPEN || !c->avail || pch_has(c, off) || c->n >= INFLIGHT_MAX)
 		return;
-	if (!pch_has(c, off) && c->n < INFLIGHT_MAX)
+	check(fdx__ledger_available(&c->led) > 0, "the ledger has less credit than was granted");
+	err = fdx__ledger_spend(&c->led, off);
+	check(err == 0 || err == 1, "the ledger refused a send with credit");
+	if (err == 0)
 		c->offs[c->n++] = off;
-	if (c->avail)
-		c->avail--;
+	c->avail--;
 }
 
 static void peer_owner(uint32_t what, const uint8_t *a)
@@ -393,7 +423,7 @@ static void peer_owner(uint32_t what, const uint8_t *a)
 			break;
 		default:
 			if (c->st != P_NONE)
-				peer_sent_many(c, off);
+				peer_loop_sends(c, off);
 			break;
 		}
 		break;
@@ -463,6 +493,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	cfg = data[0];
 	peer_role = cfg & 1;
+	for (uint32_t i = 0; i < CHANNELS; i++)
+		fdx__ledger_fini(&W.ch[i].led);
 	memset(W.ch, 0, sizeof(W.ch));
 	W.opened = 0;
 	W.serial = 0;

@@ -545,7 +545,7 @@ static void control_seeds(void)
 	op(&b, 4, (const uint8_t[]){0, 7}, 2); /* backlog */
 	c_credit(&b, (const struct cr[]){{1, 2, 2, {OFFI(0), OFFI(1)}}, {2, 1, 1, {OFFI(5)}}}, 2);
 	op(&b, 2, (const uint8_t[]){0, 3}, 2);
-	op(&b, 5, (const uint8_t[]){0, 5}, 2); /* sent_many */
+	op(&b, 5, (const uint8_t[]){0, 5}, 2); /* a hooked channel's loop sends */
 	c_stats_reply(&b);
 	c_error(&b, -ENOENT, 2, "seed: gate gone");
 	op(&b, 5, (const uint8_t[]){0, 0}, 2); /* close channel 1 */
