@@ -1123,7 +1123,7 @@ static void integrity_buffer(struct fdx_gate *g, struct fdx_view *v, struct curs
 {
 	const void *rec;
 	uint32_t len;
-	uint64_t s;
+	uint64_t s = 0; /* fail_msg() is not known not to return */
 	struct act a;
 	char why[160];
 	int r;

@@ -735,7 +735,7 @@ static struct fdx_partition *partition_make(struct fdx_exchange *ex, struct fdx_
 static void partition_connect_all(struct fdx_partition *p, const struct config *c, const char *addr,
 				  uint32_t link)
 {
-	char what[96];
+	char what[64 + 300]; /* the call, the channel and an address of up to 299 bytes */
 	int err;
 
 	for (uint32_t i = 0; i < c->channels; i++) {

@@ -256,7 +256,7 @@ int main(int argc, char **argv)
 
 	if (argc == 4 && strcmp(argv[1], "--consumer") == 0)
 		return consumer(argv[2], (uint32_t)atoi(argv[3]));
-	for (int i = 1; i < argc; i++) {
+	for (int i = 1; i < argc; i += 2) { /* each option takes a value */
 		char *end = NULL;
 		unsigned long long v = i + 1 < argc ? strtoull(argv[i + 1], &end, 10) : 0;
 
@@ -280,7 +280,6 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
-		i++;
 	}
 	printf("fdx-bench-credit, fdx %s: %u channels, %llu credits of 1 one way, %u round trips\n",
 	       fdx_version_string(), channels, (unsigned long long)count, rounds);

@@ -6,7 +6,9 @@
 #                                   extra arguments go to it, e.g. --seconds 10 --link tcp)
 #   bash tools/quickstart.sh test   build and run every test: plain, under ASan+UBSan, and
 #                                   (as root) once more with hugepages reserved; then
-#                                   each libFuzzer target for a minute
+#                                   each libFuzzer target for a minute. Every build of it
+#                                   treats warnings as errors (FDX_WERROR), and a Release
+#                                   build (not run) catches the optimiser's warnings
 # Each installs the Debian packages it needs if they are missing.
 set -euo pipefail
 
@@ -100,7 +102,8 @@ hugepage_pass() {
 case "${1:-}" in
 demo)
 	install_missing
-	build build
+	# The build dir is shared with the test command, whose FDX_WERROR=ON stays in its cache.
+	build build -DFDX_WERROR=OFF
 	shift
 	echo "== running the main job: build/fdx-demo $*"
 	exec build/fdx-demo "$@"
@@ -109,10 +112,13 @@ test)
 	install_missing
 	failed=()
 	n_passed=0 n_failed=0 n_skipped=0
-	build build
+	build build -DFDX_WERROR=ON
 	passes=("plain")
 	run_tests build "plain, no hugepages" -j "$jobs"
-	build build-asan -DFDX_SANITIZE=ON
+	# Built only, not run: warnings that only the optimiser sees fail the test command too.
+	echo "== build: Release"
+	build build-release -DCMAKE_BUILD_TYPE=Release -DFDX_WERROR=ON -DFDX_BUILD_TESTS=ON
+	build build-asan -DFDX_SANITIZE=ON -DFDX_WERROR=ON
 	passes+=("sanitized")
 	run_tests build-asan "AddressSanitizer + UndefinedBehaviorSanitizer" -j "$jobs"
 	hugepage_pass

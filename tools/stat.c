@@ -576,7 +576,7 @@ static int discover(const char *dir, struct target *tms, int max)
 		return -errno;
 	while ((e = readdir(d)) != NULL && n < max) {
 		size_t len = strlen(e->d_name);
-		char path[300];
+		char path[sizeof(tms->addr) - 5]; /* fits in addr after "unix:" */
 
 		if (strncmp(e->d_name, "tm-", 3) != 0 || len < 8 ||
 		    strcmp(e->d_name + len - 5, ".sock") != 0)

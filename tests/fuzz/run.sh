@@ -5,7 +5,7 @@
 #
 #   tests/fuzz/run.sh SOURCE_DIR BUILD_DIR SECONDS_PER_TARGET [TARGET...]
 #
-# Configures BUILD_DIR with clang and -DFDX_FUZZ=ON (no tests, no tools),
+# Configures BUILD_DIR with clang, -DFDX_FUZZ=ON and -DFDX_WERROR=ON (no tests, no tools),
 # builds fdx-fuzz-data and fdx-fuzz-control, runs fdx-fuzz-interleave (exact
 # replays of control-plane interleavings, interleave.c), then runs each (or only the
 # TARGETs named: data, control) for SECONDS_PER_TARGET seconds on a copy of
@@ -38,9 +38,9 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(data control)
 jobs=$(nproc 2>/dev/null || echo 2)
 
-echo "== fuzz: configure and build $build (clang, FDX_FUZZ=ON)"
+echo "== fuzz: configure and build $build (clang, FDX_FUZZ=ON, FDX_WERROR=ON)"
 cmake -S "$src" -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	-DFDX_FUZZ=ON -DFDX_BUILD_TESTS=OFF -DFDX_BUILD_TOOLS=OFF >/dev/null
+	-DFDX_FUZZ=ON -DFDX_WERROR=ON -DFDX_BUILD_TESTS=OFF -DFDX_BUILD_TOOLS=OFF >/dev/null
 cmake --build "$build" -j "$jobs" --target "${targets[@]/#/fdx-fuzz-}" fdx-fuzz-interleave
 
 out=$(cd "$build" && pwd)/fuzz-out
