@@ -17,15 +17,8 @@
 #include <fdx/error.h>
 
 #include "abi.h"
+#include "clock.h"
 #include "local_buffer_pool.h"
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* With spin held: hand out the top cached segment. */
 static inline void take_cached(struct fdx_lbp *lbp, struct fdx_buf *out)
@@ -358,9 +351,9 @@ static int request_slow(struct fdx_lbp *lbp, int64_t timeout_us, struct fdx_buf 
 			break;
 		}
 		if (!start) {
-			start = now_ns();
+			start = fdx__now_ns();
 			deadline = deadline_after(start, timeout_us);
-		} else if (deadline && now_ns() >= deadline) {
+		} else if (deadline && fdx__now_ns() >= deadline) {
 			err = -ETIMEDOUT;
 			break;
 		}
@@ -382,7 +375,7 @@ static int request_slow(struct fdx_lbp *lbp, int64_t timeout_us, struct fdx_buf 
 	fdx__spin_unlock(&lbp->spin);
 	/* Before unlocking: once unlocked, a closed pool may be freed by its destroyer. */
 	if (start && out)
-		fdx_add_relaxed_u64(&lbp->blocked_ns, now_ns() - start);
+		fdx_add_relaxed_u64(&lbp->blocked_ns, fdx__now_ns() - start);
 	pthread_mutex_unlock(&nbp->lock);
 	return err;
 }

@@ -18,6 +18,7 @@
 #include <fdx/local_buffer_pool.h>
 #include <fdx/partition.h>
 
+#include "../runtime/clock.h"
 #include "../runtime/input_gate.h"
 #include "../runtime/result_partition.h"
 #include "exchange.pb-c.h"
@@ -173,10 +174,8 @@ int fdx__stats_fill(struct fdx_exchange *ex, Fdx__StatsReply *r)
 {
 	struct collect c = {.r = r};
 	struct fdx__dp *dp = fdx__exchange_dp(ex);
-	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	r->time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	r->time_ns = fdx__now_ns();
 	r->pid = (uint32_t)getpid();
 	if (dp)
 		fdx__dp_visit(dp, on_part, on_gate, &c);

@@ -187,10 +187,11 @@ FDX_API int fdx_exchange_credit(struct fdx_exchange *ex, uint32_t gate, uint32_t
  * credit that would take the channel's available credit past 2^32 - 1,
  * fails the stream (with the reason on both sides).
  *
- * @return 0; -EINVAL if ex is NULL or offset is 0 (never a segment);
- *   -ENOENT if channel is not open; -EEXIST if offset is in flight on it
- *   already; -EAGAIN if the channel has no credit (nothing recorded);
- *   -ENOMEM.
+ * @return 0; -EINVAL if ex is NULL, offset is 0 (never a segment), or the
+ *   channel is a partition's (fdx_partition_connect() opened it: its
+ *   credit is the partition's to spend); -ENOENT if channel is not open;
+ *   -EEXIST if offset is in flight on it already; -EAGAIN if the channel has
+ *   no credit (nothing recorded); -ENOMEM.
  */
 FDX_API int fdx_exchange_sent(struct fdx_exchange *ex, uint32_t channel, uint64_t offset);
 
