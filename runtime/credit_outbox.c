@@ -73,8 +73,9 @@ uint32_t fdx__outbox_take(struct fdx__credit_outbox *ob, uint64_t opening, uint3
 	fdx__spin_lock(&ob->lock);
 	if (ob->opening == opening) {
 		k = ob->n < max ? ob->n : max;
-		memcpy(offs, ob->offs, (size_t)k * sizeof(*offs));
-		if (k < ob->n)
+		if (k)
+			memcpy(offs, ob->offs, (size_t)k * sizeof(*offs));
+		if (k && k < ob->n)
 			memmove(ob->offs, ob->offs + k, (size_t)(ob->n - k) * sizeof(*offs));
 		ob->n -= k;
 		*added = (uint32_t)ob->added;
