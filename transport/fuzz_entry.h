@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Entry points of the fuzz targets (tests/fuzz/). They are compiled into
- * transport/dataplane.c and transport/exchange.c only with -DFDX_FUZZING:
+ * Entry points of the fuzz targets (tests/fuzz/). The data plane's are in
+ * tests/fuzz/seams_dataplane.c, built into the fuzz targets alone; the
+ * exchange's are compiled into transport/exchange.c for the fuzz build only:
  * the library itself has none of them. They build a data plane and an
  * exchange with no thread, socket, io_uring or gRPC call, so that a fuzz
  * target can hand peer input from memory to the real handlers, playing the
@@ -21,7 +22,7 @@ struct fdx__rmap;
 struct fdx_gate;
 struct grpc_call;
 
-/* ---- dataplane.c ---------------------------------------------------------- */
+/* ---- tests/fuzz/seams_dataplane.c ---------------------------------------- */
 
 /*
  * A data plane for ex with no ring, no thread and no listening socket. Its
