@@ -10,6 +10,7 @@
 #ifndef FDX_TRANSPORT_DATA_WIRE_H
 #define FDX_TRANSPORT_DATA_WIRE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define FDX__DH_MAGIC 0x44584446u /* "FDXD" */
@@ -42,5 +43,33 @@ struct fdx__dhdr {
 };
 
 _Static_assert(sizeof(struct fdx__dhdr) == 40, "data header is wire format");
+
+/* ---- data_wire.c: the header encoded, decoded, checked (on the loop, dp->lock held) --- */
+
+struct fdx__conn;
+struct fdx__sub;
+struct fdx__gitem;
+struct fdx_gate;
+
+/* h: a header of type (one of enum fdx__dh_type) on s's channel, little-endian, the rest 0. */
+void fdx__dhdr_init(struct fdx__dhdr *h, const struct fdx__sub *s, uint32_t type);
+/* h: the header at raw (any alignment) in host order; nothing is checked. */
+void fdx__dhdr_decode(struct fdx__dhdr *h, const void *raw);
+/*
+ * Check a frame header received on c before anything is used: the wire here
+ * (magic, lengths, the slice inside the region), the protocol in
+ * fdx__ichan_accept(). 1 if it is fine (*gp and *opening set), 0 if it is to
+ * be dropped (for a channel closed or a gate removed meanwhile: its length was
+ * checked all the same; or a CLOSE frame, done), -1 with why set if it is bad.
+ */
+int fdx__dhdr_check(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_gate **gp,
+		    uint64_t *opening, char *why, size_t n);
+/*
+ * A checked frame becomes an item for g (its payload: the event's bytes, to be
+ * filled, or for a tcp buffer a segment of g's pool): 0, -ENOMEM, or -ENOBUFS
+ * if g's pool has no segment free.
+ */
+int fdx__dhdr_item(struct fdx__conn *c, struct fdx_gate *g, const struct fdx__dhdr *h,
+		   uint64_t opening, struct fdx__gitem **out);
 
 #endif /* FDX_TRANSPORT_DATA_WIRE_H */

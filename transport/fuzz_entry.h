@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Entry points of the fuzz targets (tests/fuzz/). They are compiled into
- * transport/dataplane.c only with -DFDX_FUZZING, and the control plane's
- * are in tests/fuzz/seams_exchange.c, built into the fuzz targets alone:
+ * Entry points of the fuzz targets (tests/fuzz/). They are in
+ * tests/fuzz/seams_dataplane.c and tests/fuzz/seams_exchange.c, built into
+ * the fuzz targets alone:
  * the library itself has none of them. They build a data plane and an
  * exchange with no thread, socket, io_uring or gRPC call, so that a fuzz
  * target can hand peer input from memory to the real handlers, playing the
@@ -22,7 +22,7 @@ struct fdx__rmap;
 struct fdx_gate;
 struct grpc_call;
 
-/* ---- dataplane.c ---------------------------------------------------------- */
+/* ---- tests/fuzz/seams_dataplane.c ---------------------------------------- */
 
 /*
  * A data plane for ex with no ring, no thread and no listening socket. Its

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Fuzz target: a consumer's data connection (transport/dataplane.c), fed
- * bytes of a producer that may be hostile.
+ * Fuzz target: a consumer's data connection (transport/data_conn.c and the
+ * files it calls: data_wire.c, link_shm.c, link_tcp.c), fed bytes of a
+ * producer that may be hostile.
  *
  * The context is built once: an exchange with no server (fuzz_entry.h), one
  * control session that said hello (its token is fz_token), a producer's
