@@ -987,7 +987,8 @@ void fdx__exchange_unhook_channel(struct fdx_exchange *ex, uint32_t channel)
 	pthread_mutex_lock(&ex->lock);
 	c = fdx__out_chan_get(ex, channel);
 	if (c) {
-		c->unhooked = c->hooks != NULL; /* its credit goes nowhere from now on */
+		if (c->hooks)
+			c->unhooked = 1; /* its credit goes nowhere from now on */
 		c->hooks = NULL;
 		c->hook_ud = NULL;
 	}
