@@ -38,10 +38,12 @@ int fdx__ichan_open(struct fdx_gate *g, uint32_t ch, uint64_t sess, uint32_t lin
 		return -EBUSY;
 	}
 	atomic_store_explicit(&c->link, link, memory_order_relaxed);
-	atomic_store_explicit(&c->granted_total, g->exclusive, memory_order_relaxed);
 	atomic_store_explicit(&c->eop, 0, memory_order_relaxed);
 	/* A local channel's items name no opening (0): the same process cannot be stale. */
 	*opening = lpart ? 0 : atomic_fetch_add_explicit(&c->opening, 1, memory_order_relaxed) + 1;
+	/* After the opening's number: the consumer adds nothing of an older opening from now on. */
+	atomic_store_explicit(&c->granted_total, fdx__grant_tag(*opening) | g->exclusive,
+			      memory_order_relaxed);
 	it->sess = sess;
 	it->opening = *opening;
 	it->link_type = (uint8_t)link;
@@ -119,7 +121,7 @@ int fdx__ichan_accept(struct fdx_gate *g, uint32_t ch, uint64_t sess, uint32_t l
 {
 	struct fdx__gchan *gc = &g->ch[ch];
 	uint64_t now = atomic_load_explicit(&gc->sess, memory_order_acquire);
-	uint64_t open_no;
+	uint64_t open_no, granted;
 
 	if (now != sess) {
 		if (now == 0 || now == FDX__SESS_OPENING)
@@ -136,12 +138,11 @@ int fdx__ichan_accept(struct fdx_gate *g, uint32_t ch, uint64_t sess, uint32_t l
 		gc->rcvd = 0;
 	}
 	/* Credit bounds what a producer may have sent us: a buffer beyond it is a lie. */
-	if (kind == FDX__GI_BUFFER &&
-	    gc->rcvd + 1 > atomic_load_explicit(&gc->granted_total, memory_order_acquire)) {
+	granted = fdx__grant_credit(atomic_load_explicit(&gc->granted_total, memory_order_acquire));
+	if (kind == FDX__GI_BUFFER && gc->rcvd + 1 > granted) {
 		snprintf(why, n,
 			 "channel %u of gate %u: buffer %llu sent beyond its credit of %llu", ch,
-			 g->id, (unsigned long long)gc->rcvd + 1,
-			 (unsigned long long)atomic_load(&gc->granted_total));
+			 g->id, (unsigned long long)gc->rcvd + 1, (unsigned long long)granted);
 		return -1;
 	}
 	if (kind != FDX__GI_BACKLOG) {

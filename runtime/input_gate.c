@@ -147,12 +147,21 @@ static int local_send(struct fdx_gate *g, uint32_t ch, struct fdx__gchan *c)
 
 static int remote_send(struct fdx_gate *g, uint32_t ch, struct fdx__gchan *c)
 {
+	uint64_t v = atomic_load_explicit(&c->granted_total, memory_order_relaxed);
 	int err;
 
 	if (!c->open)
 		return 0;
-	/* Counted before it leaves: the loop checks the producer against it. */
-	atomic_fetch_add_explicit(&c->granted_total, c->pend_added, memory_order_release);
+	/*
+	 * Counted before it leaves (release: pairs with the acquire in
+	 * fdx__ichan_accept()): the loop checks the producer against it. Only
+	 * for its opening: the producer may have opened the channel again before
+	 * we saw the end of this one (this credit is then refused).
+	 */
+	while (v - fdx__grant_credit(v) == fdx__grant_tag(c->opening_seen) &&
+	       !atomic_compare_exchange_weak_explicit(&c->granted_total, &v, v + c->pend_added,
+						      memory_order_release, memory_order_relaxed))
+		;
 	err = g->port->ops->announce(g->port, g, ch, c->sess_seen, c->opening_seen, c->pend_added,
 				     c->pend_offs, c->n_pend);
 	if (err < 0 && err != -ENOENT && err != -ENOMEM)
@@ -404,6 +413,8 @@ static void give_floating(struct fdx_gate *g)
 
 static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 {
+	uint32_t freed;
+
 	if (g->pool) {
 		/*
 		 * tcp: views the consumer still holds keep their segments of our
@@ -419,7 +430,7 @@ static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 		c->float_debt += debt;
 		c->floating -= debt;
 	}
-	g->floating_free += c->floating;
+	freed = c->floating;
 	c->floating = 0;
 	c->outstanding = 0;
 	c->backlog = 0;
@@ -435,6 +446,13 @@ static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 	c->lpart = NULL;
 	c->lsub = NULL;
 	atomic_store_explicit(&c->st_floating, 0, memory_order_relaxed);
+	/*
+	 * Its floating credit goes to the channels waiting longest for some (c
+	 * is closed: not to c), as a released one does: a waiting channel with
+	 * no exclusive credit has nothing else that would ask for it again.
+	 */
+	while (freed--)
+		give_floating(g);
 }
 
 /* ---- taking views -------------------------------------------------------- */

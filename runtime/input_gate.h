@@ -74,6 +74,21 @@ struct fdx__gitem {
 #define FDX__SESS_LOCAL 1u /* the session id of local channels; real ones start at 2 */
 #define FDX__SESS_OPENING UINT64_MAX /* a channel's sess while an opening is set up */
 
+/*
+ * A channel's granted_total: the opening it counts for in the top 16 bits,
+ * so that credit of an opening that ended is never counted for the next.
+ */
+#define FDX__GRANT_BITS 48
+static inline uint64_t fdx__grant_tag(uint64_t opening)
+{
+	return (opening & 0xffffu) << FDX__GRANT_BITS;
+}
+
+static inline uint64_t fdx__grant_credit(uint64_t granted_total)
+{
+	return granted_total & ((1ull << FDX__GRANT_BITS) - 1);
+}
+
 struct fdx__gchan {
 	/* Shared: set by the transport's threads, read by the loop. */
 	_Atomic uint64_t sess; /* the session that opened it, 0 if not open */
@@ -85,7 +100,10 @@ struct fdx__gchan {
 	uint64_t opening_seen; /* consumer: the opening of the last OPENED taken */
 	uint64_t rcvd; /* loop: buffers received from session seq_sess */
 	_Atomic uint32_t eop; /* its END_OF_PARTITION arrived (loop; reset at open) */
-	/* Credit granted to the current opening (the cq thread at open, then the consumer). */
+	/*
+	 * Credit granted to the current opening (the cq thread at open, then the
+	 * consumer), tagged with that opening: fdx__grant_tag() | credit.
+	 */
 	_Atomic uint64_t granted_total;
 	uint32_t abort_next; /* consumer: drop the partial record before the next buffer */
 	/* Consumer thread. */
