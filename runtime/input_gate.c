@@ -416,6 +416,8 @@ static void give_floating(struct fdx_gate *g)
 
 static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 {
+	uint32_t freed;
+
 	if (g->pool) {
 		/*
 		 * tcp: views the consumer still holds keep their segments of our
@@ -431,7 +433,7 @@ static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 		c->float_debt += debt;
 		c->floating -= debt;
 	}
-	g->floating_free += c->floating;
+	freed = c->floating;
 	c->floating = 0;
 	c->outstanding = 0;
 	c->backlog = 0;
@@ -448,6 +450,13 @@ static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 	c->lpart = NULL;
 	c->lsub = NULL;
 	atomic_store_explicit(&c->st_floating, 0, memory_order_relaxed);
+	/*
+	 * Its floating credit goes to the channels waiting longest for some (c
+	 * is closed: not to c), as a released one does: a waiting channel with
+	 * no exclusive credit has nothing else that would ask for it again.
+	 */
+	while (freed--)
+		give_floating(g);
 }
 
 /* ---- taking views -------------------------------------------------------- */

@@ -86,7 +86,10 @@ struct fdx__gchan {
 	uint64_t opening_seen; /* consumer: the opening of the last OPENED taken */
 	uint64_t rcvd; /* loop: buffers received from session seq_sess */
 	_Atomic uint32_t eop; /* its END_OF_PARTITION arrived (loop; reset at open) */
-	/* Credit granted to the current opening (the cq thread at open, then the consumer). */
+	/*
+	 * Credit granted to the current opening: the exclusive credit at open
+	 * (the cq thread), then what its outbox gave out (fdx__outbox_take()).
+	 */
 	_Atomic uint64_t granted_total;
 	uint32_t abort_next; /* consumer: drop the partial record before the next buffer */
 	/* Consumer thread. */

@@ -88,7 +88,7 @@ struct fdx__sub {
 
 	/* Sender thread. */
 	alignas(FDX_CACHELINE) struct fdx__pitem *head, *tail;
-	uint32_t n_segs; /* SEG items in the list */
+	uint32_t n_segs; /* buffers in the list: SEG items, and events' flushes (flush_seg) */
 	int64_t open_seg; /* segment being sliced, -1 if none */
 	uint32_t open_pos;
 	uint32_t seq;

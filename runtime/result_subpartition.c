@@ -228,7 +228,8 @@ int fdx__sub_pump(struct fdx__sub *s)
 			continue;
 		}
 		sub_append(s, it);
-		if (it->kind == FDX__IT_SEG)
+		/* A buffer to send: a segment, or what an event sends first (its flush). */
+		if (it->kind == FDX__IT_SEG || it->flush_seg >= 0)
 			s->n_segs++;
 	}
 	if (atomic_exchange_explicit(&s->flush_req, 0, memory_order_acquire))
@@ -259,12 +260,13 @@ int fdx__sub_pump(struct fdx__sub *s)
 					if (!avail)
 						break;
 					send_slice(s, (uint32_t)it->flush_seg, start,
-						   it->flush_end - start, s->n_segs);
+						   it->flush_end - start, s->n_segs - 1);
 					avail--;
 				}
 				s->open_seg = it->flush_seg;
 				s->open_pos = it->flush_end;
 				it->flush_seg = -1;
+				s->n_segs--;
 			}
 			s->head = it->next;
 			if (it->kind == FDX__IT_ABORT) {
