@@ -99,13 +99,25 @@ int fdx__ledger_spend(struct fdx__credit_ledger *l, uint64_t off)
 		else if ((err = set_reserve(l)) == 0)
 			err = set_put(l, off);
 		fdx__spin_unlock(&l->lock);
-		if (err == -EEXIST)
-			return err; /* sent twice and not handed back: nothing is spent */
+		if (err < 0)
+			return err; /* in flight already, or not recorded: nothing is spent */
 	}
 	/* One writer: a plain increment, published relaxed (statistics, the overflow check). */
 	atomic_store_explicit(&l->spent, atomic_load_explicit(&l->spent, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
 	return err;
+}
+
+void fdx__ledger_unspend(struct fdx__credit_ledger *l, uint64_t off)
+{
+	if (off) {
+		fdx__spin_lock(&l->lock);
+		if (!l->took_back)
+			set_take(l, off);
+		fdx__spin_unlock(&l->lock);
+	}
+	atomic_store_explicit(&l->spent, atomic_load_explicit(&l->spent, memory_order_relaxed) - 1,
+			      memory_order_relaxed);
 }
 
 int fdx__ledger_holds(struct fdx__credit_ledger *l, uint64_t off)

@@ -20,10 +20,11 @@ void fdx__outbox_fini(struct fdx__credit_outbox *ob)
 	ob->n = ob->cap = 0;
 }
 
-void fdx__outbox_reset(struct fdx__credit_outbox *ob, uint64_t opening)
+void fdx__outbox_reset(struct fdx__credit_outbox *ob, uint64_t opening, int counted)
 {
 	fdx__spin_lock(&ob->lock);
 	ob->opening = opening;
+	ob->counted = counted;
 	ob->added = 0;
 	ob->n = 0;
 	fdx__spin_unlock(&ob->lock);
@@ -81,7 +82,7 @@ uint32_t fdx__outbox_take(struct fdx__credit_outbox *ob, uint64_t opening, uint3
 		*added = (uint32_t)ob->added;
 		ob->added = 0;
 		/* R1: counted before it leaves; pairs with the loop's acquire in fdx__ichan_accept(). */
-		if (*added && ob->granted_total)
+		if (*added && ob->counted && ob->granted_total)
 			atomic_fetch_add_explicit(ob->granted_total, *added, memory_order_release);
 	}
 	*more = ob->opening == opening && ob->n > 0;

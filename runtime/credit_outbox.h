@@ -28,13 +28,17 @@ struct fdx__credit_outbox {
 	uint32_t n, cap;
 	/* Counted when credit is taken (it leaves): the bound the loop checks a producer against. */
 	_Atomic uint64_t *granted_total;
+	int counted; /* the opening it holds is checked against granted_total (a remote one) */
 };
 
 void fdx__outbox_init(struct fdx__credit_outbox *ob, _Atomic uint64_t *granted_total);
 void fdx__outbox_fini(struct fdx__credit_outbox *ob);
 
-/* Drop what it holds; from now on it holds the credit of opening. */
-void fdx__outbox_reset(struct fdx__credit_outbox *ob, uint64_t opening);
+/*
+ * Drop what it holds; from now on it holds the credit of opening, counted in
+ * granted_total if counted (a remote producer's opening: the loop checks it).
+ */
+void fdx__outbox_reset(struct fdx__credit_outbox *ob, uint64_t opening, int counted);
 
 /*
  * Add credit and offsets for opening (dropped if the outbox holds another

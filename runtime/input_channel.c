@@ -40,8 +40,8 @@ int fdx__ichan_open(struct fdx_gate *g, uint32_t ch, uint64_t sess, uint32_t lin
 	atomic_store_explicit(&c->link, link, memory_order_relaxed);
 	atomic_store_explicit(&c->granted_total, g->exclusive, memory_order_relaxed);
 	atomic_store_explicit(&c->eop, 0, memory_order_relaxed);
-	/* A local channel's items name no opening (0): the same process cannot be stale. */
-	*opening = lpart ? 0 : atomic_fetch_add_explicit(&c->opening, 1, memory_order_relaxed) + 1;
+	/* Every opening, local ones too: a view of an opening that ended gives it no credit. */
+	*opening = atomic_fetch_add_explicit(&c->opening, 1, memory_order_relaxed) + 1;
 	it->sess = sess;
 	it->opening = *opening;
 	it->link_type = (uint8_t)link;
@@ -64,9 +64,7 @@ static int end_opening(struct fdx__gchan *c, uint64_t sess, uint64_t *opening)
 
 	if (atomic_load_explicit(&c->sess, memory_order_acquire) != sess)
 		return 0;
-	*opening = sess == FDX__SESS_LOCAL
-			   ? 0
-			   : atomic_load_explicit(&c->opening, memory_order_relaxed);
+	*opening = atomic_load_explicit(&c->opening, memory_order_relaxed);
 	/* One winner: a close, a failure or another close of the same opening. */
 	return atomic_compare_exchange_strong(&c->sess, &was, 0);
 }

@@ -149,13 +149,13 @@ static int local_send(struct fdx_gate *g, uint32_t ch, struct fdx__gchan *c)
 
 	(void)ch;
 	do {
-		n = fdx__outbox_take(&c->outbox, 0, &added, offs, 256, &more);
+		n = fdx__outbox_take(&c->outbox, c->opening_seen, &added, offs, 256, &more);
 		if (n || added)
 			err = g->port->ops->local_credit(g->port, c->lpart, c->lsub, added, offs,
 							 n);
 		if (err < 0) {
 			/* Back where it was: tried again at the next flush. */
-			fdx__outbox_add(&c->outbox, 0, added, offs, n);
+			fdx__outbox_add(&c->outbox, c->opening_seen, added, offs, n);
 			return err;
 		}
 	} while (more);
@@ -171,7 +171,7 @@ static int remote_send(struct fdx_gate *g, uint32_t ch, struct fdx__gchan *c)
 		return 0;
 	err = g->port->ops->announce(g->port, g, ch, c->sess_seen, c->opening_seen);
 	if (err == -ENOENT) /* that opening is over on the transport's side */
-		fdx__outbox_reset(&c->outbox, c->opening_seen);
+		fdx__outbox_reset(&c->outbox, c->opening_seen, 1);
 	else if (err < 0 && err != -ENOMEM)
 		FDX_LOG_ERR(g->log, "gate %u channel %u: credit not sent: %s", g->id, ch,
 			    fdx_strerror(err));
@@ -495,7 +495,7 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		c->lpart = it->lpart;
 		c->lsub = it->lsub;
 		c->home = it->lpart ? &local_home : &shm_home; /* how its credit travels */
-		fdx__outbox_reset(&c->outbox, it->opening);
+		fdx__outbox_reset(&c->outbox, it->opening, !it->lpart);
 		c->backlog = 0;
 		c->poisoned = 0;
 		atomic_store_explicit(&c->error, 0, memory_order_relaxed);

@@ -67,7 +67,7 @@ struct fdx__gitem {
 	struct fdx_partition *lpart; /* local */
 	struct fdx__sub *lsub;
 	uint64_t sess;
-	uint64_t opening; /* OPENED, CLOSED: which opening of the channel (0: local) */
+	uint64_t opening; /* which opening of the channel it belongs to */
 	char msg[192];
 	uint8_t payload[];
 };
@@ -162,7 +162,8 @@ void fdx__gate_push(struct fdx_gate *g, struct fdx__gitem *it);
  * lsub for one in this process) over link. The channel is taken (a second
  * opener finds it busy), numbered, its OPENED queued, and only then does the
  * loop see the session: nothing of this opening can reach the consumer before
- * its OPENED. 0 with *opening set (0 for a local one), -EBUSY or -ENOMEM.
+ * its OPENED. 0 with *opening set (a local producer's items name it too),
+ * -EBUSY or -ENOMEM.
  */
 int fdx__ichan_open(struct fdx_gate *g, uint32_t ch, uint64_t sess, uint32_t link,
 		    struct fdx_partition *lpart, struct fdx__sub *lsub, uint64_t *opening);

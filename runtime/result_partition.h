@@ -99,6 +99,7 @@ struct fdx__sub {
 	const struct fdx__link_ops *lops;
 	uint32_t link; /* enum fdx_link */
 	uint32_t chan; /* the exchange's channel id (shm, tcp) */
+	uint64_t opening; /* local: the opening of the gate's channel its items name */
 	uint32_t gate, gate_channel;
 	struct fdx__conn *conn; /* shm, tcp: the transport's data connection */
 	struct fdx_gate *lgate; /* local */

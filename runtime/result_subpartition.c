@@ -137,35 +137,52 @@ static uint32_t backlog_of(const struct fdx__sub *s)
 	return s->n_segs + (s->flush_pending ? 1u : 0u);
 }
 
+/*
+ * Out of memory while sending: the channel cannot go on without a gap in its
+ * sequence, so it fails here (emits get -EPIPE; what is queued is dropped).
+ * What is in flight is not taken back: the consumer may still be reading it,
+ * and its credit still brings it home.
+ */
+static void send_failed(struct fdx__sub *s, const char *what)
+{
+	fdx__sub_fail(s, -ENOMEM, what, 0);
+}
+
 /* Send [start, start + len) of segment seg: one credit. */
 static void send_slice(struct fdx__sub *s, uint32_t seg, uint32_t start, uint32_t len,
 		       uint32_t backlog)
 {
 	struct fdx_partition *p = s->part;
 	uint64_t off = fdx__region_seg_offset(p->region, seg) + start;
+	uint64_t rec = s->lops->offsets_come_back ? off : 0;
 	uint64_t sent, ret;
 	uint32_t inflight;
 	int err;
 
+	if (atomic_load_explicit(&s->error, memory_order_relaxed))
+		return; /* failed in this round: nothing more goes */
+	/* Recorded before it can come back: a local consumer may hand it back at once. */
+	err = fdx__ledger_spend(&s->ledger, rec);
+	if (err < 0) {
+		send_failed(s, "out of memory recording a buffer in flight");
+		return;
+	}
 	atomic_fetch_add_explicit(&p->refs[seg], 1, memory_order_relaxed); /* the slice's */
-	err = fdx__ledger_spend(&s->ledger, s->lops->offsets_come_back ? off : 0);
 	if (err == 1) {
 		/* Its channel failed and took back what was in flight: this one comes back now. */
 		fdx__part_unref(p, seg);
 		s->seq++;
 		return;
 	}
-	if (err < 0)
-		FDX_LOG_ERR(p->log, "partition %s: subpartition %u: offset %#llx not recorded",
-			    p->id, s->index, (unsigned long long)off);
 	atomic_fetch_add_explicit(&p->in_flight, 1, memory_order_relaxed);
-	if (s->lops->buffer(s, seg, off, len, s->seq++, backlog) < 0) {
-		/* The link could not take it: the channel cannot go on without a gap. */
-		fdx__sub_fail(s, -ENOMEM, "out of memory sending a buffer", 1);
-		if (!s->lops->offsets_come_back || err < 0)
-			fdx__sub_written(s, seg);
+	if (s->lops->buffer(s, seg, off, len, s->seq, backlog) < 0) {
+		fdx__ledger_unspend(&s->ledger, rec);
+		atomic_fetch_sub_explicit(&p->in_flight, 1, memory_order_relaxed);
+		fdx__part_unref(p, seg);
+		send_failed(s, "out of memory sending a buffer");
 		return;
 	}
+	s->seq++;
 	atomic_fetch_add_explicit(&s->bytes_sent, len, memory_order_relaxed);
 	sent = atomic_fetch_add_explicit(&s->buffers_sent, 1, memory_order_release) + 1;
 	ret = atomic_load_explicit(&s->ledger.returned, memory_order_relaxed);
@@ -178,12 +195,19 @@ static void send_slice(struct fdx__sub *s, uint32_t seg, uint32_t start, uint32_
 static void send_control(struct fdx__sub *s, uint32_t kind, struct fdx__pitem *it, uint32_t backlog)
 {
 	uint32_t end = it && it->event_type == FDX_EVENT_END_OF_PARTITION;
-	uint32_t seq = kind == FDX__SEND_BACKLOG ? 0 : s->seq++;
 
-	if (s->lops->control(s, kind, it, seq, backlog) < 0) {
-		fdx__sub_fail(s, -ENOMEM, "out of memory sending an event", 1);
+	if (atomic_load_explicit(&s->error, memory_order_relaxed)) {
+		free(it); /* failed in this round: nothing more goes */
 		return;
 	}
+	if (s->lops->control(s, kind, it, kind == FDX__SEND_BACKLOG ? 0 : s->seq, backlog) < 0) {
+		/* A backlog is a hint (the next one says it again); the rest have a sequence. */
+		if (kind != FDX__SEND_BACKLOG)
+			send_failed(s, "out of memory sending an event");
+		return;
+	}
+	if (kind != FDX__SEND_BACKLOG)
+		s->seq++;
 	if (kind == FDX__SEND_EVENT) {
 		atomic_fetch_add_explicit(&s->events_sent, 1, memory_order_relaxed);
 		if (end)

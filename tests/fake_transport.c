@@ -180,6 +180,8 @@ static int shm_buffer(struct fdx__sub *s, uint32_t seg, uint64_t off, uint32_t l
 			       .len = len};
 
 	(void)seg; /* its reference comes back with the offset, through the credit */
+	if (s->part->ex->fail_buffer_in && --s->part->ex->fail_buffer_in == 0)
+		return -ENOMEM; /* as a link out of memory: nothing went */
 	frame_in(s->part->ex, lk, lk->g, &f, s->part->region->base + off);
 	return 0;
 }
@@ -243,6 +245,7 @@ static int local_buffer(struct fdx__sub *s, uint32_t seg, uint64_t off, uint32_t
 	it->lpart = s->part;
 	it->lsub = s;
 	it->sess = FDX__SESS_LOCAL;
+	it->opening = s->opening;
 	fdx__gate_push(s->lgate, it);
 	return 0;
 }
@@ -269,6 +272,7 @@ static int local_control(struct fdx__sub *s, uint32_t kind, struct fdx__pitem *e
 	}
 	gi->link_type = FDX_LINK_LOCAL;
 	gi->sess = FDX__SESS_LOCAL;
+	gi->opening = s->opening;
 	gi->backlog = backlog;
 	gi->seq = seq;
 	if (ev) {
@@ -405,6 +409,7 @@ static int port_connect(struct fdx__port *pt, struct fdx_partition *p, uint32_t 
 	lk->sess = link == FDX_LINK_LOCAL ? FDX__SESS_LOCAL : ex->sess;
 	lk->opening = opening;
 	if (link == FDX_LINK_LOCAL) {
+		s->opening = opening; /* its items name it */
 		fdx__sub_attach(s, &fake_local_link, g->exclusive);
 	} else {
 		s->conn = &fake_conn;

@@ -123,6 +123,8 @@ struct fdx_exchange {
 	struct fake_ctl ctl[FAKE_MAX_CTL];
 	uint32_t n_ctl;
 	uint32_t ctl_next; /* the next one fake_deliver_credit() takes */
+	/* n > 0: the n-th buffer the shm link is given from now on fails with -ENOMEM, once. */
+	uint32_t fail_buffer_in;
 };
 
 /* A fake exchange, or NULL if out of memory. Sessions start at 2. */

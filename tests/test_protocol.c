@@ -1417,6 +1417,132 @@ static void test_gate_fails_a_channel_whose_records_break_the_format(void **stat
 	assert_int_equal(fake_count_ctl(r->ex, GATE, 0, FAKE_CTL_DROP), 1);
 }
 
+/*
+ * Local openings are numbered too: a view of a local producer that went gives
+ * no credit (and no offset) to the next local producer of the channel.
+ */
+static void test_gate_gives_a_stale_local_view_nothing_of_the_next_opening(void **state)
+{
+	struct rig *r = *state;
+	struct fdx_gate *g = rig_gate(r, 1, 2, FDX_CREDITS_NONE, 0);
+	struct fdx_partition *p0 = rig_part(r, 0, 1, 8, 0, 0);
+	struct fdx_partition *p1;
+	const struct fake_ctl *c;
+	struct fdx_view v, w;
+	uint32_t n_ctl;
+
+	rig_connect(r, p0, 0, 0, FDX_LINK_LOCAL);
+	emit_full(p0, 0, 1);
+	fake_pump(r->ex);
+	take(g, &v, FDX_VIEW_BUFFER);
+	rig_drop_part(r, 0);
+	p1 = rig_part(r, 1, 1, 8, 0, 0);
+	rig_connect(r, p1, 0, 0, FDX_LINK_LOCAL);
+	emit_full(p1, 0, 1);
+	fake_pump(r->ex);
+	take(g, &w, FDX_VIEW_BUFFER);
+	assert_int_equal(fdx__ledger_in_flight(&p1->subs[0].ledger), 1);
+	/* The old view: its opening is over, nothing goes to p1. */
+	n_ctl = fake_count_ctl(r->ex, GATE, 0, FAKE_CTL_LOCAL_CREDIT);
+	release(g, &v);
+	assert_int_equal(fake_count_ctl(r->ex, GATE, 0, FAKE_CTL_LOCAL_CREDIT), n_ctl);
+	assert_int_equal(credit_of(p1, 0), 1);
+	/* p1's own view: its credit and its offset reach it, and are taken. */
+	release(g, &w);
+	c = fake_last_ctl(r->ex, GATE, 0, FAKE_CTL_LOCAL_CREDIT);
+	assert_ptr_equal(c->p, p1);
+	assert_int_equal(c->n, 1);
+	fake_deliver_credit(r->ex);
+	assert_int_equal(c->result, 0);
+	assert_int_equal(credit_of(p1, 0), 2);
+	assert_int_equal(fdx__ledger_in_flight(&p1->subs[0].ledger), 0);
+	assert_int_equal(r->ex->log_errors, 0);
+}
+
+/*
+ * A local producer's credit is never counted in the bound the loop checks a
+ * remote producer against: released after a remote one opened the channel,
+ * it leaves that opening's bound at its exclusive credit.
+ */
+static void test_ichan_local_credit_does_not_raise_a_remote_openings_bound(void **state)
+{
+	struct rig *r = *state;
+	struct fdx_gate *g = rig_gate(r, 1, 2, FDX_CREDITS_NONE, 0);
+	struct fdx_partition *p0 = rig_part(r, 0, 1, 8, 0, 0);
+	uint64_t opening;
+	struct fdx_view v;
+
+	rig_connect(r, p0, 0, 0, FDX_LINK_LOCAL);
+	emit_full(p0, 0, 1);
+	fake_pump(r->ex);
+	take(g, &v, FDX_VIEW_BUFFER);
+	/* The local producer goes; a remote one opens before the consumer looks again. */
+	fdx__ichan_close(g, 0, FDX__SESS_LOCAL);
+	assert_int_equal(fake_open_raw(r->ex, g, 0, 5, &opening), 0);
+	assert_int_equal(atomic_load(&g->ch[0].granted_total), 2);
+	release(g, &v); /* the consumer is still in the local opening */
+	assert_int_equal(atomic_load(&g->ch[0].granted_total), 2);
+	take_nothing(g);
+	assert_int_equal(atomic_load(&g->ch[0].granted_total), 2);
+}
+
+/*
+ * A link out of memory fails its channel at the producer (emits -EPIPE, the
+ * rest dropped) without taking back what is in flight: the consumer still
+ * reads it, and its credit brings it home.
+ */
+static void test_sub_link_out_of_memory_fails_the_channel_and_keeps_what_is_in_flight(void **state)
+{
+	struct rig *r = *state;
+	struct fdx_gate *g = rig_gate(r, 1, 4, FDX_CREDITS_NONE, 0);
+	struct fdx_partition *p = rig_part(r, 0, 1, 8, 0, 0);
+	struct fdx__sub *s = &p->subs[0];
+	struct fdx_view v;
+
+	rig_connect(r, p, 0, 0, FDX_LINK_SHM);
+	take_nothing(g); /* OPENED */
+	emit_full(p, 0, 3);
+	r->ex->fail_buffer_in = 2;
+	fake_pump(r->ex); /* the first goes, the second fails, the third is dropped */
+	assert_int_equal(fake_count_frames(r->ex, GATE, 0, FDX__GI_BUFFER), 1);
+	assert_int_equal(atomic_load(&s->error), -ENOMEM);
+	assert_int_equal(fdx_partition_emit(p, 0, "x", 1, 0), -EPIPE);
+	assert_int_equal(fdx__ledger_in_flight(&s->ledger), 1); /* not taken back */
+	assert_int_equal(atomic_load(&s->lost), 0);
+	assert_int_equal(sub_stats(p, 0).buffers_sent, 1);
+	fake_pump(r->ex);
+	assert_int_equal(fake_count_frames(r->ex, GATE, 0, FDX__GI_BUFFER), 1);
+	assert_int_equal(lbp_in_use(p->pool), 1); /* the one in flight; the rest went home */
+	/* The consumer reads it whole and hands it back: its segment goes home too. */
+	take(g, &v, FDX_VIEW_BUFFER);
+	assert_int_equal(((const uint8_t *)v.data)[8], 0x40);
+	release(g, &v);
+	take_nothing(g);
+	fake_deliver_credit(r->ex);
+	assert_int_equal(fdx__ledger_in_flight(&s->ledger), 0);
+	assert_int_equal(lbp_in_use(p->pool), 0);
+	assert_int_equal(fdx_partition_finish(p, 0), -EPIPE); /* its end never went */
+}
+
+/* Spending an offset that is in flight already spends nothing; an undone spend gives it back. */
+static void test_ledger_spends_nothing_twice_and_undoes_a_spend(void **state)
+{
+	struct fdx__credit_ledger l;
+
+	(void)state;
+	fdx__ledger_init(&l, 2);
+	assert_int_equal(fdx__ledger_spend(&l, 4096), 0);
+	assert_int_equal(fdx__ledger_available(&l), 1);
+	assert_int_equal(fdx__ledger_spend(&l, 4096), -EEXIST);
+	assert_int_equal(fdx__ledger_available(&l), 1);
+	assert_true(fdx__ledger_holds(&l, 4096));
+	fdx__ledger_unspend(&l, 4096);
+	assert_int_equal(fdx__ledger_available(&l), 2);
+	assert_false(fdx__ledger_holds(&l, 4096));
+	assert_int_equal(fdx__ledger_in_flight(&l), 0);
+	fdx__ledger_fini(&l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1452,6 +1578,10 @@ int main(void)
 		T(test_partition_with_timeout_zero_sends_every_record),
 		T(test_local_link_hands_credit_back_at_once),
 		T(test_gate_fails_a_channel_whose_records_break_the_format),
+		T(test_gate_gives_a_stale_local_view_nothing_of_the_next_opening),
+		T(test_ichan_local_credit_does_not_raise_a_remote_openings_bound),
+		T(test_sub_link_out_of_memory_fails_the_channel_and_keeps_what_is_in_flight),
+		T(test_ledger_spends_nothing_twice_and_undoes_a_spend),
 #undef T
 	};
 

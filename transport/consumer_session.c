@@ -820,7 +820,7 @@ static void in_chan_own_outbox(struct fdx__in_chan *c, int keep)
 {
 	uint64_t offs[256];
 	uint32_t added, k;
-	int more = 1;
+	int more = 1, moved = 0;
 
 	if (c->ob == &c->own || !c->ob)
 		return;
@@ -828,9 +828,12 @@ static void in_chan_own_outbox(struct fdx__in_chan *c, int keep)
 		k = fdx__outbox_take(c->ob, c->ob_opening, &added, offs, 256, &more);
 		if (fdx__outbox_add(&c->own, 0, added, offs, k) < 0)
 			break; /* out of memory: the rest is lost with the gate */
+		moved |= k || added;
 	}
 	c->ob = &c->own;
 	c->ob_opening = 0;
+	if (moved)
+		in_chan_credit_waits(c); /* it still goes */
 }
 
 FDX_API int fdx_exchange_credit(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,
@@ -878,7 +881,7 @@ static void in_chan_drop_locked(struct fdx__ctl_gate *g, struct fdx__in_chan *c,
 	}
 	session_error(c->s, code, c->id, msg);
 	in_chan_own_outbox(c, 0);
-	fdx__outbox_reset(&c->own, 1); /* nothing more goes: it holds no opening's credit */
+	fdx__outbox_reset(&c->own, 1, 0); /* nothing more goes: it holds no opening's credit */
 }
 
 void fdx__exchange_drop_input(struct fdx_exchange *ex, uint32_t gate, uint32_t gate_channel,

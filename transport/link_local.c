@@ -50,6 +50,7 @@ static int local_buffer(struct fdx__sub *s, uint32_t seg, uint64_t off, uint32_t
 	it->lpart = s->part;
 	it->lsub = s;
 	it->sess = FDX__SESS_LOCAL;
+	it->opening = s->opening;
 	fdx__gate_push(s->lgate, it);
 	return 0;
 }
@@ -71,6 +72,7 @@ static int local_control(struct fdx__sub *s, uint32_t kind, struct fdx__pitem *e
 	}
 	gi->link_type = FDX_LINK_LOCAL;
 	gi->sess = FDX__SESS_LOCAL;
+	gi->opening = s->opening;
 	gi->backlog = backlog;
 	gi->seq = seq;
 	if (ev) {
@@ -111,9 +113,10 @@ int fdx__local_connect(struct fdx__dp *dp, struct fdx_partition *p, struct fdx__
 		err = fdx__ichan_open(g, gate_channel, FDX__SESS_LOCAL, FDX_LINK_LOCAL, p, s,
 				      &opening);
 	}
-	if (!err)
+	if (!err) {
+		s->opening = opening; /* its items name it */
 		fdx__sub_attach(s, &local_link, g->exclusive);
-	else
+	} else
 		s->lgate = NULL;
 	pthread_mutex_unlock(&dp->lock);
 	if (err)
