@@ -112,6 +112,11 @@ int fdx__ichan_ended(struct fdx_gate *g, uint32_t ch)
 	return atomic_load_explicit(&g->ch[ch].eop, memory_order_acquire) != 0;
 }
 
+void fdx__ichan_mark_ended(struct fdx_gate *g, uint32_t ch)
+{
+	atomic_store_explicit(&g->ch[ch].eop, 1, memory_order_release);
+}
+
 int fdx__ichan_accept(struct fdx_gate *g, uint32_t ch, uint64_t sess, uint32_t link, uint32_t kind,
 		      uint32_t seq, int is_end, uint64_t *opening, char *why, size_t n)
 {

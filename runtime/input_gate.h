@@ -178,6 +178,8 @@ int fdx__ichan_fail(struct fdx_gate *g, uint32_t ch, uint64_t sess, int err, con
 int fdx__ichan_busy(struct fdx_gate *g, uint32_t ch);
 /* Whether its producer ended it (all its data came). */
 int fdx__ichan_ended(struct fdx_gate *g, uint32_t ch);
+/* A local producer's END_OF_PARTITION went to the gate (a remote one's: fdx__ichan_accept()). */
+void fdx__ichan_mark_ended(struct fdx_gate *g, uint32_t ch);
 
 /*
  * The loop: an item of kind (FDX__GI_BUFFER, _EVENT, _ABORT, _BACKLOG or

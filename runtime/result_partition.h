@@ -98,10 +98,11 @@ struct fdx__sub {
 	/* Where it is connected (set by the transport before connected). */
 	const struct fdx__link_ops *lops;
 	uint32_t link; /* enum fdx_link */
+	int link_gone; /* its link is gone (fdx__sub_link_gone()): nothing can go any more */
 	uint32_t chan; /* the exchange's channel id (shm, tcp) */
 	uint64_t opening; /* local: the opening of the gate's channel its items name */
 	uint32_t gate, gate_channel;
-	struct fdx__conn *conn; /* shm, tcp: the transport's data connection */
+	struct fdx__conn *conn; /* shm, tcp: the transport's own (opaque here) */
 	struct fdx_gate *lgate; /* local */
 	uint32_t index;
 	struct fdx_partition *part;
@@ -180,6 +181,9 @@ void fdx__sub_fail(struct fdx__sub *s, int err, const char *msg, int take_back);
 
 /* The sender: send what s's credit allows through its link; 1 if anything was done. */
 int fdx__sub_pump(struct fdx__sub *s);
+
+/* The sender: the link of s is gone (its socket closed); what is queued is dropped. */
+void fdx__sub_link_gone(struct fdx__sub *s);
 
 /* The sender: the channel's close goes after its data (CLOSE through the link). */
 void fdx__sub_close(struct fdx__sub *s);

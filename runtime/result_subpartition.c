@@ -215,6 +215,11 @@ static void send_control(struct fdx__sub *s, uint32_t kind, struct fdx__pitem *i
 	}
 }
 
+void fdx__sub_link_gone(struct fdx__sub *s)
+{
+	s->link_gone = 1;
+}
+
 void fdx__sub_close(struct fdx__sub *s)
 {
 	s->lops->control(s, FDX__SEND_CLOSE, NULL, s->seq++, 0);
@@ -232,8 +237,7 @@ int fdx__sub_pump(struct fdx__sub *s)
 	if (!atomic_load_explicit(&s->connected, memory_order_acquire))
 		return 0;
 	/* A failed channel (or one whose link is gone): nothing can go any more. */
-	if (atomic_load_explicit(&s->error, memory_order_relaxed) ||
-	    (s->link != FDX_LINK_LOCAL && !s->conn)) {
+	if (atomic_load_explicit(&s->error, memory_order_relaxed) || s->link_gone) {
 		if (s->head || fdx__mpsc_pop_peek(&s->q)) {
 			fdx__sub_discard(s);
 			did = 1;

@@ -11,13 +11,6 @@
 
 #include "tests/fake_transport.h"
 
-/* The transport's data connection, as far as runtime/ can tell: there is one (s->conn). */
-struct fdx__conn {
-	int fake;
-};
-
-static struct fdx__conn fake_conn;
-
 static void die(const char *what)
 {
 	fprintf(stderr, "fake transport: %s\n", what);
@@ -281,8 +274,7 @@ static int local_control(struct fdx__sub *s, uint32_t kind, struct fdx__pitem *e
 		f.flags = ev->flags;
 		gi->event_type = ev->event_type;
 		if (ev->event_type == FDX_EVENT_END_OF_PARTITION)
-			atomic_store_explicit(&s->lgate->ch[s->gate_channel].eop, 1,
-					      memory_order_release);
+			fdx__ichan_mark_ended(s->lgate, s->gate_channel);
 		gi->flags = ev->flags & FDX_EVENT_PRIORITY;
 		gi->len = ev->len;
 		memcpy(gi->payload, ev->payload, ev->len);
@@ -412,7 +404,6 @@ static int port_connect(struct fdx__port *pt, struct fdx_partition *p, uint32_t 
 		s->opening = opening; /* its items name it */
 		fdx__sub_attach(s, &fake_local_link, g->exclusive);
 	} else {
-		s->conn = &fake_conn;
 		/* The answer to the open carries the exclusive credit: into the ledger first. */
 		if (fdx__sub_credit(s, g->exclusive, NULL, 0, &bad) < 0)
 			die("initial credit refused");
@@ -463,7 +454,7 @@ static void port_gate_detach(struct fdx__port *pt, struct fdx_gate *g)
 			fdx__sub_discard(lk->s);
 			lk->s->lgate = NULL;
 		} else {
-			lk->s->conn = NULL; /* nothing goes through it any more */
+			fdx__sub_link_gone(lk->s); /* nothing goes through it any more */
 		}
 	}
 }
@@ -592,7 +583,7 @@ static int kill_links(struct fdx_exchange *ex)
 		lk->gone = 1;
 		fdx__ichan_fail(lk->g, lk->ch, lk->sess, FDX_EPROTO, lk->why);
 		if (lk->s) {
-			lk->s->conn = NULL;
+			fdx__sub_link_gone(lk->s);
 			fdx__sub_fail(lk->s, FDX_EPROTO, lk->why, 1);
 		}
 		n++;
@@ -659,7 +650,7 @@ int fake_deliver_credit(struct fdx_exchange *ex)
 		case FAKE_CTL_DROP:
 			if (c->s && part_alive(ex, c->p)) {
 				c->reached = 1;
-				c->s->conn = NULL;
+				fdx__sub_link_gone(c->s);
 				fdx__sub_fail(c->s, c->code, c->msg, 1);
 			}
 			break;

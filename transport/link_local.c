@@ -78,8 +78,7 @@ static int local_control(struct fdx__sub *s, uint32_t kind, struct fdx__pitem *e
 	if (ev) {
 		gi->event_type = ev->event_type;
 		if (ev->event_type == FDX_EVENT_END_OF_PARTITION)
-			atomic_store_explicit(&s->lgate->ch[s->gate_channel].eop, 1,
-					      memory_order_release);
+			fdx__ichan_mark_ended(s->lgate, s->gate_channel);
 		gi->flags = ev->flags & FDX_EVENT_PRIORITY;
 		gi->len = ev->len;
 		memcpy(gi->payload, ev->payload, ev->len);

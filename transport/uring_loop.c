@@ -176,8 +176,10 @@ int fdx__dp_round_work(struct fdx__dp *dp, uint64_t now)
 			/* No subpartition may keep pointing at it (destroy reads it). */
 			for (struct fdx_partition *p = dp->parts; p; p = p->next)
 				for (uint32_t i = 0; i < p->n; i++)
-					if (p->subs[i].conn == c)
+					if (p->subs[i].conn == c) {
 						p->subs[i].conn = NULL;
+						fdx__sub_link_gone(&p->subs[i]);
+					}
 			fdx__conn_free(c);
 			continue;
 		}
