@@ -182,6 +182,9 @@ void fdx__sub_fail(struct fdx__sub *s, int err, const char *msg, int take_back);
 /* The sender: send what s's credit allows through its link; 1 if anything was done. */
 int fdx__sub_pump(struct fdx__sub *s);
 
+/* local_link.c: the local link's sending half (the transport connects it). */
+extern const struct fdx__link_ops fdx__local_link;
+
 /* The sender: the link of s is gone (its socket closed); what is queued is dropped. */
 void fdx__sub_link_gone(struct fdx__sub *s);
 

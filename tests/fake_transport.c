@@ -209,7 +209,7 @@ static int shm_control(struct fdx__sub *s, uint32_t kind, struct fdx__pitem *ev,
 	return 0;
 }
 
-/* local: items straight to the gate of this process, as transport/dataplane.c's local link. */
+/* local: the real local link (runtime/local_link.c), each frame recorded first. */
 static int local_buffer(struct fdx__sub *s, uint32_t seg, uint64_t off, uint32_t len, uint32_t seq,
 			uint32_t backlog)
 {
@@ -223,24 +223,11 @@ static int local_buffer(struct fdx__sub *s, uint32_t seg, uint64_t off, uint32_t
 			       .off = off,
 			       .len = len,
 			       .accepted = 1};
-	struct fdx__gitem *it = fdx__gitem_new(FDX__GI_BUFFER, s->gate_channel, 0);
+	int err = fdx__local_link.buffer(s, seg, off, len, seq, backlog);
 
-	(void)seg;
-	if (!it)
-		return -ENOMEM;
-	frame_add(s->part->ex, &f);
-	it->link_type = FDX_LINK_LOCAL;
-	it->seq = seq;
-	it->len = len;
-	it->backlog = backlog;
-	it->data = s->part->region->base + off;
-	it->offset = off;
-	it->lpart = s->part;
-	it->lsub = s;
-	it->sess = FDX__SESS_LOCAL;
-	it->opening = s->opening;
-	fdx__gate_push(s->lgate, it);
-	return 0;
+	if (!err)
+		frame_add(s->part->ex, &f);
+	return err;
 }
 
 static int local_control(struct fdx__sub *s, uint32_t kind, struct fdx__pitem *ev, uint32_t seq,
@@ -254,36 +241,17 @@ static int local_control(struct fdx__sub *s, uint32_t kind, struct fdx__pitem *e
 			       .seq = seq,
 			       .backlog = backlog,
 			       .accepted = 1};
-	struct fdx__gitem *gi;
+	int err;
 
-	if (kind == FDX__SEND_CLOSE)
-		return 0; /* a local channel closes when its partition goes */
-	gi = fdx__gitem_new(f.kind, s->gate_channel, ev ? ev->len : 0);
-	if (!gi) {
-		free(ev);
-		return -ENOMEM;
-	}
-	gi->link_type = FDX_LINK_LOCAL;
-	gi->sess = FDX__SESS_LOCAL;
-	gi->opening = s->opening;
-	gi->backlog = backlog;
-	gi->seq = seq;
-	if (ev) {
+	if (ev) { /* the link frees it */
 		f.len = ev->len;
 		f.event_type = ev->event_type;
 		f.flags = ev->flags;
-		gi->event_type = ev->event_type;
-		if (ev->event_type == FDX_EVENT_END_OF_PARTITION)
-			fdx__ichan_mark_ended(s->lgate, s->gate_channel);
-		gi->flags = ev->flags & FDX_EVENT_PRIORITY;
-		gi->len = ev->len;
-		memcpy(gi->payload, ev->payload, ev->len);
-		gi->data = gi->payload;
-		free(ev);
 	}
-	frame_add(s->part->ex, &f);
-	fdx__gate_push(s->lgate, gi);
-	return 0;
+	err = fdx__local_link.control(s, kind, ev, seq, backlog);
+	if (!err && kind != FDX__SEND_CLOSE)
+		frame_add(s->part->ex, &f);
+	return err;
 }
 
 static const struct fdx__link_ops fake_shm_link = {FDX_LINK_SHM, 1, shm_buffer, shm_control};

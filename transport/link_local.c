@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The local link: a producer and a consumer in this process. A buffer goes
- * to the gate as an item pointing into the partition's region (nothing is
- * copied, no socket); the consumer's credit comes back to the loop through a
- * queue (consumer threads never take dp->lock) and is applied there, to a
- * partition that still exists.
+ * The local link: a producer and a consumer in this process. Its sending half
+ * is runtime/local_link.c (a buffer goes to the gate as an item pointing into
+ * the partition's region: no socket, nothing copied); here, connecting, and
+ * the consumer's credit coming back to the loop through a queue (consumer
+ * threads never take dp->lock), applied there to a partition that still
+ * exists.
  *
- * Locking: the link ops run with dp->lock held (the loop pumping);
- * fdx__local_connect() takes dp->lock; fdx__local_credit_push() runs on any
+ * Locking: fdx__local_connect() takes dp->lock; fdx__local_credit_push() runs on any
  * thread without it; fdx__local_credit_apply() on the loop with it.
  */
 #define _GNU_SOURCE
@@ -29,67 +29,6 @@ struct lcredit {
 	uint32_t added, n;
 	uint64_t offs[];
 };
-
-/* ---- the sending half (runtime/port.h: struct fdx__link_ops) ------------- */
-
-/* local: the slice goes to the gate of this process as an item; nothing is copied. */
-static int local_buffer(struct fdx__sub *s, uint32_t seg, uint64_t off, uint32_t len, uint32_t seq,
-			uint32_t backlog)
-{
-	struct fdx__gitem *it = fdx__gitem_new(FDX__GI_BUFFER, s->gate_channel, 0);
-
-	(void)seg;
-	if (!it)
-		return -ENOMEM;
-	it->link_type = FDX_LINK_LOCAL;
-	it->seq = seq;
-	it->len = len;
-	it->backlog = backlog;
-	it->data = s->part->region->base + off;
-	it->offset = off;
-	it->lpart = s->part;
-	it->lsub = s;
-	it->sess = FDX__SESS_LOCAL;
-	it->opening = s->opening;
-	fdx__gate_push(s->lgate, it);
-	return 0;
-}
-
-static int local_control(struct fdx__sub *s, uint32_t kind, struct fdx__pitem *ev, uint32_t seq,
-			 uint32_t backlog)
-{
-	uint32_t gk = kind == FDX__SEND_EVENT	? FDX__GI_EVENT
-		      : kind == FDX__SEND_ABORT ? FDX__GI_ABORT
-						: FDX__GI_BACKLOG;
-	struct fdx__gitem *gi;
-
-	if (kind == FDX__SEND_CLOSE)
-		return 0; /* a local channel closes when its partition goes */
-	gi = fdx__gitem_new(gk, s->gate_channel, ev ? ev->len : 0);
-	if (!gi) {
-		free(ev);
-		return -ENOMEM;
-	}
-	gi->link_type = FDX_LINK_LOCAL;
-	gi->sess = FDX__SESS_LOCAL;
-	gi->opening = s->opening;
-	gi->backlog = backlog;
-	gi->seq = seq;
-	if (ev) {
-		gi->event_type = ev->event_type;
-		if (ev->event_type == FDX_EVENT_END_OF_PARTITION)
-			fdx__ichan_mark_ended(s->lgate, s->gate_channel);
-		gi->flags = ev->flags & FDX_EVENT_PRIORITY;
-		gi->len = ev->len;
-		memcpy(gi->payload, ev->payload, ev->len);
-		gi->data = gi->payload;
-		free(ev);
-	}
-	fdx__gate_push(s->lgate, gi);
-	return 0;
-}
-
-static const struct fdx__link_ops local_link = {FDX_LINK_LOCAL, 1, local_buffer, local_control};
 
 /* ---- connecting ---------------------------------------------------------- */
 
@@ -114,7 +53,7 @@ int fdx__local_connect(struct fdx__dp *dp, struct fdx_partition *p, struct fdx__
 	}
 	if (!err) {
 		s->opening = opening; /* its items name it */
-		fdx__sub_attach(s, &local_link, g->exclusive);
+		fdx__sub_attach(s, &fdx__local_link, g->exclusive);
 	} else
 		s->lgate = NULL;
 	pthread_mutex_unlock(&dp->lock);
