@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * What the data plane (dataplane.c) needs of the control plane (exchange.c,
- * consumer_session.c, producer_peer.c, unix_listener.c).
+ * What the data plane (uring_loop.c, data_*.c, link_*.c) needs of the control
+ * plane (exchange.c, consumer_session.c, producer_peer.c, unix_listener.c).
  *
  * Hooks run on the exchange's completion-queue thread with ex->lock held:
  * they must not block and must not call back into the exchange.
@@ -110,7 +110,7 @@ int fdx__exchange_peer_data(struct fdx_exchange *ex, const char *addr, struct fd
 int fdx__exchange_token_session(struct fdx_exchange *ex, const uint8_t *token, uint64_t *sess,
 				char *peer, size_t n);
 
-/* Implemented by dataplane.c, called by the exchange. */
+/* Implemented by the data plane (uring_loop.c), called by the exchange. */
 struct fdx__dp_params {
 	const char *unix_path; /* data socket for shm */
 	const char *tcp_host; /* host of the tcp data socket */

@@ -3,7 +3,7 @@
  * Test seams of the control plane (transport/fuzz_entry.h, the exchange's
  * half): an exchange that serves nothing, and its sessions, peers, openings
  * and completions driven by the fuzz targets on their one thread. Built only
- * into the fuzz targets (fdx_fuzzlib, with -DFDX_FUZZING); the library has
+ * into the fuzz targets (fdx_fuzzlib); the library has
  * none of it. It calls the control plane's internals (exchange_private.h)
  * and takes ex->lock as the cq thread and the owner would.
  */
