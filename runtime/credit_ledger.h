@@ -19,23 +19,38 @@
 #include <stdint.h>
 
 #include "atomic.h"
+#include "histogram.h"
 #include "spinlock.h"
+
+/* An offset in flight, and when it was sent. */
+struct fdx__ledger_ent {
+	uint64_t off; /* 0: the slot is empty */
+	uint64_t t; /* ns, CLOCK_MONOTONIC */
+};
 
 struct fdx__credit_ledger {
 	_Atomic uint64_t granted; /* credit granted in total (credit side, release) */
 	_Atomic uint64_t spent; /* buffers sent in total (the sender, relaxed) */
 	_Atomic uint64_t returned; /* buffers handed back in total */
 	struct fdx__spinlock lock;
-	/* Under lock: offsets in flight (open addressing, 0 = empty, at most half full). */
-	uint64_t *set;
+	/* Under lock: offsets in flight (open addressing, at most half full). */
+	struct fdx__ledger_ent *set;
 	uint32_t n, cap;
 	int took_back; /* every offset was taken back: late returns are ignored */
+	/* Under lock: each offset's round trip, sent -> handed back (NULL: not measured). */
+	struct fdx__hist *rtt;
 };
 
 /* A ledger with initial credit. */
 void fdx__ledger_init(struct fdx__credit_ledger *l, uint64_t initial);
 /* Free the set (the ledger is dead: nobody else uses it any more). */
 void fdx__ledger_fini(struct fdx__credit_ledger *l);
+
+/*
+ * Measure the round trip of each offset from now on (sent by spend, handed
+ * back by grant) into l->rtt. 0 or -ENOMEM. Before the sender starts.
+ */
+int fdx__ledger_measure(struct fdx__credit_ledger *l);
 
 /* The sender: credit it may spend now (acquire: pairs with the grant's release). */
 static inline uint64_t fdx__ledger_available(struct fdx__credit_ledger *l)

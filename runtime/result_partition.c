@@ -616,6 +616,15 @@ FDX_API int fdx_partition_channel_stats(struct fdx_partition *p, uint32_t sub,
 	s.records = atomic_load_explicit(&x->records_pub, memory_order_relaxed);
 	s.bytes_sent = atomic_load_explicit(&x->bytes_sent, memory_order_relaxed);
 	s.error = atomic_load_explicit(&x->error, memory_order_relaxed);
+	/* A1: the histogram was set before connected (P2 in result_subpartition.c). */
+	if (atomic_load_explicit(&x->connected, memory_order_acquire) && x->ledger.rtt) {
+		const struct fdx__hist *h = x->ledger.rtt;
+
+		s.rtt_count = atomic_load_explicit(&h->count, memory_order_relaxed);
+		s.rtt_p50_ns = fdx__hist_percentile(h, 50);
+		s.rtt_p99_ns = fdx__hist_percentile(h, 99);
+		s.rtt_max_ns = atomic_load_explicit(&h->max, memory_order_relaxed);
+	}
 	memcpy(st, &s, st->size < sizeof(s) ? st->size : sizeof(s));
 	return 0;
 }

@@ -25,6 +25,11 @@ void fdx__sub_attach(struct fdx__sub *s, const struct fdx__link_ops *lops, uint3
 
 	s->lops = lops;
 	s->link = lops->link;
+	/* Each buffer's credit round trip, where its offset comes back (out of memory: not measured). */
+	if (lops->offsets_come_back && fdx__ledger_measure(&s->ledger) < 0)
+		FDX_LOG_WARN(s->part->log,
+			     "partition %s: subpartition %u: round trips not measured", s->part->id,
+			     s->index);
 	/* Added: credit may have come through the ledger already (a remote channel's answer). */
 	atomic_fetch_add_explicit(&s->ledger.granted, initial, memory_order_release);
 	credit = fdx__ledger_available(&s->ledger);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -1543,6 +1544,45 @@ static void test_ledger_spends_nothing_twice_and_undoes_a_spend(void **state)
 	fdx__ledger_fini(&l);
 }
 
+/*
+ * The credit round trip of each buffer (sent -> its offset handed back and
+ * applied) is counted per channel; a buffer held 2 ms before its credit
+ * comes back takes at least that long (a lower bound: it holds whatever the
+ * scheduler does).
+ */
+static void test_sub_measures_each_buffers_credit_round_trip(void **state)
+{
+	struct rig *r = *state;
+	struct fdx_gate *g = rig_gate(r, 1, 4, FDX_CREDITS_NONE, 0);
+	struct fdx_partition *p = rig_part(r, 0, 1, 8, 0, 0);
+	struct timespec hold = {0, 2000000};
+	struct fdx_channel_stats st;
+	struct fdx_view v;
+
+	rig_connect(r, p, 0, 0, FDX_LINK_SHM);
+	take_nothing(g); /* OPENED */
+	assert_int_equal(sub_stats(p, 0).rtt_count, 0);
+	emit_full(p, 0, 4);
+	fake_pump(r->ex);
+	nanosleep(&hold, NULL);
+	for (int i = 0; i < 4; i++) {
+		take(g, &v, FDX_VIEW_BUFFER);
+		release(g, &v); /* 4 credits: a batch is 1, each release announces */
+	}
+	fake_deliver_credit(r->ex);
+	st = sub_stats(p, 0);
+	assert_int_equal(st.rtt_count, 4);
+	assert_true(st.rtt_p50_ns >= 2000000);
+	assert_true(st.rtt_p50_ns <= st.rtt_p99_ns);
+	assert_true(st.rtt_p99_ns <= st.rtt_max_ns);
+	/* An older caller's smaller struct gets what fits, nothing past it. */
+	memset(&st, 0xab, sizeof(st));
+	st.size = offsetof(struct fdx_channel_stats, rtt_count);
+	assert_int_equal(fdx_partition_channel_stats(p, 0, &st), 0);
+	assert_int_equal(st.buffers_sent, 4);
+	assert_int_equal(st.rtt_count, 0xababababababababull);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1582,6 +1622,7 @@ int main(void)
 		T(test_ichan_local_credit_does_not_raise_a_remote_openings_bound),
 		T(test_sub_link_out_of_memory_fails_the_channel_and_keeps_what_is_in_flight),
 		T(test_ledger_spends_nothing_twice_and_undoes_a_spend),
+		T(test_sub_measures_each_buffers_credit_round_trip),
 #undef T
 	};
 

@@ -397,14 +397,19 @@ static void print_table(const struct target *t)
 		       "buffersInFlight %u\n",
 		       p->id, f.rec_s, f.bytes_s / 1e9, f.out_pool * 100, p->pool_in_use,
 		       p->pool_max, f.bp_ms_s, p->in_flight);
-		printf("    %-4s %-5s %7s %8s %16s %14s %16s %s\n", "sub", "link", "credit",
-		       "backlog", "buffersInFlight", "numBuffersOut", "numRecordsOut", "error");
+		printf("    %-4s %-5s %7s %8s %16s %14s %16s %23s %s\n", "sub", "link", "credit",
+		       "backlog", "buffersInFlight", "numBuffersOut", "numRecordsOut",
+		       "creditRoundTrip p50/p99", "error");
 		for (size_t k = 0; k < p->n_subpartitions; k++) {
 			const Fdx__SubpartitionStats *s = p->subpartitions[k];
+			char rtt[32] = "-";
 
-			printf("    %-4u %-5s %7u %8u %16u %14llu %16llu %d\n", s->index,
+			if (s->rtt_count)
+				snprintf(rtt, sizeof(rtt), "%.0f/%.0f us",
+					 (double)s->rtt_p50_ns / 1e3, (double)s->rtt_p99_ns / 1e3);
+			printf("    %-4u %-5s %7u %8u %16u %14llu %16llu %23s %d\n", s->index,
 			       link_name(s->link), s->credit, s->backlog, s->in_flight,
-			       (unsigned long long)s->buffers, (unsigned long long)s->records,
+			       (unsigned long long)s->buffers, (unsigned long long)s->records, rtt,
 			       s->error);
 		}
 	}
@@ -488,11 +493,17 @@ static void print_json(struct target *tms, int n)
 				printf("%s\n    {\"index\": %u, \"link\": \"%s\", \"credit\": %u, "
 				       "\"backlog\": %u, \"buffersInFlight\": %u, "
 				       "\"numBuffersOut\": %llu, \"numBytesOut\": %llu, "
-				       "\"numRecordsOut\": %llu, \"error\": %d}",
+				       "\"numRecordsOut\": %llu, \"creditRoundTrips\": %llu, "
+				       "\"creditRoundTripP50Ns\": %llu, "
+				       "\"creditRoundTripP99Ns\": %llu, "
+				       "\"creditRoundTripMaxNs\": %llu, \"error\": %d}",
 				       j ? "," : "", s->index, link_name(s->link), s->credit,
 				       s->backlog, s->in_flight, (unsigned long long)s->buffers,
 				       (unsigned long long)s->bytes, (unsigned long long)s->records,
-				       s->error);
+				       (unsigned long long)s->rtt_count,
+				       (unsigned long long)s->rtt_p50_ns,
+				       (unsigned long long)s->rtt_p99_ns,
+				       (unsigned long long)s->rtt_max_ns, s->error);
 			}
 			printf("]}");
 		}

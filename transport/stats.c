@@ -117,6 +117,10 @@ static void on_part(void *ud, struct fdx_partition *p)
 		x->bytes = cs.bytes_sent;
 		x->records = cs.records;
 		x->error = cs.error;
+		x->rtt_count = cs.rtt_count;
+		x->rtt_p50_ns = cs.rtt_p50_ns;
+		x->rtt_p99_ns = cs.rtt_p99_ns;
+		x->rtt_max_ns = cs.rtt_max_ns;
 	}
 }
 

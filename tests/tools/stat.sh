@@ -47,17 +47,24 @@ assert len(p["subpartitions"]) == 4 and all(s["link"] == "shm" for s in p["subpa
 assert p["numRecordsOut"] > 0 and 0 <= p["outPoolUsage"] <= 1 and p["outPoolMax"] == 128
 assert 0 <= p["backPressuredTimeMsPerSecond"] <= 1000
 assert all(s["buffersInFlight"] <= 16 + 32 for s in p["subpartitions"])
+# Each subpartition's credit round trip (shm: measured per buffer): counted, ordered percentiles.
+for s in p["subpartitions"]:
+    assert s["creditRoundTrips"] > 0, s
+    assert 0 < s["creditRoundTripP50Ns"] <= s["creditRoundTripP99Ns"] <= s["creditRoundTripMaxNs"], s
 g = snk["gates"][0]
 assert g["gate"] == 1 and g["channelsOpen"] == 4 and len(g["channels"]) == 4
 assert g["numRecordsIn"] > 0 and 0 <= g["inPoolUsage"] <= 1 and g["inPoolMax"] == 96
 assert all(c["exclusive"] == 16 for c in g["channels"])
 print("stat.sh: JSON: demo-source partition (4 subpartitions, shm, outPoolUsage %.2f, "
-      "backPressuredTimeMsPerSecond %.0f), demo-sink gate 1 (4 channels, inPoolUsage %.2f)"
-      % (p["outPoolUsage"], p["backPressuredTimeMsPerSecond"], g["inPoolUsage"]))
+      "backPressuredTimeMsPerSecond %.0f, credit round trip p50 %.0f us), demo-sink gate 1 "
+      "(4 channels, inPoolUsage %.2f)"
+      % (p["outPoolUsage"], p["backPressuredTimeMsPerSecond"],
+         p["subpartitions"][0]["creditRoundTripP50Ns"] / 1e3, g["inPoolUsage"]))
 PY
 "$build/fdx-stat" --count 2 --interval 200 >"$out" || fail "fdx-stat --count 2 exited $?"
 for w in "TaskManager demo-source" "TaskManager demo-sink" outPoolUsage inPoolUsage \
-	backPressuredTimeMsPerSecond buffersInFlight inputFloatingBuffersUsage; do
+	backPressuredTimeMsPerSecond buffersInFlight inputFloatingBuffersUsage \
+	"creditRoundTrip p50/p99"; do
 	grep -q "$w" "$out" || fail "no '$w' in the table"
 done
 [ "$(grep -c "TaskManager demo-source" "$out")" -eq 2 ] || fail "not refreshed twice"
