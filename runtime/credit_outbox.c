@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* An input channel's credit on its way to the producer: see credit_outbox.h. */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "credit_outbox.h"
 
 void fdx__outbox_init(struct fdx__credit_outbox *ob, _Atomic uint64_t *granted_total)
@@ -20,9 +22,17 @@ void fdx__outbox_fini(struct fdx__credit_outbox *ob)
 	ob->n = ob->cap = 0;
 }
 
+void fdx__outbox_time(struct fdx__credit_outbox *ob, struct fdx__hist *wait)
+{
+	fdx__spin_lock(&ob->lock);
+	ob->wait = wait;
+	fdx__spin_unlock(&ob->lock);
+}
+
 void fdx__outbox_reset(struct fdx__credit_outbox *ob, uint64_t opening, int counted)
 {
 	fdx__spin_lock(&ob->lock);
+	ob->t_first = 0;
 	ob->opening = opening;
 	ob->counted = counted;
 	ob->added = 0;
@@ -60,6 +70,8 @@ int fdx__outbox_add(struct fdx__credit_outbox *ob, uint64_t opening, uint32_t ad
 		memcpy(ob->offs + ob->n, offs, (size_t)n * sizeof(*offs));
 	ob->n += n;
 	ob->added += added;
+	if (ob->wait && !ob->t_first && (n || added))
+		ob->t_first = fdx__now_ns();
 out:
 	fdx__spin_unlock(&ob->lock);
 	return err;
@@ -86,6 +98,14 @@ uint32_t fdx__outbox_take(struct fdx__credit_outbox *ob, uint64_t opening, uint3
 			atomic_fetch_add_explicit(ob->granted_total, *added, memory_order_release);
 	}
 	*more = ob->opening == opening && ob->n > 0;
+	if (ob->opening == opening && ob->t_first && (k || *added)) {
+		/* Under the lock: the one writer of wait at a time. */
+		uint64_t now = fdx__now_ns();
+
+		fdx__hist_add(ob->wait, now > ob->t_first ? now - ob->t_first : 0);
+		if (!*more)
+			ob->t_first = 0; /* what stays is as old as before */
+	}
 	fdx__spin_unlock(&ob->lock);
 	return k;
 }

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "atomic.h"
+#include "histogram.h"
 #include "spinlock.h"
 
 struct fdx__credit_outbox {
@@ -29,10 +30,16 @@ struct fdx__credit_outbox {
 	/* Counted when credit is taken (it leaves): the bound the loop checks a producer against. */
 	_Atomic uint64_t *granted_total;
 	int counted; /* the opening it holds is checked against granted_total (a remote one) */
+	/* Timed (wait not NULL): from the oldest credit waiting (t_first) to its take. */
+	struct fdx__hist *wait;
+	uint64_t t_first;
 };
 
 void fdx__outbox_init(struct fdx__credit_outbox *ob, _Atomic uint64_t *granted_total);
 void fdx__outbox_fini(struct fdx__credit_outbox *ob);
+
+/* From now on, each take records how long its oldest credit waited into wait (it outlives ob). */
+void fdx__outbox_time(struct fdx__credit_outbox *ob, struct fdx__hist *wait);
 
 /*
  * Drop what it holds; from now on it holds the credit of opening, counted in

@@ -270,6 +270,7 @@ FDX_API void fdx_gate_destroy(struct fdx_gate *g)
 	}
 	for (uint32_t i = 0; i < g->n; i++) {
 		fdx__outbox_fini(&g->ch[i].outbox);
+		free(atomic_load(&g->ch[i].timing));
 		free(g->ch[i].asm_buf);
 	}
 	close(g->efd);
@@ -287,6 +288,7 @@ void fdx__gate_push(struct fdx_gate *g, struct fdx__gitem *it)
 		struct fdx__gchan *c = &g->ch[it->ch];
 		uint32_t held = atomic_fetch_add_explicit(&c->held, 1, memory_order_relaxed) + 1;
 
+		it->t_arrive = fdx__now_ns();
 		atomic_fetch_add_explicit(&c->queued, 1, memory_order_relaxed);
 
 		if (held > atomic_load_explicit(&c->max_held, memory_order_relaxed))
@@ -492,6 +494,15 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		c->sess_seen = it->sess;
 		c->opening_seen = it->opening;
 		c->outstanding = g->exclusive; /* announced in the answer to the open */
+		if (!atomic_load_explicit(&c->timing, memory_order_relaxed)) {
+			struct fdx__gchan_timing *t = calloc(1, sizeof(*t));
+
+			/* Out of memory: not timed. R2: pairs with A2 in the statistics. */
+			if (t) {
+				fdx__outbox_time(&c->outbox, &t->wait);
+				atomic_store_explicit(&c->timing, t, memory_order_release);
+			}
+		}
 		c->lpart = it->lpart;
 		c->lsub = it->lsub;
 		c->home = it->lpart ? &local_home : &shm_home; /* how its credit travels */
@@ -812,6 +823,15 @@ FDX_API int fdx_gate_release(struct fdx_gate *g, struct fdx_view *v)
 	if (it->kind == FDX__GI_BUFFER && h->release)
 		h->release(g, it); /* its memory first, its credit after */
 	if (it->kind == FDX__GI_BUFFER) {
+		struct fdx__gchan_timing *t =
+			atomic_load_explicit(&c->timing, memory_order_relaxed);
+
+		/* The consumer thread: the hold histogram's one writer. */
+		if (t) {
+			uint64_t now = fdx__now_ns();
+
+			fdx__hist_add(&t->hold, now > it->t_arrive ? now - it->t_arrive : 0);
+		}
 		atomic_fetch_sub_explicit(&c->held, 1, memory_order_relaxed);
 		atomic_fetch_sub_explicit(&g->held, 1, memory_order_relaxed);
 		/* Credit only to the opening the buffer came from (the same stream may reopen). */
@@ -857,6 +877,7 @@ FDX_API int fdx_gate_event_fd(const struct fdx_gate *g)
 FDX_API int fdx_gate_channel_stats(struct fdx_gate *g, uint32_t ch,
 				   struct fdx_input_channel_stats *st)
 {
+	struct fdx__gchan_timing *t;
 	struct fdx_input_channel_stats s;
 	struct fdx__gchan *c;
 
@@ -879,6 +900,14 @@ FDX_API int fdx_gate_channel_stats(struct fdx_gate *g, uint32_t ch,
 	s.events_received = atomic_load_explicit(&c->events_received, memory_order_relaxed);
 	s.bytes_received = atomic_load_explicit(&c->bytes_received, memory_order_relaxed);
 	s.error = atomic_load_explicit(&c->error, memory_order_relaxed);
+	/* A2: pairs with R2 where the channel first opened. */
+	t = atomic_load_explicit(&c->timing, memory_order_acquire);
+	if (t) {
+		s.hold_p50_ns = fdx__hist_percentile(&t->hold, 50);
+		s.hold_p99_ns = fdx__hist_percentile(&t->hold, 99);
+		s.credit_wait_p50_ns = fdx__hist_percentile(&t->wait, 50);
+		s.credit_wait_p99_ns = fdx__hist_percentile(&t->wait, 99);
+	}
 	memcpy(st, &s, st->size < sizeof(s) ? st->size : sizeof(s));
 	return 0;
 }

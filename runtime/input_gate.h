@@ -27,6 +27,12 @@
 struct fdx_partition;
 struct fdx__sub;
 
+/* An input channel's part of the credit loop, timed. */
+struct fdx__gchan_timing {
+	struct fdx__hist hold; /* a buffer arrived at the gate -> released by the consumer */
+	struct fdx__hist wait; /* released -> its credit written to the producer (the oldest) */
+};
+
 enum fdx__gi_kind {
 	FDX__GI_BUFFER = 1,
 	FDX__GI_EVENT = 2,
@@ -68,6 +74,7 @@ struct fdx__gitem {
 	struct fdx__sub *lsub;
 	uint64_t sess;
 	uint64_t opening; /* which opening of the channel it belongs to */
+	uint64_t t_arrive; /* BUFFER: when it reached the gate (ns) */
 	char msg[192];
 	uint8_t payload[];
 };
@@ -103,6 +110,8 @@ struct fdx__gchan {
 	uint32_t pend_added; /* credit added to the outbox since the last flush */
 	int dirty, wanting;
 	struct fdx__credit_outbox outbox; /* credit and offsets on their way (the only queue) */
+	/* Its buffers' hold and its credit's wait, timed from its first opening on (release). */
+	_Atomic(struct fdx__gchan_timing *) timing;
 	int ended; /* END_OF_PARTITION taken */
 	uint8_t *asm_buf; /* reassembly of a spanning record */
 	uint32_t asm_len, asm_have, asm_cap;

@@ -32,8 +32,10 @@ static void part_free(struct fdx_partition *p)
 		for (uint32_t i = 0; i < p->region->seg_count; i++)
 			free(p->seg_items[i]);
 	if (p->subs)
-		for (uint32_t i = 0; i < p->n; i++)
+		for (uint32_t i = 0; i < p->n; i++) {
 			fdx__ledger_fini(&p->subs[i].ledger);
+			free(p->subs[i].timing);
+		}
 	free(p->seg_items);
 	free(p->refs);
 	free(p->subs);
@@ -624,6 +626,12 @@ FDX_API int fdx_partition_channel_stats(struct fdx_partition *p, uint32_t sub,
 		s.rtt_p50_ns = fdx__hist_percentile(h, 50);
 		s.rtt_p99_ns = fdx__hist_percentile(h, 99);
 		s.rtt_max_ns = atomic_load_explicit(&h->max, memory_order_relaxed);
+	}
+	if (atomic_load_explicit(&x->connected, memory_order_acquire) && x->timing) {
+		s.credit_wire_p50_ns = fdx__hist_percentile(&x->timing->wire, 50);
+		s.credit_wire_p99_ns = fdx__hist_percentile(&x->timing->wire, 99);
+		s.resume_p50_ns = fdx__hist_percentile(&x->timing->resume, 50);
+		s.resume_p99_ns = fdx__hist_percentile(&x->timing->resume, 99);
 	}
 	memcpy(st, &s, st->size < sizeof(s) ? st->size : sizeof(s));
 	return 0;

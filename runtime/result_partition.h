@@ -29,6 +29,7 @@
 
 #include "atomic.h"
 #include "credit_ledger.h"
+#include "histogram.h"
 #include "log.h"
 #include "mpsc_queue.h"
 #include "port.h"
@@ -36,6 +37,13 @@
 
 struct fdx_gate;
 struct fdx__conn;
+
+/* A subpartition's credit loop, timed (shm and local links; NULL elsewhere). */
+struct fdx__sub_timing {
+	struct fdx__hist wire; /* a CreditUpdate written by the consumer -> applied here */
+	struct fdx__hist resume; /* credit applied to a starved sender -> its next buffer out */
+	_Atomic uint64_t credit_at; /* when credit reached it starved, 0 once a buffer went */
+};
 
 enum fdx__pitem_kind { FDX__IT_SEG = 1, FDX__IT_EVENT = 2, FDX__IT_ABORT = 3 };
 
@@ -74,6 +82,7 @@ struct fdx__sub {
 	_Atomic uint32_t flush_req;
 	_Atomic uint32_t connected; /* set (release) once the sender may pump it */
 	struct fdx__credit_ledger ledger; /* the channel's credit: granted, spent, in flight */
+	struct fdx__sub_timing *timing; /* set before connected (release), freed with p */
 	_Atomic int32_t error; /* why the channel failed, 0 if it did not */
 	_Atomic uint32_t end_sent; /* sender: its END_OF_PARTITION went to the link */
 	_Atomic uint64_t lost; /* buffers taken back from a failed consumer, undelivered */
@@ -156,12 +165,13 @@ void fdx__sub_attach(struct fdx__sub *s, const struct fdx__link_ops *lops, uint3
 
 /*
  * Credit for s: added more, and the n slices at offs handed back (their
- * segment references dropped). From the credit side's thread. 0, or as
- * fdx__ledger_grant() refuses it (nothing applied): -ENOENT with *bad set,
- * -EOVERFLOW. 1: the channel was taken back (ignored).
+ * segment references dropped); written_ns: when the consumer wrote it, on
+ * this host's monotonic clock (0: unknown). From the credit side's thread. 0,
+ * or as fdx__ledger_grant() refuses it (nothing applied): -ENOENT with *bad
+ * set, -EOVERFLOW. 1: the channel was taken back (ignored).
  */
 int fdx__sub_credit(struct fdx__sub *s, uint32_t added, const uint64_t *offs, uint32_t n,
-		    uint32_t *bad);
+		    uint64_t written_ns, uint32_t *bad);
 
 /* A slice of segment seg (tcp) need not stay any more: written to the socket. The sender. */
 void fdx__sub_written(struct fdx__sub *s, uint32_t seg);

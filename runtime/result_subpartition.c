@@ -8,6 +8,7 @@
  * consumer can lend floating credit). fdx__sub_pump() is "send only with
  * credit", top to bottom. See result_partition.h for who owns which field.
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <fdx/error.h>
 #include <fdx/partition.h>
 
+#include "clock.h"
 #include "result_partition.h"
 
 #define TAKE_BACK_BATCH 64u
@@ -26,10 +28,13 @@ void fdx__sub_attach(struct fdx__sub *s, const struct fdx__link_ops *lops, uint3
 	s->lops = lops;
 	s->link = lops->link;
 	/* Each buffer's credit round trip, where its offset comes back (out of memory: not measured). */
-	if (lops->offsets_come_back && fdx__ledger_measure(&s->ledger) < 0)
-		FDX_LOG_WARN(s->part->log,
-			     "partition %s: subpartition %u: round trips not measured", s->part->id,
-			     s->index);
+	if (lops->offsets_come_back && !s->timing) {
+		s->timing = calloc(1, sizeof(*s->timing));
+		if (!s->timing || fdx__ledger_measure(&s->ledger) < 0)
+			FDX_LOG_WARN(s->part->log,
+				     "partition %s: subpartition %u: round trips not measured",
+				     s->part->id, s->index);
+	}
 	/* Added: credit may have come through the ledger already (a remote channel's answer). */
 	atomic_fetch_add_explicit(&s->ledger.granted, initial, memory_order_release);
 	credit = fdx__ledger_available(&s->ledger);
@@ -62,13 +67,25 @@ static void slices_back(struct fdx__sub *s, const uint64_t *offs, uint32_t n)
 }
 
 int fdx__sub_credit(struct fdx__sub *s, uint32_t added, const uint64_t *offs, uint32_t n,
-		    uint32_t *bad)
+		    uint64_t written_ns, uint32_t *bad)
 {
+	int starved = added && fdx__ledger_available(&s->ledger) == 0 &&
+		      atomic_load_explicit(&s->backlog, memory_order_relaxed) > 0;
 	int err = fdx__ledger_grant(&s->ledger, added, offs, n, bad);
+	uint64_t now;
 
 	if (err)
 		return err;
 	slices_back(s, offs, n);
+	if (s->timing && (written_ns || starved)) {
+		now = fdx__now_ns();
+		/* The credit side is one thread per channel: the hist's one writer. */
+		if (written_ns && now > written_ns)
+			fdx__hist_add(&s->timing->wire, now - written_ns);
+		/* The sender waited for this: from now to its next buffer out. */
+		if (starved)
+			atomic_store_explicit(&s->timing->credit_at, now, memory_order_release);
+	}
 	ready(s);
 	return 0;
 }
@@ -166,6 +183,15 @@ static void send_slice(struct fdx__sub *s, uint32_t seg, uint32_t start, uint32_
 
 	if (atomic_load_explicit(&s->error, memory_order_relaxed))
 		return; /* failed in this round: nothing more goes */
+	if (s->timing && atomic_load_explicit(&s->timing->credit_at, memory_order_relaxed)) {
+		/* A2: pairs with the release in fdx__sub_credit(). */
+		uint64_t t =
+			atomic_exchange_explicit(&s->timing->credit_at, 0, memory_order_acquire);
+		uint64_t now = fdx__now_ns();
+
+		if (t && now > t)
+			fdx__hist_add(&s->timing->resume, now - t);
+	}
 	/* Recorded before it can come back: a local consumer may hand it back at once. */
 	err = fdx__ledger_spend(&s->ledger, rec);
 	if (err < 0) {

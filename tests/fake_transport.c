@@ -9,6 +9,7 @@
 #include <fdx/error.h>
 #include <fdx/partition.h>
 
+#include "runtime/clock.h"
 #include "tests/fake_transport.h"
 
 static void die(const char *what)
@@ -51,6 +52,7 @@ static struct fake_ctl *ctl_add(struct fdx_exchange *ex, uint32_t kind, uint32_t
 	memset(c, 0, sizeof(*c));
 	c->kind = kind;
 	c->n = n;
+	c->written_ns = fdx__now_ns(); /* as a session stamps its CreditUpdate */
 	return c;
 }
 
@@ -373,7 +375,7 @@ static int port_connect(struct fdx__port *pt, struct fdx_partition *p, uint32_t 
 		fdx__sub_attach(s, &fake_local_link, g->exclusive);
 	} else {
 		/* The answer to the open carries the exclusive credit: into the ledger first. */
-		if (fdx__sub_credit(s, g->exclusive, NULL, 0, &bad) < 0)
+		if (fdx__sub_credit(s, g->exclusive, NULL, 0, 0, &bad) < 0)
 			die("initial credit refused");
 		fdx__sub_attach(s, &fake_shm_link, 0);
 	}
@@ -603,7 +605,8 @@ int fake_deliver_credit(struct fdx_exchange *ex)
 			/* Applied only to a partition that still exists. */
 			if (part_alive(ex, c->p)) {
 				c->reached = 1;
-				c->result = fdx__sub_credit(c->s, c->added, c->offs, c->n, &bad);
+				c->result = fdx__sub_credit(c->s, c->added, c->offs, c->n,
+							    c->written_ns, &bad);
 			}
 			break;
 		case FAKE_CTL_CREDIT:
@@ -612,7 +615,8 @@ int fake_deliver_credit(struct fdx_exchange *ex)
 			lk = link_find(ex, c->gate, c->ch, c->sess, c->opening);
 			if (lk && lk->s && part_alive(ex, lk->p)) {
 				c->reached = 1;
-				c->result = fdx__sub_credit(lk->s, c->added, c->offs, c->n, &bad);
+				c->result = fdx__sub_credit(lk->s, c->added, c->offs, c->n,
+							    c->written_ns, &bad);
 			}
 			break;
 		case FAKE_CTL_DROP:

@@ -81,6 +81,7 @@ struct fake_ctl {
 	int code; /* DROP */
 	char msg[FAKE_WHY];
 	int port_ret; /* what the port op returned: 0, or -ENOENT (that opening is over) */
+	uint64_t written_ns; /* CREDIT, LOCAL_CREDIT: when it was written, as a session stamps it */
 	int delivered; /* fake_deliver_credit() took it */
 	int result; /* its fdx__sub_credit()'s answer; 0 if it reached no producer */
 	int reached; /* it reached a producer */

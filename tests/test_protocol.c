@@ -861,7 +861,7 @@ static void test_ledger_refuses_an_offset_never_sent(void **state)
 	fake_pump(r->ex);
 	offs[0] = fake_nth_frame(r->ex, GATE, 0, FDX__GI_BUFFER, 0)->off;
 	offs[1] = offs[0] + 64; /* inside a segment sent, but never an offset sent */
-	assert_int_equal(fdx__sub_credit(s, 1, offs, 2, &bad), -ENOENT);
+	assert_int_equal(fdx__sub_credit(s, 1, offs, 2, 0, &bad), -ENOENT);
 	assert_int_equal(bad, 1);
 	/* Nothing of it applied: no credit, the good offset still in flight, its segment held. */
 	assert_int_equal(credit_of(p, 0), 2);
@@ -870,14 +870,14 @@ static void test_ledger_refuses_an_offset_never_sent(void **state)
 	assert_int_equal(lbp_in_use(p->pool), 2);
 	/* Offset 0 is never one. */
 	offs[1] = 0;
-	assert_int_equal(fdx__sub_credit(s, 0, &offs[1], 1, &bad), -ENOENT);
+	assert_int_equal(fdx__sub_credit(s, 0, &offs[1], 1, 0, &bad), -ENOENT);
 	assert_int_equal(bad, 0);
 	/* The good one alone is taken, once. */
-	assert_int_equal(fdx__sub_credit(s, 1, offs, 1, &bad), 0);
+	assert_int_equal(fdx__sub_credit(s, 1, offs, 1, 0, &bad), 0);
 	assert_int_equal(credit_of(p, 0), 3);
 	assert_int_equal(fdx__ledger_in_flight(&s->ledger), 1);
 	assert_int_equal(lbp_in_use(p->pool), 1);
-	assert_int_equal(fdx__sub_credit(s, 1, offs, 1, &bad), -ENOENT);
+	assert_int_equal(fdx__sub_credit(s, 1, offs, 1, 0, &bad), -ENOENT);
 	assert_int_equal(credit_of(p, 0), 3);
 	assert_int_equal(r->ex->log_errors, 0);
 	for (int i = 0; i < 2; i++) {
@@ -896,15 +896,15 @@ static void test_ledger_refuses_credit_overflow(void **state)
 
 	rig_gate(r, 1, 2, FDX_CREDITS_NONE, 0);
 	rig_connect(r, p, 0, 0, FDX_LINK_SHM);
-	assert_int_equal(fdx__sub_credit(s, UINT32_MAX - 1, NULL, 0, &bad), -EOVERFLOW);
+	assert_int_equal(fdx__sub_credit(s, UINT32_MAX - 1, NULL, 0, 0, &bad), -EOVERFLOW);
 	assert_int_equal(credit_of(p, 0), 2);
-	assert_int_equal(fdx__sub_credit(s, UINT32_MAX - 2, NULL, 0, &bad), 0);
+	assert_int_equal(fdx__sub_credit(s, UINT32_MAX - 2, NULL, 0, 0, &bad), 0);
 	assert_int_equal(credit_of(p, 0), UINT32_MAX);
-	assert_int_equal(fdx__sub_credit(s, 1, NULL, 0, &bad), -EOVERFLOW);
+	assert_int_equal(fdx__sub_credit(s, 1, NULL, 0, 0, &bad), -EOVERFLOW);
 	/* Spent credit is not unused: after a buffer, one more fits. */
 	emit_full(p, 0, 1);
 	fake_pump(r->ex);
-	assert_int_equal(fdx__sub_credit(s, 1, NULL, 0, &bad), 0);
+	assert_int_equal(fdx__sub_credit(s, 1, NULL, 0, 0, &bad), 0);
 	assert_int_equal(credit_of(p, 0), UINT32_MAX);
 	take(r->gate, &v, FDX_VIEW_BUFFER);
 	release(r->gate, &v);
@@ -1583,6 +1583,46 @@ static void test_sub_measures_each_buffers_credit_round_trip(void **state)
 	assert_int_equal(st.rtt_count, 0xababababababababull);
 }
 
+/*
+ * The parts of the loop, each timed where it happens: a buffer held 2 ms by
+ * the consumer (hold), a credit update 2 ms on its way (credit_wire), a
+ * starved sender 2 ms between its credit and its next buffer (resume): each
+ * at least 2 ms (lower bounds: they hold whatever the scheduler does); the
+ * wait of credit in the outbox is timed too.
+ */
+static void test_loop_parts_are_timed_where_they_happen(void **state)
+{
+	struct rig *r = *state;
+	struct fdx_gate *g = rig_gate(r, 1, 1, FDX_CREDITS_NONE, 0);
+	struct fdx_partition *p = rig_part(r, 0, 1, 8, 0, 0);
+	struct timespec hold = {0, 2000000};
+	struct fdx_input_channel_stats ci = {.size = sizeof(ci)};
+	struct fdx_channel_stats st;
+	struct fdx_view v;
+
+	rig_connect(r, p, 0, 0, FDX_LINK_SHM);
+	take_nothing(g); /* OPENED */
+	emit_full(p, 0, 2);
+	fake_pump(r->ex); /* one credit: one buffer goes, one waits */
+	take(g, &v, FDX_VIEW_BUFFER);
+	nanosleep(&hold, NULL);
+	release(g, &v); /* its credit is written (announced) now */
+	nanosleep(&hold, NULL);
+	fake_deliver_credit(r->ex); /* applied 2 ms after it was written, to a starved sender */
+	nanosleep(&hold, NULL);
+	fake_pump(r->ex); /* its next buffer goes 2 ms after the credit came */
+	assert_int_equal(fdx_gate_channel_stats(g, 0, &ci), 0);
+	assert_true(ci.hold_p50_ns >= 2000000);
+	assert_true(ci.hold_p50_ns <= ci.hold_p99_ns);
+	assert_true(ci.credit_wait_p50_ns <= ci.credit_wait_p99_ns);
+	st = sub_stats(p, 0);
+	assert_true(st.credit_wire_p50_ns >= 2000000);
+	assert_true(st.resume_p50_ns >= 2000000);
+	assert_true(st.rtt_p50_ns >= 2 * 2000000); /* its hold and its credit's way back */
+	take(g, &v, FDX_VIEW_BUFFER);
+	release(g, &v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1623,6 +1663,7 @@ int main(void)
 		T(test_sub_link_out_of_memory_fails_the_channel_and_keeps_what_is_in_flight),
 		T(test_ledger_spends_nothing_twice_and_undoes_a_spend),
 		T(test_sub_measures_each_buffers_credit_round_trip),
+		T(test_loop_parts_are_timed_where_they_happen),
 #undef T
 	};
 

@@ -496,14 +496,20 @@ static void print_json(struct target *tms, int n)
 				       "\"numRecordsOut\": %llu, \"creditRoundTrips\": %llu, "
 				       "\"creditRoundTripP50Ns\": %llu, "
 				       "\"creditRoundTripP99Ns\": %llu, "
-				       "\"creditRoundTripMaxNs\": %llu, \"error\": %d}",
+				       "\"creditRoundTripMaxNs\": %llu, "
+				       "\"creditWireP50Ns\": %llu, \"creditWireP99Ns\": %llu, "
+				       "\"resumeP50Ns\": %llu, \"resumeP99Ns\": %llu, \"error\": %d}",
 				       j ? "," : "", s->index, link_name(s->link), s->credit,
 				       s->backlog, s->in_flight, (unsigned long long)s->buffers,
 				       (unsigned long long)s->bytes, (unsigned long long)s->records,
 				       (unsigned long long)s->rtt_count,
 				       (unsigned long long)s->rtt_p50_ns,
 				       (unsigned long long)s->rtt_p99_ns,
-				       (unsigned long long)s->rtt_max_ns, s->error);
+				       (unsigned long long)s->rtt_max_ns,
+				       (unsigned long long)s->credit_wire_p50_ns,
+				       (unsigned long long)s->credit_wire_p99_ns,
+				       (unsigned long long)s->resume_p50_ns,
+				       (unsigned long long)s->resume_p99_ns, s->error);
 			}
 			printf("]}");
 		}
@@ -530,11 +536,16 @@ static void print_json(struct target *tms, int n)
 				printf("%s\n    {\"index\": %u, \"link\": \"%s\", \"exclusive\": %u, "
 				       "\"floating\": %u, \"backlog\": %u, \"held\": %u, "
 				       "\"unannounced\": %u, \"numBuffersIn\": %llu, "
-				       "\"numBytesIn\": %llu, \"error\": %d}",
+				       "\"numBytesIn\": %llu, \"holdP50Ns\": %llu, "
+				       "\"holdP99Ns\": %llu, \"creditWaitP50Ns\": %llu, "
+				       "\"creditWaitP99Ns\": %llu, \"error\": %d}",
 				       j ? "," : "", c->index, link_name(c->link), c->exclusive,
 				       c->floating, c->backlog, c->held, c->unannounced,
 				       (unsigned long long)c->buffers, (unsigned long long)c->bytes,
-				       c->error);
+				       (unsigned long long)c->hold_p50_ns,
+				       (unsigned long long)c->hold_p99_ns,
+				       (unsigned long long)c->credit_wait_p50_ns,
+				       (unsigned long long)c->credit_wait_p99_ns, c->error);
 			}
 			printf("]}");
 		}

@@ -28,6 +28,7 @@
 #include <fdx/error.h>
 #include <fdx/exchange.h>
 
+#include "../runtime/clock.h"
 #include "../runtime/idmap.h"
 #include "../runtime/log.h"
 #include "control_codec.h"
@@ -236,6 +237,7 @@ static void session_flush_credits(struct fdx__session *s)
 		return;
 	}
 	cu.n_credits = n;
+	cu.written_ns = fdx__now_ns();
 	cu.credits = crp;
 	f.frame_case = FDX__CONTROL_FRAME__FRAME_CREDIT;
 	f.credit = &cu;

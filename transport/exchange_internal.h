@@ -42,11 +42,13 @@ struct fdx__gate_hooks {
 /* A producer channel's credit, checked by its ledger (runtime/credit_ledger.h), and its end. */
 struct fdx__chan_hooks {
 	/*
-	 * Credit and offsets the consumer handed back: 0; 1 (taken back
-	 * already: ignored); -ENOENT with *bad set (offs[*bad] was never
-	 * sent); -EOVERFLOW. A refused credit changes nothing.
+	 * Credit and offsets the consumer handed back (written_ns: when it
+	 * wrote them, on this host's monotonic clock; 0 if unknown): 0; 1
+	 * (taken back already: ignored); -ENOENT with *bad set (offs[*bad]
+	 * was never sent); -EOVERFLOW. A refused credit changes nothing.
 	 */
-	int (*credit)(void *ud, uint32_t added, const uint64_t *offs, uint32_t n, uint32_t *bad);
+	int (*credit)(void *ud, uint32_t added, const uint64_t *offs, uint32_t n,
+		      uint64_t written_ns, uint32_t *bad);
 	/* The consumer let go of what it held: every buffer in flight comes back (lost). */
 	void (*take_back)(void *ud);
 	/* Buffers in flight, not handed back. */

@@ -19,6 +19,7 @@
 #include <fdx/gate.h>
 #include <fdx/partition.h>
 
+#include "../runtime/clock.h"
 #include "dataplane_private.h"
 
 /* Local credit, from a consumer thread to the loop. */
@@ -27,6 +28,7 @@ struct lcredit {
 	struct fdx_partition *p;
 	struct fdx__sub *s;
 	uint32_t added, n;
+	uint64_t sent_ns; /* when the consumer handed it over */
 	uint64_t offs[];
 };
 
@@ -79,7 +81,8 @@ int fdx__local_credit_apply(struct fdx__dp *dp)
 			if (p == lc->p) {
 				uint32_t bad = 0;
 
-				if (fdx__sub_credit(lc->s, lc->added, lc->offs, lc->n, &bad) < 0)
+				if (fdx__sub_credit(lc->s, lc->added, lc->offs, lc->n, lc->sent_ns,
+						    &bad) < 0)
 					FDX_LOG_ERR(
 						dp->log,
 						"partition %s: local credit refused (offset %u)",
@@ -103,6 +106,7 @@ int fdx__local_credit_push(struct fdx__dp *dp, struct fdx_partition *p, struct f
 	lc->s = s;
 	lc->added = added;
 	lc->n = n;
+	lc->sent_ns = fdx__now_ns();
 	if (n)
 		memcpy(lc->offs, offs, (size_t)n * sizeof(uint64_t));
 	fdx__mpsc_push(&dp->lcredit, &lc->link);

@@ -270,6 +270,8 @@ static void peer_on_credit(struct fdx__peer *p, const Fdx__CreditUpdate *cu)
 	struct fdx_exchange *ex = p->ex;
 	struct fdx_exchange_event ev;
 	char msg[160];
+	/* The consumer's clock is ours on one host (shm): its write time dates the control hop. */
+	uint64_t written_ns = p->link == FDX__LINK__LINK_SHM ? cu->written_ns : 0;
 	uint32_t bad;
 	size_t i;
 	int err;
@@ -304,7 +306,7 @@ static void peer_on_credit(struct fdx__peer *p, const Fdx__CreditUpdate *cu)
 		 */
 		bad = 0;
 		err = c->hooks ? c->hooks->credit(c->hook_ud, cr->added, cr->returned_offsets,
-						  (uint32_t)cr->n_returned_offsets, &bad)
+						  (uint32_t)cr->n_returned_offsets, written_ns, &bad)
 			       : fdx__ledger_grant(&c->own, cr->added, cr->returned_offsets,
 						   (uint32_t)cr->n_returned_offsets, &bad);
 		if (err == -EOVERFLOW) {
@@ -974,7 +976,7 @@ int fdx__exchange_hook_channel(struct fdx_exchange *ex, uint32_t channel,
 		c->hook_ud = ud;
 		/* The credit so far moves to the partition's ledger: none is lost in between. */
 		*available = fdx__ledger_available(&c->own);
-		h->credit(ud, (uint32_t)*available, NULL, 0, &bad);
+		h->credit(ud, (uint32_t)*available, NULL, 0, 0, &bad);
 	}
 	pthread_mutex_unlock(&ex->lock);
 	return err;

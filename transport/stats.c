@@ -121,6 +121,10 @@ static void on_part(void *ud, struct fdx_partition *p)
 		x->rtt_p50_ns = cs.rtt_p50_ns;
 		x->rtt_p99_ns = cs.rtt_p99_ns;
 		x->rtt_max_ns = cs.rtt_max_ns;
+		x->credit_wire_p50_ns = cs.credit_wire_p50_ns;
+		x->credit_wire_p99_ns = cs.credit_wire_p99_ns;
+		x->resume_p50_ns = cs.resume_p50_ns;
+		x->resume_p99_ns = cs.resume_p99_ns;
 	}
 }
 
@@ -171,6 +175,10 @@ static void on_gate(void *ud, struct fdx_gate *g)
 		x->buffers = cs.buffers_received;
 		x->bytes = cs.bytes_received;
 		x->error = cs.error;
+		x->hold_p50_ns = cs.hold_p50_ns;
+		x->hold_p99_ns = cs.hold_p99_ns;
+		x->credit_wait_p50_ns = cs.credit_wait_p50_ns;
+		x->credit_wait_p99_ns = cs.credit_wait_p99_ns;
 	}
 }
 

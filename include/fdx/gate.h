@@ -196,6 +196,16 @@ struct fdx_input_channel_stats {
 	uint64_t bytes_received;
 	int32_t error; /**< 0, or why the channel failed */
 	uint32_t pad;
+	/**
+	 * This side's part of the credit loop, since the channel first opened
+	 * (log-linear percentiles, at most 1/8 above): a buffer arrived at the
+	 * gate -> released by the consumer (hold), and released -> its credit
+	 * written to the producer (credit_wait; the oldest of each update).
+	 */
+	uint64_t hold_p50_ns;
+	uint64_t hold_p99_ns;
+	uint64_t credit_wait_p50_ns;
+	uint64_t credit_wait_p99_ns;
 };
 
 /** Counters of a gate; see fdx_gate_stats(). */

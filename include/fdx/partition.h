@@ -278,6 +278,16 @@ struct fdx_channel_stats {
 	uint64_t rtt_p50_ns; /**< median */
 	uint64_t rtt_p99_ns;
 	uint64_t rtt_max_ns;
+	/**
+	 * Parts of the loop (shm and local links, 0 elsewhere): a credit
+	 * update written by the consumer -> applied here (the control hop),
+	 * and credit applied to a sender that had data waiting and no credit
+	 * -> its next buffer out (the wake-up of the sender).
+	 */
+	uint64_t credit_wire_p50_ns;
+	uint64_t credit_wire_p99_ns;
+	uint64_t resume_p50_ns;
+	uint64_t resume_p99_ns;
 };
 
 /** Counters of a partition; see fdx_partition_stats(). */

@@ -51,10 +51,16 @@ assert all(s["buffersInFlight"] <= 16 + 32 for s in p["subpartitions"])
 for s in p["subpartitions"]:
     assert s["creditRoundTrips"] > 0, s
     assert 0 < s["creditRoundTripP50Ns"] <= s["creditRoundTripP99Ns"] <= s["creditRoundTripMaxNs"], s
+    # Its parts: the control hop (a CreditUpdate written -> applied) and the sender's resume.
+    assert 0 < s["creditWireP50Ns"] <= s["creditWireP99Ns"], s
+    assert s["resumeP50Ns"] <= s["resumeP99Ns"], s
 g = snk["gates"][0]
 assert g["gate"] == 1 and g["channelsOpen"] == 4 and len(g["channels"]) == 4
 assert g["numRecordsIn"] > 0 and 0 <= g["inPoolUsage"] <= 1 and g["inPoolMax"] == 96
 assert all(c["exclusive"] == 16 for c in g["channels"])
+# The consumer's part: a buffer's hold and its credit's wait in the outbox.
+assert all(0 < c["holdP50Ns"] <= c["holdP99Ns"] for c in g["channels"]), g["channels"]
+assert all(c["creditWaitP50Ns"] <= c["creditWaitP99Ns"] for c in g["channels"])
 print("stat.sh: JSON: demo-source partition (4 subpartitions, shm, outPoolUsage %.2f, "
       "backPressuredTimeMsPerSecond %.0f, credit round trip p50 %.0f us), demo-sink gate 1 "
       "(4 channels, inPoolUsage %.2f)"
