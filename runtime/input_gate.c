@@ -289,6 +289,16 @@ void fdx__gate_push(struct fdx_gate *g, struct fdx__gitem *it)
 		uint32_t held = atomic_fetch_add_explicit(&c->held, 1, memory_order_relaxed) + 1;
 
 		it->t_arrive = fdx__now_ns();
+		if (it->sent_set) {
+			/* A1: pairs with R2 where the channel first opened (the loop: its one writer). */
+			struct fdx__gchan_timing *t =
+				atomic_load_explicit(&c->timing, memory_order_acquire);
+			/* Modulo 2^32 ns (4.3 s): a way that long is not a latency anyway. */
+			uint32_t way = (uint32_t)it->t_arrive - it->sent_lo;
+
+			if (t && way < (1u << 31))
+				fdx__hist_add(&t->one_way, way);
+		}
 		atomic_fetch_add_explicit(&c->queued, 1, memory_order_relaxed);
 
 		if (held > atomic_load_explicit(&c->max_held, memory_order_relaxed))
@@ -903,6 +913,8 @@ FDX_API int fdx_gate_channel_stats(struct fdx_gate *g, uint32_t ch,
 	/* A2: pairs with R2 where the channel first opened. */
 	t = atomic_load_explicit(&c->timing, memory_order_acquire);
 	if (t) {
+		s.one_way_p50_ns = fdx__hist_percentile(&t->one_way, 50);
+		s.one_way_p99_ns = fdx__hist_percentile(&t->one_way, 99);
 		s.hold_p50_ns = fdx__hist_percentile(&t->hold, 50);
 		s.hold_p99_ns = fdx__hist_percentile(&t->hold, 99);
 		s.credit_wait_p50_ns = fdx__hist_percentile(&t->wait, 50);

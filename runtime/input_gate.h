@@ -29,6 +29,7 @@ struct fdx__sub;
 
 /* An input channel's part of the credit loop, timed. */
 struct fdx__gchan_timing {
+	struct fdx__hist one_way; /* a buffer sent by a producer on this host -> at the gate */
 	struct fdx__hist hold; /* a buffer arrived at the gate -> released by the consumer */
 	struct fdx__hist wait; /* released -> its credit written to the producer (the oldest) */
 };
@@ -75,6 +76,8 @@ struct fdx__gitem {
 	uint64_t sess;
 	uint64_t opening; /* which opening of the channel it belongs to */
 	uint64_t t_arrive; /* BUFFER: when it reached the gate (ns) */
+	uint32_t sent_lo; /* BUFFER: the low 32 bits of when it was sent, if sent_set */
+	uint32_t sent_set; /* a producer on this host said when it sent it */
 	char msg[192];
 	uint8_t payload[];
 };

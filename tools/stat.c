@@ -538,14 +538,17 @@ static void print_json(struct target *tms, int n)
 				       "\"unannounced\": %u, \"numBuffersIn\": %llu, "
 				       "\"numBytesIn\": %llu, \"holdP50Ns\": %llu, "
 				       "\"holdP99Ns\": %llu, \"creditWaitP50Ns\": %llu, "
-				       "\"creditWaitP99Ns\": %llu, \"error\": %d}",
+				       "\"creditWaitP99Ns\": %llu, \"oneWayP50Ns\": %llu, "
+				       "\"oneWayP99Ns\": %llu, \"error\": %d}",
 				       j ? "," : "", c->index, link_name(c->link), c->exclusive,
 				       c->floating, c->backlog, c->held, c->unannounced,
 				       (unsigned long long)c->buffers, (unsigned long long)c->bytes,
 				       (unsigned long long)c->hold_p50_ns,
 				       (unsigned long long)c->hold_p99_ns,
 				       (unsigned long long)c->credit_wait_p50_ns,
-				       (unsigned long long)c->credit_wait_p99_ns, c->error);
+				       (unsigned long long)c->credit_wait_p99_ns,
+				       (unsigned long long)c->one_way_p50_ns,
+				       (unsigned long long)c->one_way_p99_ns, c->error);
 			}
 			printf("]}");
 		}

@@ -39,7 +39,12 @@ struct fdx__dhdr {
 	uint32_t len; /* slice or payload length */
 	uint64_t offset; /* shm: the slice's offset in the sender's region */
 	uint32_t backlog; /* buffers queued at the sender after this one */
-	uint32_t event_type; /* EVENT: enum fdx_event_type; HELLO: the link */
+	/*
+	 * EVENT: enum fdx_event_type; HELLO: the link; shm BUFFER: the low 32
+	 * bits of the sender's CLOCK_MONOTONIC in ns as it sent it (one host,
+	 * one clock: the receiver times the descriptor's way; a statistic only).
+	 */
+	uint32_t event_type;
 };
 
 _Static_assert(sizeof(struct fdx__dhdr) == 40, "data header is wire format");

@@ -20,6 +20,7 @@
 #include <fdx/gate.h>
 
 #include "../runtime/region.h"
+#include "../runtime/clock.h"
 #include "dataplane_private.h"
 #include "region_share.h"
 
@@ -39,6 +40,7 @@ static int shm_buffer(struct fdx__sub *s, uint32_t seg, uint64_t off, uint32_t l
 	h.len = htole32(len);
 	h.backlog = htole32(backlog);
 	h.offset = htole64(off);
+	h.event_type = htole32((uint32_t)fdx__now_ns());
 	if (fdx__txb_hdr(b, &h) < 0)
 		return -ENOMEM;
 	return 0;

@@ -179,6 +179,8 @@ static void on_gate(void *ud, struct fdx_gate *g)
 		x->hold_p99_ns = cs.hold_p99_ns;
 		x->credit_wait_p50_ns = cs.credit_wait_p50_ns;
 		x->credit_wait_p99_ns = cs.credit_wait_p99_ns;
+		x->one_way_p50_ns = cs.one_way_p50_ns;
+		x->one_way_p99_ns = cs.one_way_p99_ns;
 	}
 }
 

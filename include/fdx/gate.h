@@ -206,6 +206,12 @@ struct fdx_input_channel_stats {
 	uint64_t hold_p99_ns;
 	uint64_t credit_wait_p50_ns;
 	uint64_t credit_wait_p99_ns;
+	/**
+	 * A buffer sent by its producer -> it reached this gate, on shm (one
+	 * host, one clock; 0 elsewhere): the descriptor's way.
+	 */
+	uint64_t one_way_p50_ns;
+	uint64_t one_way_p99_ns;
 };
 
 /** Counters of a gate; see fdx_gate_stats(). */

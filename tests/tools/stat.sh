@@ -61,6 +61,7 @@ assert all(c["exclusive"] == 16 for c in g["channels"])
 # The consumer's part: a buffer's hold and its credit's wait in the outbox.
 assert all(0 < c["holdP50Ns"] <= c["holdP99Ns"] for c in g["channels"]), g["channels"]
 assert all(c["creditWaitP50Ns"] <= c["creditWaitP99Ns"] for c in g["channels"])
+assert all(0 < c["oneWayP50Ns"] <= c["oneWayP99Ns"] for c in g["channels"]), g["channels"]
 print("stat.sh: JSON: demo-source partition (4 subpartitions, shm, outPoolUsage %.2f, "
       "backPressuredTimeMsPerSecond %.0f, credit round trip p50 %.0f us), demo-sink gate 1 "
       "(4 channels, inPoolUsage %.2f)"
