@@ -22,16 +22,27 @@
  *               link into the consumer's own segments.
  *  local        one process and one exchange. A producer thread and a consumer
  *               thread; buffers are handed over in memory.
- *  shm-ceiling  no fdx at all. Two processes do the same record writing (a
- *               memcpy of each record behind a 4-byte length) and the same
- *               reading over a raw single-producer single-consumer byte ring in
- *               shared memory. There are no credits, sockets or gRPC. This is
- *               the physical limit of this machine for the workload, the limit
- *               shm should approach. The ring is as large as the producer's
- *               pool (--pool x --segment-size, rounded up to a power of two,
- *               8 MiB by default), which is the memory fdx may have in flight.
- *               Positions are published every --segment-size bytes, the same
- *               granularity as fdx buffers.
+ *  shm-ceiling  no fdx at all: the physical limit for fdx's memory. Two
+ *               processes do the same record writing (a memcpy of each record
+ *               behind a 4-byte length, packed into slots, a record that does
+ *               not fit continuing in the next slot) and the same reading (a
+ *               record that spans slots is put together in a buffer of the
+ *               consumer's first, as fdx's gate does) over as many slots of
+ *               --segment-size bytes as fdx has segments in flight in the same
+ *               configuration: channels x exclusive + floating credits, at
+ *               most --pool. The producer posts each full slot's number on a
+ *               queue in shared memory; the consumer reads the slot and hands
+ *               its number back on a second queue. No credits, sockets or gRPC.
+ *  shm-ring     the same, without fdx's budget or slots: a single-producer
+ *               single-consumer byte ring in shared memory as large as the
+ *               producer's pool (--pool x --segment-size rounded up to a power
+ *               of two, at least 8 MiB), positions published every
+ *               --segment-size bytes.
+ *               Both ceilings (throughput only) first run a warm-up of
+ *               --seconds / --reps, then --reps repetitions of that length in
+ *               the same two processes, and report the median repetition
+ *               (--verbose: also min..max). The producer marks each phase in
+ *               the data; the consumer times the records between two marks.
  *  tcp-copy     no fdx either: a baseline for what a Netty-style stack does.
  *               The producer packs the same length-prefixed records into
  *               buffers of --segment-size bytes and write()s each full buffer
@@ -59,19 +70,40 @@
  *               copy a generated parser makes of a bytes field), checks the
  *               encoding and reads the record. The end is the producer's
  *               half-close; the consumer answers with status OK.
- * shm-ceiling, tcp-copy and grpc-data have one lane: --channels does not
- * apply to them (they report 1 channel), nor do --exclusive, --floating and
- * --pool (except that --pool sizes the ring). For them --segment-size is the
- * publishing step (ring), the write size (tcp-copy) or the flush step of the
- * buffer hint (grpc-data).
+ *  uring-unix   --latency only; no fdx: the mechanism under fdx's data
+ *               plane. Each record goes as one io_uring send on a Unix stream
+ *               socket (a socketpair); the consumer's io_uring recv, submitted
+ *               before the record was sent, completes. The io_uring calls are
+ *               made directly (io_uring_setup/io_uring_enter).
+ *  eventfd      --latency only; no fdx: a wake. The producer writes the
+ *               record's send time to an eventfd, the consumer's blocking read
+ *               returns it; the consumer puts the record together around it
+ *               and reads it as in every mode. grpc-data is the third
+ *               mechanism, the one under fdx's control plane (credits).
+ * The ceilings, tcp-copy, grpc-data and the mechanisms have one lane:
+ * --channels does not apply to them (they report 1 channel), nor do
+ * --exclusive, --floating and --pool, except that they size the ceilings.
+ * For them --segment-size is the slot size (shm-ceiling), the publishing step
+ * (shm-ring), the write size (tcp-copy) or the flush step of the buffer hint
+ * (grpc-data).
+ *
+ * CPU cost. Every run reports the CPU time of both processes (getrusage
+ * RUSAGE_SELF, user + system, every thread: fdx's io_uring loop and gRPC's
+ * threads run in them) over the data's movement, per GB of record payload:
+ * the producer's from its first record to its end (fdx: until
+ * fdx_partition_finish() returned), the consumer's from the first buffer to
+ * the last item. For local, the one process from the first record to the
+ * end. For the ceilings, over the repetitions (not the warm-up). With
+ * --latency it includes the producer's wait for each record to be read.
  *
  * Latency (--latency). The producer sends one record at a time (default
  * 64 bytes, at least 16) carrying its send time (CLOCK_MONOTONIC, the same
  * host, so the clocks agree) in its second 8 bytes, and sends it at once:
  * fdx_partition_flush() after each emit (shm, tcp, local), a write of one
  * small buffer per record (tcp-copy), one message without the buffer hint
- * (grpc-data), a publish per record (shm-ceiling). Then it waits until the
- * consumer has read the record before it makes the next one (and --gap
+ * (grpc-data), a slot posted per record (shm-ceiling), a publish per record
+ * (shm-ring), one send (uring-unix), one write (eventfd). Then it waits until
+ * the consumer has read the record before it makes the next one (and --gap
  * longer, if given): the consumer counts the records it read in a page
  * shared by every process (see struct shared), and the producer polls it
  * with a bounded spin, then yields, then short sleeps (source_wait_seen()).
@@ -85,7 +117,8 @@
  *
  * Runs. --mode takes one mode or a comma-separated list; --compare runs
  * every mode and prints each one's ratio to shm and the targets, MET or NOT
- * MET (with --latency: shm's p50 and p99). --sizes runs the chosen modes at
+ * MET (with --latency: shm's p50 and p99, and the mechanisms run too, after
+ * the others, labelled as such). --sizes runs the chosen modes at
  * each record size, in increasing order. --csv prints one CSV row per run;
  * --plot FILE.png (every mode unless --mode says otherwise) prints the same
  * CSV, writes it to temporary files, one per mode, and runs gnuplot (Debian's
@@ -109,12 +142,17 @@
  *
  * Output is a table, or with --json one object with the stable shape
  * {"results": [{"mode": ..., "record_size": ..., "records_per_s": ...,
- * "gbytes_per_s": ..., more keys}, ...]} (with --latency the more keys
- * include p50_us, p99_us, p999_us, max_us, samples and gap_us), or with --csv one
- * header line and one row per run. Scripts depend on them. When the
- * invocation is planned to take more than PROGRESS_PLAN_S seconds, a progress
- * line goes to stderr: rewritten in place when stderr is a terminal, else one
- * line as each run starts. Nothing but results goes to stdout.
+ * "gbytes_per_s": ..., more keys}, ...]} (the more keys include cpu_s,
+ * cpu_s_per_GB and cpu_us_per_record; with --latency p50_us, p99_us, p999_us,
+ * max_us, samples and gap_us; for the ceilings reps and rep_gbytes_per_s;
+ * for fdx's modes credit_rtt, per channel the credit round trip of
+ * fdx_partition_channel_stats(), read by the producer after the run), or
+ * with --csv one header line and one row per run. Scripts depend on them.
+ * --verbose adds to the table, under each run, the CPU time of each process,
+ * the repetitions of a ceiling and the credit round trip of each channel.
+ * When the invocation is planned to take more than PROGRESS_PLAN_S seconds, a
+ * progress line goes to stderr: rewritten in place when stderr is a terminal,
+ * else one line as each run starts. Nothing but results goes to stdout.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -139,12 +177,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/io_uring.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -181,6 +224,10 @@
 #define POOL_SLACK 32u /* segments beyond the credits: the ones being filled, the queue */
 #define TCP_POOL_MARGIN FDX_NBP_BATCH_DEFAULT
 #define CEILING_RING_MIN (8ull << 20)
+#define CEILING_MAP_ALIGN (2ull << 20) /* ceiling memory is mapped in whole huge pages */
+#define REPS_DEFAULT 5u /* the ceilings: repetitions after the warm-up */
+#define REPS_MAX 20u
+#define MARKS_MAX (REPS_MAX + 1) /* a mark ends the warm-up and each repetition */
 /* --latency */
 #define LAT_COUNT_DEFAULT 20000u
 #define LAT_COUNT_MAX 10000000u
@@ -193,6 +240,8 @@
 #define LAT_SLEEP_NS 10000L /* then sleep this long at a time */
 #define LAT_GAP_MAX_US 1000000u
 #define LAT_TIMER_SLACK_NS 1000ul /* the waiting producer's short sleeps stay short */
+#define EVENTFD_END 1ull /* eventfd: the value that ends the run (no send time is 1 ns) */
+#define URING_ENTRIES 4u
 /* grpc-data */
 #define GRPC_METHOD "/fdx.bench.Data/Stream"
 #define GRPC_WAIT_MS 1000 /* one completion-queue wait; IDLE_LIMIT_S of them is stuck */
@@ -201,19 +250,31 @@
 #define PROGRESS_PLAN_S 3.0 /* longer planned invocations show progress on stderr */
 #define PROGRESS_TICK_NS 100000000L /* the progress line on a terminal: 10 times a second */
 #define RING_LINE 128 /* two cache lines: adjacent-line prefetch pulls pairs */
+#define VERBOSE_CHANNELS 8u /* --verbose lists this many channels, then sums up the rest */
 
+/* In the order they run and print; the mechanisms (grpc-data on) come last. */
 enum mode {
 	MODE_SHM,
 	MODE_TCP,
 	MODE_LOCAL,
 	MODE_CEILING,
+	MODE_RING,
 	MODE_TCP_COPY,
 	MODE_GRPC,
+	MODE_URING,
+	MODE_EVENTFD,
 	MODE_COUNT,
 };
 
-static const char *const mode_names[MODE_COUNT] = {"shm",	  "tcp",      "local",
-						   "shm-ceiling", "tcp-copy", "grpc-data"};
+static const char *const mode_names[MODE_COUNT] = {"shm",	  "tcp",	"local",
+						   "shm-ceiling", "shm-ring",	"tcp-copy",
+						   "grpc-data",	  "uring-unix", "eventfd"};
+
+#define MODE_BIT(m) (1u << (m))
+#define FDX_MODES (MODE_BIT(MODE_SHM) | MODE_BIT(MODE_TCP) | MODE_BIT(MODE_LOCAL))
+/* What fdx's parts ride on, bare: gRPC (credits), io_uring on a Unix socket (data), a wake. */
+#define MECH_MODES (MODE_BIT(MODE_GRPC) | MODE_BIT(MODE_URING) | MODE_BIT(MODE_EVENTFD))
+#define LATENCY_ONLY_MODES (MODE_BIT(MODE_URING) | MODE_BIT(MODE_EVENTFD))
 
 /* What every run uses; fixed once the options are parsed (record_size and ring_size per run). */
 struct config {
@@ -224,7 +285,9 @@ struct config {
 	uint32_t exclusive; /* per channel, as given (0: none) */
 	uint32_t floating; /* per gate, as given (0: none) */
 	uint32_t pool; /* producer pool, segments */
-	uint64_t ring_size; /* shm-ceiling ring bytes, a power of two */
+	uint64_t ring_size; /* shm-ring bytes, a power of two */
+	uint32_t slots; /* shm-ceiling: fdx's segments in flight, each seg_size bytes */
+	uint32_t reps; /* the ceilings: repetitions after the warm-up */
 	int latency; /* --latency: one record at a time, timed */
 	uint32_t lat_count; /* --latency: samples wanted */
 	uint64_t gap_ns; /* --latency: pause between a record seen and the next */
@@ -237,11 +300,16 @@ struct report {
 	uint64_t records;
 	uint64_t bytes;
 	uint64_t sum; /* the checksum the consumer must have read */
+	uint64_t cpu_start_ns; /* the producer's CPU time when its first record was made */
+	uint64_t cpu_ns; /* its CPU time since then (report_cpu_done()) */
+	uint32_t n_marks; /* the ceilings: phase marks written, the end included */
+	uint32_t pad;
+	uint64_t mark_cpu_ns[MARKS_MAX]; /* the producer's CPU time at each mark */
 };
 
 /* Consumer -> main process, through a pipe: what one run measured. */
 struct result {
-	uint64_t records;
+	uint64_t records; /* the ceilings: those of the median repetition, as bytes and ns */
 	uint64_t bytes;
 	uint64_t ns; /* first buffer seen to last record read */
 	uint64_t samples; /* --latency: how many records were timed */
@@ -250,7 +318,16 @@ struct result {
 	uint64_t p999_ns;
 	uint64_t max_ns;
 	uint32_t channels; /* channels the data really used */
+	uint32_t one_process; /* local: cpu_prod_ns is the one process's, cpu_cons_ns 0 */
+	uint64_t cpu_prod_ns; /* the producer's process, RUSAGE_SELF, user + system */
+	uint64_t cpu_cons_ns; /* the consumer's */
+	uint64_t cpu_records; /* what that CPU time moved */
+	uint64_t cpu_bytes;
+	uint32_t reps; /* the ceilings: repetitions measured after the warm-up */
 	uint32_t pad;
+	uint64_t rep_records[REPS_MAX];
+	uint64_t rep_bytes[REPS_MAX];
+	uint64_t rep_ns[REPS_MAX];
 };
 
 /* What the consumer saw, the way it saw it. */
@@ -263,6 +340,13 @@ struct consumed {
 	uint64_t *lat; /* --latency: one-way latencies (ns), allocated before the run */
 	uint64_t lat_n;
 	uint64_t lat_cap;
+	uint64_t cpu_start_ns; /* this process's CPU time at the first buffer */
+	uint64_t cpu_ns; /* from then to the last item (consumed_end()) */
+	uint32_t n_marks; /* the ceilings: phase marks read, the end included */
+	uint64_t mark_ns[MARKS_MAX]; /* when each was read, */
+	uint64_t mark_records[MARKS_MAX]; /* what had been read by then, */
+	uint64_t mark_bytes[MARKS_MAX];
+	uint64_t mark_cpu_ns[MARKS_MAX]; /* and this process's CPU time */
 };
 
 /*
@@ -287,6 +371,24 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "shared counters must be lock-free")
 _Static_assert(offsetof(struct shared, records) == RING_LINE, "seen alone on its lines");
 
 static struct shared *shared; /* made by main(), inherited by every child */
+
+/*
+ * fdx's modes: the credit round trip of each channel, as
+ * fdx_partition_channel_stats() gives it, written by the producer after the
+ * run, one entry per channel, in a MAP_SHARED array made by main() before
+ * the first fork and zeroed before each run. The main process reads it after
+ * waitpid() reaped the producer: the producer's exit orders its writes
+ * before the read, so plain fields are enough.
+ */
+struct rtt_entry {
+	uint64_t count;
+	uint64_t p50_ns;
+	uint64_t p99_ns;
+	uint64_t max_ns;
+};
+
+static struct rtt_entry *rtts; /* c.channels entries */
+
 static char who[64] = "fdx-bench"; /* prefix of messages; names the child */
 
 static void die(const char *what, int err)
@@ -316,6 +418,17 @@ static uint64_t now_ns(void)
 	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
 		die("clock_gettime", -errno);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* This process's CPU time, every thread, user + system. */
+static uint64_t cpu_self_ns(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		die("getrusage", -errno);
+	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000ull +
+	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000ull;
 }
 
 static void sleep_ns(long ns)
@@ -463,36 +576,93 @@ struct source {
 	uint64_t rest; /* the sum of the fixed part */
 	uint64_t end; /* when the producer stops */
 	uint64_t total; /* --latency: records to send, warm-up included */
+	uint32_t check_every; /* records between two reads of the clock */
 	int last; /* the record made last is the run's last */
+	/* Phased (source_phased()): a warm-up, then repetitions, each step ns long. */
+	uint64_t step;
+	uint64_t next_mark; /* when the next phase mark is due */
+	uint32_t marks_left; /* phase marks still to write */
+	int mark_due; /* write a phase mark after this record */
 	struct report rep;
 };
+
+/* A record of the fixed pattern: what every producer sends and every eventfd consumer rebuilds. */
+static unsigned char *record_make(uint32_t size)
+{
+	unsigned char *rec = calloc(1, size); /* not malloc: -Wmaybe-uninitialized loses the loop */
+
+	if (!rec)
+		die("calloc", -ENOMEM);
+	for (uint32_t i = 0; i < size; i++)
+		rec[i] = (unsigned char)(i * 131u + 7u);
+	return rec;
+}
 
 static void source_init(struct source *s, const struct config *c)
 {
 	uint32_t fixed = c->latency ? 16 : 8;
 
-	*s = (struct source){.c = c, .total = (uint64_t)LAT_WARMUP + c->lat_count};
-	s->rec = malloc(c->record_size);
-	if (!s->rec)
-		die("malloc", -ENOMEM);
-	for (uint32_t i = 0; i < c->record_size; i++)
-		s->rec[i] = (unsigned char)(i * 131u + 7u);
+	memset(s, 0, sizeof(*s));
+	s->c = c;
+	s->total = (uint64_t)LAT_WARMUP + c->lat_count;
+	s->rec = record_make(c->record_size);
 	s->rest = read_sum(s->rec + fixed, c->record_size - fixed);
+	/* Large records: read the clock about every 64 KiB, so that the end is not overshot. */
+	s->check_every = c->record_size >= 65536 ? 1 : 65536 / c->record_size;
+	if (s->check_every > CHECK_EVERY)
+		s->check_every = CHECK_EVERY;
 	s->end = now_ns() + (uint64_t)(c->seconds * 1e9);
+	s->rep.cpu_start_ns = cpu_self_ns();
 }
 
+/*
+ * A warm-up, then reps repetitions, each --seconds / reps long; the producer
+ * writes a phase mark (source_mark()) after each but the last, which the end
+ * closes.
+ */
+static void source_phased(struct source *s, uint32_t reps)
+{
+	uint64_t start = now_ns();
+
+	s->step = (uint64_t)(s->c->seconds * 1e9 / reps);
+	s->next_mark = start + s->step;
+	s->marks_left = reps;
+	s->end = start + s->step * (reps + 1);
+}
+
+/* The producer's CPU time from its first record until now. */
+static void report_cpu_done(struct report *rep)
+{
+	rep->cpu_ns = cpu_self_ns() - rep->cpu_start_ns;
+}
+
+/* The records are made; the producer's CPU time counts to here unless extended. */
 static void source_fini(struct source *s, struct report *rep)
 {
 	*rep = s->rep;
+	report_cpu_done(rep);
 	free(s->rec);
 	s->rec = NULL;
+}
+
+/* Phased: a phase mark, or the end, has just been written: note the CPU time. */
+static void source_mark(struct source *s)
+{
+	if (s->rep.n_marks < MARKS_MAX)
+		s->rep.mark_cpu_ns[s->rep.n_marks++] = cpu_self_ns();
+	if (s->mark_due) {
+		s->mark_due = 0;
+		s->marks_left--;
+		s->next_mark += s->step;
+	}
 }
 
 /*
  * Make the next record in s->rec and count it in the report; s->last tells
  * whether it is the run's last (known before it is sent, so that grpc-data
- * never leaves it behind a buffer hint). The clock is read every CHECK_EVERY
- * records, or for every record with --latency.
+ * never leaves it behind a buffer hint), s->mark_due whether a phase mark
+ * follows it. The clock is read every s->check_every records, or for every
+ * record with --latency.
  * @return 0 when the run is over.
  */
 static int source_next(struct source *s)
@@ -508,8 +678,11 @@ static int source_next(struct source *s)
 		memcpy(s->rec + 8, &t, sizeof(t));
 		s->rep.sum += t;
 		s->last = n + 1 >= s->total || t >= s->end;
-	} else if ((n + 1) % CHECK_EVERY == 0) {
-		s->last = now_ns() >= s->end;
+	} else if ((n + 1) % s->check_every == 0) {
+		uint64_t t = now_ns();
+
+		s->last = t >= s->end;
+		s->mark_due = s->marks_left && t >= s->next_mark;
 	}
 	s->rep.sum += n + s->rest;
 	s->rep.records = n + 1;
@@ -572,8 +745,8 @@ static void consumed_init(struct consumed *cs, const struct config *c)
 	memset(cs->lat, 0, cs->lat_cap * sizeof(*cs->lat)); /* fault it in now, not while timing */
 }
 
-/* Read one record; with --latency, time it and let the producer send the next. */
-static void consumed_record(struct consumed *cs, const unsigned char *rec, uint32_t len)
+/* Read one record; with --latency, time it (then call consumed_seen()). */
+static void consumed_read(struct consumed *cs, const unsigned char *rec, uint32_t len)
 {
 	uint64_t t, sent;
 
@@ -586,8 +759,22 @@ static void consumed_record(struct consumed *cs, const unsigned char *rec, uint3
 	memcpy(&sent, rec + 8, sizeof(sent));
 	if (cs->records > LAT_WARMUP && cs->lat_n < cs->lat_cap)
 		cs->lat[cs->lat_n++] = t > sent ? t - sent : 0;
+}
+
+/* --latency: the records read so far are read: the producer may send the next. */
+static void consumed_seen(const struct consumed *cs)
+{
+	if (!cs->lat)
+		return;
 	/* R3: pairs with A3 in source_wait_seen(). */
 	atomic_store_explicit(&shared->seen, cs->records, memory_order_release);
+}
+
+/* Read one record; with --latency, time it and let the producer send the next. */
+static void consumed_record(struct consumed *cs, const unsigned char *rec, uint32_t len)
+{
+	consumed_read(cs, rec, len);
+	consumed_seen(cs);
 }
 
 /* Count one buffer's worth of reading; the main process shows it as progress. */
@@ -605,7 +792,29 @@ static void consumed_start(struct consumed *cs)
 
 	cs->t_first = t;
 	cs->t_last = t;
+	cs->cpu_start_ns = cpu_self_ns();
 	atomic_store_explicit(&shared->t_first, t, memory_order_relaxed); /* display only */
+}
+
+/* The last item is in: the consumer's CPU time since the first buffer. */
+static void consumed_end(struct consumed *cs)
+{
+	if (cs->t_first)
+		cs->cpu_ns = cpu_self_ns() - cs->cpu_start_ns;
+}
+
+/* Phased: a phase mark, or the end, was read: what had been read by now, and when. */
+static void consumed_mark(struct consumed *cs)
+{
+	uint32_t i = cs->n_marks;
+
+	if (i == MARKS_MAX)
+		die("more phase marks than repetitions", FDX_EPROTO);
+	cs->mark_ns[i] = now_ns();
+	cs->mark_records[i] = cs->records;
+	cs->mark_bytes[i] = cs->bytes;
+	cs->mark_cpu_ns[i] = cpu_self_ns();
+	cs->n_marks = i + 1;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -621,6 +830,54 @@ static uint64_t rank(const uint64_t *v, uint64_t n, uint64_t q)
 	uint64_t k = (n * q + 999) / 1000;
 
 	return v[k < 1 ? 0 : k - 1];
+}
+
+/* Records per ns of repetition i. */
+static double rep_rate(const struct result *res, uint32_t i)
+{
+	return (double)res->rep_records[i] / (double)res->rep_ns[i];
+}
+
+/*
+ * Phased: the repetitions between the marks (the first mark ends the
+ * warm-up); res takes the median one's records, bytes and time, and the CPU
+ * time of both processes over all of them. A repetition that saw no record
+ * (the producer passed two marks at once) is left out.
+ */
+static void verify_reps(const struct consumed *cs, const struct report *rep, struct result *res)
+{
+	uint32_t n = cs->n_marks, k = 0, mid, order[REPS_MAX];
+
+	if (n != rep->n_marks)
+		die("the producer wrote and the consumer read different phase marks", FDX_EPROTO);
+	for (uint32_t j = 1; j < n && k < REPS_MAX; j++) {
+		uint64_t recs = cs->mark_records[j] - cs->mark_records[j - 1];
+		uint64_t ns = cs->mark_ns[j] - cs->mark_ns[j - 1];
+
+		if (!recs || !ns)
+			continue;
+		res->rep_records[k] = recs;
+		res->rep_bytes[k] = cs->mark_bytes[j] - cs->mark_bytes[j - 1];
+		res->rep_ns[k] = ns;
+		k++;
+	}
+	if (!k)
+		return; /* the whole run stands */
+	/* Order the repetitions by rate (insertion sort: a few of them), then take the middle one. */
+	for (uint32_t i = 0, j; i < k; i++) {
+		for (j = i; j > 0 && rep_rate(res, order[j - 1]) > rep_rate(res, i); j--)
+			order[j] = order[j - 1];
+		order[j] = i;
+	}
+	mid = order[(k - 1) / 2];
+	res->reps = k;
+	res->records = res->rep_records[mid];
+	res->bytes = res->rep_bytes[mid];
+	res->ns = res->rep_ns[mid];
+	res->cpu_prod_ns = rep->mark_cpu_ns[n - 1] - rep->mark_cpu_ns[0];
+	res->cpu_cons_ns = cs->mark_cpu_ns[n - 1] - cs->mark_cpu_ns[0];
+	res->cpu_records = cs->mark_records[n - 1] - cs->mark_records[0];
+	res->cpu_bytes = cs->mark_bytes[n - 1] - cs->mark_bytes[0];
 }
 
 /* The consumer's check of the producer's report, then the result it measured. */
@@ -642,7 +899,13 @@ static void verify(struct consumed *cs, const struct report *rep, uint32_t chann
 	*res = (struct result){.records = cs->records,
 			       .bytes = cs->bytes,
 			       .ns = cs->t_last > cs->t_first ? cs->t_last - cs->t_first : 1,
-			       .channels = channels};
+			       .channels = channels,
+			       .cpu_prod_ns = rep->cpu_ns,
+			       .cpu_cons_ns = cs->cpu_ns,
+			       .cpu_records = cs->records,
+			       .cpu_bytes = cs->bytes};
+	if (cs->n_marks || rep->n_marks)
+		verify_reps(cs, rep, res);
 	if (!cs->lat)
 		return;
 	if (cs->lat_n == 0)
@@ -747,13 +1010,27 @@ static void partition_connect_all(struct fdx_partition *p, const struct config *
 	}
 }
 
-/* Send END_OF_PARTITION everywhere and wait until every buffer came back. */
-static void partition_end(struct fdx_partition *p)
+/*
+ * Send END_OF_PARTITION everywhere and wait until every buffer came back;
+ * then, before the partition goes, note each channel's credit round trip
+ * for the main process.
+ */
+static void partition_end(struct fdx_partition *p, const struct config *c)
 {
 	int err;
 
 	if ((err = fdx_partition_finish(p, FINISH_TIMEOUT_MS)) < 0)
 		die("fdx_partition_finish", err);
+	for (uint32_t i = 0; i < c->channels; i++) {
+		struct fdx_channel_stats st = {.size = sizeof(st)};
+
+		if ((err = fdx_partition_channel_stats(p, i, &st)) < 0)
+			die("fdx_partition_channel_stats", err);
+		rtts[i] = (struct rtt_entry){.count = st.rtt_count,
+					     .p50_ns = st.rtt_p50_ns,
+					     .p99_ns = st.rtt_p99_ns,
+					     .max_ns = st.rtt_max_ns};
+	}
 }
 
 /* ---- fdx: consumer ------------------------------------------------------------ */
@@ -833,6 +1110,7 @@ static void consume(struct fdx_gate *g, const struct config *c, struct consumed 
 		if ((err = fdx_gate_release(g, &v)) < 0)
 			die("fdx_gate_release", err);
 	}
+	consumed_end(cs);
 	free(ended);
 }
 
@@ -978,7 +1256,8 @@ static int producer_main(const struct config *c, enum mode m, int addr_fd, int r
 			who, (unsigned long long)ps.buffers_sent, (double)ps.backpressured_ns / 1e6,
 			cs.max_in_flight, cs.credit, cs.backlog);
 	}
-	partition_end(p);
+	partition_end(p, c);
+	report_cpu_done(&rep); /* the producer's part ends when its last buffer came back */
 	write_full(rep_fd, &rep, sizeof(rep), "send the report");
 
 	fdx_partition_destroy(p);
@@ -1025,6 +1304,7 @@ static int local_main(const struct config *c, int res_fd)
 	struct fdx_lbp *lbp;
 	struct report rep;
 	char listen[256];
+	uint64_t cpu_start;
 	int rep_pipe[2], err;
 
 	producer_pools(c, &nbp, &lbp);
@@ -1040,11 +1320,16 @@ static int local_main(const struct config *c, int res_fd)
 	partition_connect_all(p, c, fdx_exchange_address(ex), FDX_LINK_LOCAL);
 
 	pin_self(c->cpus[0]);
+	cpu_start = cpu_self_ns();
 	produce(p, c, &rep);
-	partition_end(p);
+	partition_end(p, c);
 	write_full(rep_pipe[1], &rep, sizeof(rep), "send the report");
 	if ((err = pthread_join(lc.tid, NULL)) != 0)
 		die("pthread_join", -err);
+	/* One process: its CPU time is both sides' (the threads' own windows overlap). */
+	lc.res.one_process = 1;
+	lc.res.cpu_prod_ns = cpu_self_ns() - cpu_start;
+	lc.res.cpu_cons_ns = 0;
 	write_full(res_fd, &lc.res, sizeof(lc.res), "send the result");
 
 	close(rep_pipe[0]);
@@ -1058,7 +1343,7 @@ static int local_main(const struct config *c, int res_fd)
 	return 0;
 }
 
-/* ---- shm-ceiling: a raw SPSC byte ring ---------------------------------------- */
+/* ---- shm-ring: a raw SPSC byte ring ------------------------------------------- */
 
 /*
  * The ring lives in an anonymous MAP_SHARED mapping made before fork().
@@ -1082,12 +1367,14 @@ static int local_main(const struct config *c, int res_fd)
  * Records are [u32 len][len bytes], as in fdx buffers, and contiguous. When a
  * record does not fit before the end of the data, the producer writes
  * RING_SKIP there (if 4 bytes are left; otherwise the gap is implicit) and
- * goes on at offset 0. RING_END follows the last record.
+ * goes on at offset 0. RING_PHASE (a length without bytes) ends the warm-up
+ * and each repetition but the last; RING_END follows the last record.
  */
 #define RING_SKIP 0xffffffffu
 #define RING_END 0xfffffffeu
+#define RING_PHASE 0xfffffffdu
 
-_Static_assert(RECORD_MAX < RING_END, "record lengths must not look like ring markers");
+_Static_assert(RECORD_MAX < RING_PHASE, "record lengths must not look like ring markers");
 
 struct ring_hdr {
 	alignas(RING_LINE) _Atomic uint64_t head; /* producer-written */
@@ -1160,16 +1447,23 @@ static void ring_produce(struct ring_hdr *h, unsigned char *data, const struct c
 	struct source s;
 
 	source_init(&s, c);
+	if (!c->latency)
+		source_phased(&s, c->reps);
 	source_latency_prepare(c);
 	while (source_next(&s)) {
 		ring_put(&w, c->record_size, s.rec, c->record_size);
 		if (c->latency) {
 			ring_publish(&w);
 			source_wait_seen(&s);
+		} else if (s.mark_due) {
+			ring_put(&w, RING_PHASE, NULL, 0);
+			source_mark(&s);
 		}
 	}
 	ring_put(&w, RING_END, NULL, 0);
 	ring_publish(&w);
+	if (s.step)
+		source_mark(&s);
 	source_fini(&s, rep);
 }
 
@@ -1218,6 +1512,11 @@ static void ring_consume(struct ring_hdr *h, const unsigned char *data, const st
 			tail += 4;
 			break;
 		}
+		if (len == RING_PHASE) {
+			consumed_mark(cs);
+			tail += 4;
+			continue;
+		}
 		consumed_record(cs, data + off + 4, len);
 		tail += 4 + (uint64_t)len;
 		if (tail - released >= c->seg_size) {
@@ -1228,24 +1527,508 @@ static void ring_consume(struct ring_hdr *h, const unsigned char *data, const st
 	}
 	atomic_store_explicit(&h->tail, tail, memory_order_release); /* R2, as above */
 	consumed_tick(cs);
+	if (!c->latency)
+		consumed_mark(cs);
+	consumed_end(cs);
 }
 
-static int ceiling_huge; /* main process: the last ring was hugetlb-backed */
+/* ---- shm-ceiling: fdx's memory as slots, their numbers handed back ------------ */
 
-/* The ring's data: hugetlb pages if the system has some free, else small pages. */
-static void *ring_map(uint64_t size, int *huge)
+/*
+ * c->slots slots of c->seg_size bytes in one anonymous MAP_SHARED mapping,
+ * and two queues of slot numbers in a second one (struct slot_hdr, then
+ * sent[], then back[], each slots entries long), both made before fork().
+ *
+ * Who writes what:
+ *  - sent[], sent_head: the producer only. Entry i (at i % slots) is a full
+ *    slot: its number in the high 32 bits, the bytes written in it in the
+ *    low 32. sent_head counts the entries posted.
+ *  - back[], back_head: the consumer only. Entry i (at i % slots) is a slot
+ *    it is done with; back_head counts them.
+ * Each reader keeps its own position. Neither queue can overrun: only slots
+ * numbers exist, so among the entries k - slots .. k of a queue two name the
+ * same slot, which went round in between, and for that the reader had read
+ * the earlier one of them, hence entry k - slots, before entry k is written.
+ *
+ * Barriers:
+ *  R4 (producer, store sent_head, release) pairs with A4 (consumer, load
+ *     sent_head, acquire): the slot's bytes and its entry are written before
+ *     the consumer reads them.
+ *  R5 (consumer, store back_head, release) pairs with A5 (producer, load
+ *     back_head, acquire): the consumer is done with the slot, and with the
+ *     sent[] entries before, before the producer writes them again.
+ * Each side caches the other's head and re-reads it only when its queue
+ * looks empty.
+ *
+ * The bytes are the byte ring's, packed slot after slot: [u32 len][len bytes]
+ * records, RING_PHASE, RING_END. A record continues in the next slot when a
+ * slot is full; a length never straddles two slots (a slot with fewer than 4
+ * bytes left is full).
+ */
+struct slot_hdr {
+	alignas(RING_LINE) _Atomic uint64_t sent_head; /* producer-written */
+	alignas(RING_LINE) _Atomic uint64_t back_head; /* consumer-written, a guard line after */
+};
+
+_Static_assert(offsetof(struct slot_hdr, back_head) == RING_LINE, "heads on separate lines");
+
+/* The ring as both processes see it: pointers into the mappings main() made. */
+struct slot_ring {
+	struct slot_hdr *h;
+	uint64_t *sent;
+	uint32_t *back;
+	unsigned char *data;
+	uint32_t n; /* slots */
+	uint32_t seg; /* bytes per slot */
+};
+
+/* Where back[] starts in the queues' mapping: on a line of its own, after sent[]. */
+static size_t slot_back_offset(uint32_t n)
 {
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_HUGETLB,
-		       -1, 0);
+	size_t sent_end = sizeof(struct slot_hdr) + (size_t)n * sizeof(uint64_t);
 
-	*huge = p != MAP_FAILED;
+	return (sent_end + RING_LINE - 1) / RING_LINE * RING_LINE;
+}
+
+static size_t slot_queues_size(uint32_t n)
+{
+	return slot_back_offset(n) + (size_t)n * sizeof(uint32_t);
+}
+
+struct slot_prod {
+	struct slot_ring r;
+	unsigned char *slot; /* the slot being filled, or NULL */
+	uint32_t cur; /* its number */
+	uint32_t fill; /* bytes written in it */
+	uint32_t fresh; /* slots 0 .. fresh - 1 were taken once; the rest never */
+	uint64_t sent; /* entries posted */
+	uint64_t taken; /* entries of back[] taken */
+	uint64_t back_cache; /* back_head as last read */
+};
+
+/* The next slot: a fresh one, else the oldest handed back (waiting for it). */
+static void slot_take(struct slot_prod *w)
+{
+	unsigned spins = 0;
+
+	if (w->fresh < w->r.n) {
+		w->cur = w->fresh++;
+	} else {
+		while (w->taken == w->back_cache) {
+			/* A5: pairs with R5 in slot_consume(). */
+			w->back_cache =
+				atomic_load_explicit(&w->r.h->back_head, memory_order_acquire);
+			if (w->taken == w->back_cache)
+				backoff(&spins);
+		}
+		w->cur = w->r.back[w->taken % w->r.n];
+		w->taken++;
+	}
+	w->slot = w->r.data + (uint64_t)w->cur * w->r.seg;
+	w->fill = 0;
+}
+
+static void slot_post(struct slot_prod *w)
+{
+	w->r.sent[w->sent % w->r.n] = (uint64_t)w->cur << 32 | w->fill;
+	w->sent++;
+	/* R4: pairs with A4 in slot_consume(). */
+	atomic_store_explicit(&w->r.h->sent_head, w->sent, memory_order_release);
+	w->slot = NULL;
+}
+
+/* Write [hdr][len bytes of src], continuing in the next slots as needed. */
+static void slot_put(struct slot_prod *w, uint32_t hdr, const void *src, uint32_t len)
+{
+	const unsigned char *p = src;
+
+	if (!w->slot)
+		slot_take(w);
+	memcpy(w->slot + w->fill, &hdr, 4); /* an open slot has 4 bytes left at least */
+	w->fill += 4;
+	while (len > 0) {
+		uint32_t k;
+
+		if (w->fill == w->r.seg) {
+			slot_post(w);
+			slot_take(w);
+		}
+		k = w->r.seg - w->fill < len ? w->r.seg - w->fill : len;
+		memcpy(w->slot + w->fill, p, k);
+		w->fill += k;
+		p += k;
+		len -= k;
+	}
+	if (w->r.seg - w->fill < 4)
+		slot_post(w);
+}
+
+static void slot_produce(const struct slot_ring *r, const struct config *c, struct report *rep)
+{
+	struct slot_prod w = {.r = *r};
+	struct source s;
+
+	source_init(&s, c);
+	if (!c->latency)
+		source_phased(&s, c->reps);
+	source_latency_prepare(c);
+	while (source_next(&s)) {
+		slot_put(&w, c->record_size, s.rec, c->record_size);
+		if (c->latency) {
+			if (w.slot)
+				slot_post(&w);
+			source_wait_seen(&s);
+		} else if (s.mark_due) {
+			slot_put(&w, RING_PHASE, NULL, 0);
+			source_mark(&s);
+		}
+	}
+	slot_put(&w, RING_END, NULL, 0);
+	if (w.slot)
+		slot_post(&w);
+	if (s.step)
+		source_mark(&s);
+	source_fini(&s, rep);
+}
+
+/* The consumer's reading across slots: a record may begin in one and end in a later one. */
+struct slot_reader {
+	unsigned char *whole; /* a record that spans slots, put together (record_size bytes) */
+	uint32_t max; /* the longest record the producer makes */
+	uint32_t len; /* the spanning record's length */
+	uint32_t have; /* bytes of it so far */
+	int spanning;
+};
+
+/* Read the fill bytes of one slot. @return 1 once RING_END is read. */
+static int slot_read(struct slot_reader *rd, const unsigned char *p, uint32_t fill,
+		     struct consumed *cs)
+{
+	uint32_t off = 0, len, k;
+
+	if (rd->spanning) {
+		k = rd->len - rd->have < fill ? rd->len - rd->have : fill;
+		memcpy(rd->whole + rd->have, p, k);
+		rd->have += k;
+		off = k;
+		if (rd->have < rd->len)
+			return 0;
+		consumed_record(cs, rd->whole, rd->len);
+		rd->spanning = 0;
+	}
+	while (fill - off >= 4) {
+		memcpy(&len, p + off, 4);
+		off += 4;
+		if (len == RING_END)
+			return 1;
+		if (len == RING_PHASE) {
+			consumed_mark(cs);
+			continue;
+		}
+		if (len > rd->max)
+			die("a record longer than the producer makes", FDX_EPROTO);
+		if (fill - off >= len) {
+			consumed_record(cs, p + off, len);
+			off += len;
+			continue;
+		}
+		/* It goes on in the next slot: put it together, as fdx's gate does. */
+		k = fill - off;
+		memcpy(rd->whole, p + off, k);
+		rd->len = len;
+		rd->have = k;
+		rd->spanning = 1;
+		return 0;
+	}
+	return 0;
+}
+
+/* Read each slot as it comes, then hand its number back at once. */
+static void slot_consume(const struct slot_ring *r, const struct config *c, struct consumed *cs)
+{
+	struct slot_reader rd = {.whole = malloc(c->record_size), .max = c->record_size};
+	uint64_t next = 0, head = 0, back = 0, entry;
+	uint64_t idle_since = now_ns();
+	unsigned spins = 0;
+	int end = 0;
+
+	if (!rd.whole)
+		die("malloc", -ENOMEM);
+	consumed_init(cs, c);
+	while (!end) {
+		uint32_t slot, fill;
+
+		if (next == head) {
+			/* A4: pairs with R4 in slot_post(). */
+			head = atomic_load_explicit(&r->h->sent_head, memory_order_acquire);
+			if (next == head) {
+				backoff(&spins);
+				if (spins > BACKOFF_SPINS && now_ns() - idle_since > IDLE_LIMIT_NS)
+					die("no slot came for 30 s", -ETIMEDOUT);
+				continue;
+			}
+			spins = 0;
+		}
+		entry = r->sent[next % r->n];
+		next++;
+		slot = (uint32_t)(entry >> 32);
+		fill = (uint32_t)entry;
+		if (slot >= r->n || fill > r->seg)
+			die("a slot entry out of range", FDX_EPROTO);
+		if (!cs->t_first)
+			consumed_start(cs);
+		end = slot_read(&rd, r->data + (uint64_t)slot * r->seg, fill, cs);
+		consumed_tick(cs);
+		idle_since = cs->t_last;
+		r->back[back % r->n] = slot;
+		back++;
+		/* R5: pairs with A5 in slot_take(). */
+		atomic_store_explicit(&r->h->back_head, back, memory_order_release);
+	}
+	if (rd.spanning)
+		die("the data ended inside a record", FDX_EPROTO);
+	if (!c->latency)
+		consumed_mark(cs);
+	consumed_end(cs);
+	free(rd.whole);
+}
+
+static int huge_pages[MODE_COUNT]; /* main process: the ceiling's memory was hugetlb-backed */
+
+/* ---- uring-unix: io_uring send and recv on a Unix stream socket ----------------- */
+
+/*
+ * One ring per process, set up with io_uring_setup(2) and driven with
+ * io_uring_enter(2) directly (fdx-bench links only fdx and gRPC), one
+ * operation in flight at a time. This process writes the SQ tail and the CQ
+ * head; the kernel writes the SQ head and the CQ tail.
+ *  R6 (store SQ tail, release) pairs with the kernel's acquire of it: the
+ *     SQE is written before the kernel reads it.
+ *  A6 (load CQ tail, acquire) pairs with the kernel's release of it: the
+ *     CQE is written before it is read here.
+ *  R7 (store CQ head, release) pairs with the kernel's acquire of it: the
+ *     CQE is read before its place is reused.
+ * The SQ tail and CQ head are read relaxed: only this thread writes them.
+ */
+struct uring {
+	int fd;
+	unsigned char *sq; /* the SQ ring's mapping (and the CQ ring's with a single mmap) */
+	unsigned char *cq;
+	size_t sq_len, cq_len, sqes_len;
+	struct io_uring_sqe *sqes;
+	_Atomic unsigned *sq_tail;
+	unsigned *sq_array;
+	unsigned sq_mask;
+	_Atomic unsigned *cq_head;
+	_Atomic unsigned *cq_tail;
+	unsigned cq_mask;
+	struct io_uring_cqe *cqes;
+};
+
+_Static_assert(sizeof(_Atomic unsigned) == sizeof(unsigned) && ATOMIC_INT_LOCK_FREE == 2,
+	       "the kernel's ring indices are plain unsigned");
+
+static void *uring_map(int fd, size_t len, off_t what)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, what);
+
 	if (p == MAP_FAILED)
-		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		die("mmap the ring", -errno);
-	/* Fault every page in now, once for both processes, as the fdx region is. */
-	memset(p, 0, size);
+		die("mmap an io_uring ring", -errno);
 	return p;
+}
+
+static void uring_init(struct uring *u)
+{
+	struct io_uring_params p;
+
+	memset(&p, 0, sizeof(p));
+	memset(u, 0, sizeof(*u));
+	u->fd = (int)syscall(__NR_io_uring_setup, URING_ENTRIES, &p);
+	if (u->fd < 0)
+		die("io_uring_setup", -errno);
+	u->sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+	u->cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+	if (p.features & IORING_FEAT_SINGLE_MMAP) {
+		if (u->cq_len > u->sq_len)
+			u->sq_len = u->cq_len;
+		u->sq = uring_map(u->fd, u->sq_len, IORING_OFF_SQ_RING);
+		u->cq = u->sq;
+	} else {
+		u->sq = uring_map(u->fd, u->sq_len, IORING_OFF_SQ_RING);
+		u->cq = uring_map(u->fd, u->cq_len, IORING_OFF_CQ_RING);
+	}
+	u->sqes_len = p.sq_entries * sizeof(struct io_uring_sqe);
+	u->sqes = uring_map(u->fd, u->sqes_len, IORING_OFF_SQES);
+	u->sq_tail = (_Atomic unsigned *)(void *)(u->sq + p.sq_off.tail);
+	u->sq_array = (unsigned *)(void *)(u->sq + p.sq_off.array);
+	u->sq_mask = *(unsigned *)(void *)(u->sq + p.sq_off.ring_mask);
+	u->cq_head = (_Atomic unsigned *)(void *)(u->cq + p.cq_off.head);
+	u->cq_tail = (_Atomic unsigned *)(void *)(u->cq + p.cq_off.tail);
+	u->cq_mask = *(unsigned *)(void *)(u->cq + p.cq_off.ring_mask);
+	u->cqes = (struct io_uring_cqe *)(void *)(u->cq + p.cq_off.cqes);
+}
+
+static void uring_exit(struct uring *u)
+{
+	munmap(u->sqes, u->sqes_len);
+	if (u->cq != u->sq)
+		munmap(u->cq, u->cq_len);
+	munmap(u->sq, u->sq_len);
+	close(u->fd);
+}
+
+/* Queue one send or receive of len bytes at buf on fd and submit it; uring_wait() completes it. */
+static void uring_submit(struct uring *u, uint8_t opcode, int fd, void *buf, uint32_t len)
+{
+	unsigned tail = atomic_load_explicit(u->sq_tail, memory_order_relaxed);
+	unsigned i = tail & u->sq_mask;
+	struct io_uring_sqe *sqe = &u->sqes[i];
+	long n;
+
+	memset(sqe, 0, sizeof(*sqe));
+	sqe->opcode = opcode;
+	sqe->fd = fd;
+	sqe->addr = (uint64_t)(uintptr_t)buf;
+	sqe->len = len;
+	u->sq_array[i] = i;
+	/* R6: pairs with the kernel's acquire of the SQ tail. */
+	atomic_store_explicit(u->sq_tail, tail + 1, memory_order_release);
+	do
+		n = syscall(__NR_io_uring_enter, u->fd, 1, 0, 0, NULL, 0);
+	while (n < 0 && errno == EINTR);
+	if (n != 1)
+		die("io_uring_enter (submit)", n < 0 ? -errno : -EIO);
+}
+
+/* Wait for the operation in flight to complete. @return its result (bytes, or -errno). */
+static int uring_wait(struct uring *u)
+{
+	unsigned head = atomic_load_explicit(u->cq_head, memory_order_relaxed);
+	int res;
+
+	/* A6: pairs with the kernel's release of the CQ tail. */
+	while (atomic_load_explicit(u->cq_tail, memory_order_acquire) == head) {
+		long n = syscall(__NR_io_uring_enter, u->fd, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0);
+
+		if (n < 0 && errno != EINTR)
+			die("io_uring_enter (wait)", -errno);
+	}
+	res = u->cqes[head & u->cq_mask].res;
+	/* R7: pairs with the kernel's acquire of the CQ head. */
+	atomic_store_explicit(u->cq_head, head + 1, memory_order_release);
+	return res;
+}
+
+/* Each record as io_uring sends (one in flight), then the end: shutdown(SHUT_WR). */
+static void uring_produce(int fd, const struct config *c, struct report *rep)
+{
+	struct uring u;
+	struct source s;
+	int res = 0;
+
+	uring_init(&u);
+	source_init(&s, c);
+	source_latency_prepare(c);
+	while (source_next(&s)) {
+		for (uint32_t off = 0; off < c->record_size; off += (uint32_t)res) {
+			uring_submit(&u, IORING_OP_SEND, fd, s.rec + off, c->record_size - off);
+			if ((res = uring_wait(&u)) <= 0)
+				die("io_uring send", res < 0 ? res : -EPIPE);
+		}
+		source_wait_seen(&s);
+	}
+	source_fini(&s, rep);
+	if (shutdown(fd, SHUT_WR) < 0)
+		die("shutdown", -errno);
+	uring_exit(&u);
+}
+
+/*
+ * A receive is always in flight, as fdx's loop keeps one: the next one is
+ * submitted (into the other buffer) before the producer may send the next
+ * record, and after the record that completed was timed.
+ */
+static void uring_consume(int fd, const struct config *c, struct consumed *cs)
+{
+	uint32_t len = c->record_size, got = 0;
+	unsigned char *buf[2] = {malloc(len), malloc(len)};
+	struct uring u;
+	int cur = 0, res;
+
+	if (!buf[0] || !buf[1])
+		die("malloc", -ENOMEM);
+	uring_init(&u);
+	consumed_init(cs, c);
+	uring_submit(&u, IORING_OP_RECV, fd, buf[cur], len);
+	for (;;) {
+		if ((res = uring_wait(&u)) < 0)
+			die("io_uring recv", res);
+		if (res == 0)
+			break;
+		if (!cs->t_first)
+			consumed_start(cs);
+		got += (uint32_t)res;
+		if (got < len) {
+			uring_submit(&u, IORING_OP_RECV, fd, buf[cur] + got, len - got);
+			continue;
+		}
+		consumed_read(cs, buf[cur], len);
+		uring_submit(&u, IORING_OP_RECV, fd, buf[!cur], len);
+		consumed_seen(cs);
+		consumed_tick(cs);
+		cur = !cur;
+		got = 0;
+	}
+	if (got)
+		die("the stream ended inside a record", FDX_EPROTO);
+	consumed_end(cs);
+	uring_exit(&u);
+	free(buf[0]);
+	free(buf[1]);
+}
+
+/* ---- eventfd: a wake carrying the send time -------------------------------------- */
+
+/* Write each record's send time to the eventfd; the consumer has read one before the next. */
+static void eventfd_produce(int efd, const struct config *c, struct report *rep)
+{
+	struct source s;
+	uint64_t v;
+
+	source_init(&s, c);
+	source_latency_prepare(c);
+	while (source_next(&s)) {
+		memcpy(&v, s.rec + 8, sizeof(v)); /* the send time source_next() wrote */
+		write_full(efd, &v, sizeof(v), "write the eventfd");
+		source_wait_seen(&s);
+	}
+	source_fini(&s, rep);
+	v = EVENTFD_END;
+	write_full(efd, &v, sizeof(v), "write the eventfd");
+}
+
+/* A blocking read returns each send time; the record is put together around it and read. */
+static void eventfd_consume(int efd, const struct config *c, struct consumed *cs)
+{
+	unsigned char *rec = record_make(c->record_size);
+	uint64_t v, n;
+
+	consumed_init(cs, c);
+	for (;;) {
+		if (read_full(efd, &v, sizeof(v), "read the eventfd") != sizeof(v))
+			die("read the eventfd: end of file", -EIO);
+		if (v == EVENTFD_END)
+			break;
+		if (!cs->t_first)
+			consumed_start(cs);
+		n = cs->records;
+		memcpy(rec, &n, sizeof(n));
+		memcpy(rec + 8, &v, sizeof(v));
+		consumed_record(cs, rec, c->record_size);
+		consumed_tick(cs);
+	}
+	consumed_end(cs);
+	free(rec);
 }
 
 /* ---- tcp-copy: plain blocking TCP loopback, as a Netty-style stack ------------- */
@@ -1342,6 +2125,7 @@ static void copy_consume(int fd, const struct config *c, struct consumed *cs)
 	}
 	if (have)
 		die("the stream ended inside a record", FDX_EPROTO);
+	consumed_end(cs);
 	free(buf);
 }
 
@@ -1629,6 +2413,7 @@ static int grpc_producer_main(const struct config *c, int addr_fd, int rep_fd)
 		gpr_free(msg);
 		exit(1);
 	}
+	report_cpu_done(&rep); /* the producer's part ends with the call */
 	write_full(rep_fd, &rep, sizeof(rep), "send the report");
 
 	/* Teardown in gRPC's order: calls, channel, queue, library. */
@@ -1695,8 +2480,10 @@ static void grpc_consume(struct grpc_srv_call *sc, grpc_completion_queue *cq,
 		}
 		if (!ev.success)
 			fail("receiving a message failed: the producer's call broke");
-		if (!bb)
-			break; /* the half-close */
+		if (!bb) {
+			consumed_end(cs); /* the half-close */
+			break;
+		}
 		if (!cs->t_first)
 			consumed_start(cs);
 		/* Out of gRPC's slices into one piece, as a parser takes a bytes field. */
@@ -1801,6 +2588,18 @@ static int grpc_consumer_main(const struct config *c, int addr_fd, int rep_fd, i
 
 /* ---- the main process: one run --------------------------------------------------- */
 
+/* The ceilings run --reps repetitions after a warm-up of one repetition's length. */
+static int phased(const struct config *c, enum mode m)
+{
+	return !c->latency && (m == MODE_CEILING || m == MODE_RING);
+}
+
+/* How long mode m's producer produces (--latency: at most). */
+static double run_seconds(const struct config *c, enum mode m)
+{
+	return phased(c, m) ? c->seconds * (c->reps + 1) / c->reps : c->seconds;
+}
+
 /* What the main process shows on stderr while runs go. */
 struct progress {
 	int on; /* the invocation is long enough to want it */
@@ -1838,9 +2637,10 @@ static void progress_line(void)
 	else if (c->latency)
 		fprintf(stderr, "%llu of %llu records", (unsigned long long)records,
 			(unsigned long long)LAT_WARMUP + c->lat_count);
-	else if ((double)(t - t_first) / 1e9 <= c->seconds)
+	else if ((double)(t - t_first) / 1e9 <= run_seconds(c, progress.m))
 		fprintf(stderr, "%.1f of %.1f s, %.3f GB/s", (double)(t - t_first) / 1e9,
-			c->seconds, t > t_first ? (double)bytes / (double)(t - t_first) : 0.0);
+			run_seconds(c, progress.m),
+			t > t_first ? (double)bytes / (double)(t - t_first) : 0.0);
 	else
 		fprintf(stderr, "%.1f s, finishing", (double)(t - t_first) / 1e9);
 	fputs("\033[K", stderr);
@@ -1873,7 +2673,7 @@ static void progress_start(int i, int n, enum mode m, const struct config *c)
 			n, mode_names[m], c->record_size, c->lat_count, c->seconds);
 	else
 		fprintf(stderr, "[%d/%d] %s, %u B records, %g s\n", i, n, mode_names[m],
-			c->record_size, c->seconds);
+			c->record_size, run_seconds(c, m));
 }
 
 /* Called first in every child. */
@@ -1887,7 +2687,7 @@ static void child_setup(const struct config *c, pid_t parent, const char *role, 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent)
 		_exit(1);
-	alarm((unsigned)c->seconds + WATCHDOG_S);
+	alarm((unsigned)run_seconds(c, m) + WATCHDOG_S);
 	progress.on = 0; /* the main process's */
 }
 
@@ -1982,16 +2782,129 @@ static int reap(enum mode m, const pid_t *pids, const char *const *roles, int n)
 	return failed ? -1 : 0;
 }
 
+/*
+ * What the main process makes for a run of a mode without fdx, before
+ * fork(): the ceilings' shared memory, the mechanisms' descriptors.
+ */
+struct lane {
+	struct ring_hdr *hdr; /* shm-ring */
+	unsigned char *data; /* shm-ring: the ring's bytes; shm-ceiling: the slots */
+	uint64_t data_len; /* as mapped */
+	struct slot_ring slots; /* shm-ceiling */
+	size_t queues_len; /* shm-ceiling: the mapping of slots.h */
+	int fd[2]; /* uring-unix, eventfd: the consumer's and the producer's */
+};
+
+/* The ceilings' data: hugetlb pages if the system has some free, else small pages. */
+static void *ring_map(uint64_t size, int *huge)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_HUGETLB,
+		       -1, 0);
+
+	*huge = p != MAP_FAILED;
+	if (p == MAP_FAILED)
+		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		die("mmap the ceiling's memory", -errno);
+	/* Fault every page in now, once for both processes, as the fdx region is. */
+	memset(p, 0, size);
+	return p;
+}
+
+static void *shared_map(size_t len, const char *what)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		die(what, -errno);
+	return p;
+}
+
+static void lane_open(const struct config *c, enum mode m, struct lane *l)
+{
+	unsigned char *q;
+
+	*l = (struct lane){.fd = {-1, -1}};
+	switch (m) {
+	case MODE_RING:
+		l->hdr = shared_map(sizeof(*l->hdr), "mmap the ring header");
+		atomic_init(&l->hdr->head, 0);
+		atomic_init(&l->hdr->tail, 0);
+		l->data_len = c->ring_size;
+		l->data = ring_map(l->data_len, &huge_pages[m]);
+		break;
+	case MODE_CEILING:
+		l->queues_len = slot_queues_size(c->slots);
+		q = shared_map(l->queues_len, "mmap the slot queues");
+		l->slots = (struct slot_ring){
+			.h = (struct slot_hdr *)(void *)q,
+			.sent = (uint64_t *)(void *)(q + sizeof(struct slot_hdr)),
+			.back = (uint32_t *)(void *)(q + slot_back_offset(c->slots)),
+			.n = c->slots,
+			.seg = c->seg_size};
+		atomic_init(&l->slots.h->sent_head, 0);
+		atomic_init(&l->slots.h->back_head, 0);
+		l->data_len = ((uint64_t)c->slots * c->seg_size + CEILING_MAP_ALIGN - 1) /
+			      CEILING_MAP_ALIGN * CEILING_MAP_ALIGN;
+		l->data = ring_map(l->data_len, &huge_pages[m]);
+		l->slots.data = l->data;
+		break;
+	case MODE_URING:
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, l->fd) < 0)
+			die("socketpair", -errno);
+		break;
+	case MODE_EVENTFD:
+		/* One eventfd; each side closes the other's descriptor, as with the socket pair. */
+		if ((l->fd[0] = eventfd(0, EFD_CLOEXEC)) < 0)
+			die("eventfd", -errno);
+		if ((l->fd[1] = fcntl(l->fd[0], F_DUPFD_CLOEXEC, 0)) < 0)
+			die("dup the eventfd", -errno);
+		break;
+	default:
+		break;
+	}
+}
+
+/* The main process's part: the descriptors once both children have them, the rest after. */
+static void lane_close_fds(struct lane *l)
+{
+	close_all(l->fd, 2);
+	l->fd[0] = l->fd[1] = -1;
+}
+
+static void lane_close(struct lane *l)
+{
+	lane_close_fds(l);
+	if (l->data)
+		munmap(l->data, l->data_len);
+	if (l->hdr)
+		munmap(l->hdr, sizeof(*l->hdr));
+	if (l->slots.h)
+		munmap(l->slots.h, l->queues_len);
+}
+
 /* The consumer's process: every mode but local. */
 _Noreturn static void consumer_child(const struct config *c, enum mode m, int addr_fd, int rep_fd,
-				     int res_fd, struct ring_hdr *hdr, unsigned char *data)
+				     int res_fd, const struct lane *l)
 {
 	struct consumed cs;
 
 	switch (m) {
 	case MODE_CEILING:
+	case MODE_RING:
+	case MODE_URING:
+	case MODE_EVENTFD:
+		if (l->fd[1] >= 0)
+			close(l->fd[1]);
 		pin_self(c->cpus[1]);
-		ring_consume(hdr, data, c, &cs);
+		if (m == MODE_CEILING)
+			slot_consume(&l->slots, c, &cs);
+		else if (m == MODE_RING)
+			ring_consume(l->hdr, l->data, c, &cs);
+		else if (m == MODE_URING)
+			uring_consume(l->fd[0], c, &cs);
+		else
+			eventfd_consume(l->fd[0], c, &cs);
 		consumer_finish(NULL, &cs, 1, rep_fd, res_fd);
 		exit(0);
 	case MODE_TCP_COPY:
@@ -2005,14 +2918,26 @@ _Noreturn static void consumer_child(const struct config *c, enum mode m, int ad
 
 /* The producer's process: every mode but local. */
 _Noreturn static void producer_child(const struct config *c, enum mode m, int addr_fd, int rep_fd,
-				     struct ring_hdr *hdr, unsigned char *data)
+				     const struct lane *l)
 {
 	struct report r;
 
 	switch (m) {
 	case MODE_CEILING:
+	case MODE_RING:
+	case MODE_URING:
+	case MODE_EVENTFD:
+		if (l->fd[0] >= 0)
+			close(l->fd[0]);
 		pin_self(c->cpus[0]);
-		ring_produce(hdr, data, c, &r);
+		if (m == MODE_CEILING)
+			slot_produce(&l->slots, c, &r);
+		else if (m == MODE_RING)
+			ring_produce(l->hdr, l->data, c, &r);
+		else if (m == MODE_URING)
+			uring_produce(l->fd[1], c, &r);
+		else
+			eventfd_produce(l->fd[1], c, &r);
 		write_full(rep_fd, &r, sizeof(r), "send the report");
 		exit(0);
 	case MODE_TCP_COPY:
@@ -2030,10 +2955,9 @@ static int run(struct config *c, enum mode m, struct result *res)
 	static const char *const roles[] = {"consumer", "producer"};
 	int addr[2] = {-1, -1}, rep[2] = {-1, -1}, out[2] = {-1, -1};
 	pid_t pids[2], parent = getpid();
-	struct ring_hdr *hdr = NULL;
-	unsigned char *data = NULL;
 	const char *tmp = getenv("TMPDIR");
 	int n = 0, failed;
+	struct lane l;
 
 	if (!tmp || !*tmp || strlen(tmp) > 64)
 		tmp = "/tmp";
@@ -2041,21 +2965,11 @@ static int run(struct config *c, enum mode m, struct result *res)
 	if (!mkdtemp(c->dir))
 		die("mkdtemp", -errno);
 	make_pipe(out);
-	if (m == MODE_CEILING) {
-		int huge;
-
-		hdr = mmap(NULL, sizeof(*hdr), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-			   -1, 0);
-		if (hdr == MAP_FAILED)
-			die("mmap the ring header", -errno);
-		atomic_init(&hdr->head, 0);
-		atomic_init(&hdr->tail, 0);
-		data = ring_map(c->ring_size, &huge);
-		ceiling_huge = huge;
-	}
+	lane_open(c, m, &l);
+	memset(rtts, 0, (size_t)c->channels * sizeof(*rtts));
 	if (m != MODE_LOCAL)
 		make_pipe(rep);
-	if (m != MODE_LOCAL && m != MODE_CEILING)
+	if (m == MODE_SHM || m == MODE_TCP || m == MODE_TCP_COPY || m == MODE_GRPC)
 		make_pipe(addr);
 
 	/* The consumer (or the one local process). */
@@ -2067,7 +2981,7 @@ static int run(struct config *c, enum mode m, struct result *res)
 		close(rep[1]);
 		if (addr[0] >= 0)
 			close(addr[0]);
-		consumer_child(c, m, addr[1], rep[0], out[1], hdr, data);
+		consumer_child(c, m, addr[1], rep[0], out[1], &l);
 	}
 	/* The producer. */
 	if (m != MODE_LOCAL && (pids[n++] = spawn()) == 0) {
@@ -2077,13 +2991,14 @@ static int run(struct config *c, enum mode m, struct result *res)
 		close(rep[0]);
 		if (addr[1] >= 0)
 			close(addr[1]);
-		producer_child(c, m, addr[0], rep[1], hdr, data);
+		producer_child(c, m, addr[0], rep[1], &l);
 	}
 	/* Only the children may hold the write ends: end of file must mean they are gone. */
 	close(out[1]);
 	out[1] = -1;
 	close_all(rep, 2);
 	close_all(addr, 2);
+	lane_close_fds(&l);
 
 	failed = reap(m, pids, m == MODE_LOCAL ? (const char *const[]){"process"} : roles, n);
 	if (!failed && read_full(out[0], res, sizeof(*res), "read the result") != sizeof(*res)) {
@@ -2092,10 +3007,7 @@ static int run(struct config *c, enum mode m, struct result *res)
 		failed = -1;
 	}
 	close(out[0]);
-	if (hdr) {
-		munmap(data, c->ring_size);
-		munmap(hdr, sizeof(*hdr));
-	}
+	lane_close(&l);
 	dir_cleanup(c->dir);
 	return failed;
 }
@@ -2106,21 +3018,29 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: fdx-bench [--mode M[,M...] | --compare] [--latency [--count N] [--gap US]]\n"
-		"                 [--seconds S] [--record-size N | --sizes LIST] [--channels N]\n"
-		"                 [--segment-size N] [--exclusive N] [--floating N] [--pool N]\n"
-		"                 [--json | --csv] [--plot FILE.png] [--help]\n"
+		"                 [--seconds S] [--reps N] [--record-size N | --sizes LIST]\n"
+		"                 [--channels N] [--segment-size N] [--exclusive N] [--floating N]\n"
+		"                 [--pool N] [--json | --csv] [--verbose] [--plot FILE.png] [--help]\n"
 		"  --mode M[,M...]   what carries the data (default shm), one or more of:\n"
 		"                      shm, tcp, local: fdx's links\n"
-		"                      shm-ceiling: a raw shared-memory ring, no flow control:\n"
-		"                        the machine's limit\n"
+		"                      shm-ceiling: the machine's limit with fdx's memory: as many\n"
+		"                        slots of --segment-size as fdx has segments in flight,\n"
+		"                        their numbers handed back through shared memory\n"
+		"                      shm-ring: a raw shared-memory byte ring of the pool's size,\n"
+		"                        no budget, no slots\n"
 		"                      tcp-copy: blocking TCP loopback read/write of the same\n"
 		"                        buffers, as a Netty-style stack does\n"
 		"                      grpc-data: the records as gRPC messages on one\n"
 		"                        bidirectional stream, as the original FlinkDotNet does\n"
-		"                    shm-ceiling, tcp-copy and grpc-data have one lane: --channels,\n"
-		"                    --exclusive and --floating do not apply (they report 1 channel)\n"
+		"                      uring-unix (--latency only): io_uring send -> io_uring recv\n"
+		"                        on a Unix stream socket, the mechanism under fdx's data\n"
+		"                      eventfd (--latency only): an eventfd write -> the other\n"
+		"                        process's blocking read returns: a wake\n"
+		"                    the ceilings, tcp-copy, grpc-data and the mechanisms have one\n"
+		"                    lane: --channels does not apply (they report 1 channel)\n"
 		"  --compare         run every mode on the same workload, print each one's ratio\n"
-		"                    to shm and the targets (MET / NOT MET)\n"
+		"                    to shm and the targets (MET / NOT MET); with --latency the\n"
+		"                    mechanisms (grpc-data, uring-unix, eventfd) come last\n"
 		"  --latency         one-way latency instead of throughput: one record at a time,\n"
 		"                    sent at once (flushed), the next once the consumer read it;\n"
 		"                    prints p50, p99, p99.9 and max in microseconds\n"
@@ -2129,25 +3049,34 @@ static void usage(FILE *f)
 		"  --gap US          --latency: pause this long after a record was read before\n"
 		"                    sending the next, 0..%u (default 0: at once)\n"
 		"  --seconds S       how long the producer emits, per run (default 3)\n"
+		"  --reps N          shm-ceiling and shm-ring: after a warm-up of S/N seconds, N\n"
+		"                    repetitions of S/N seconds, 1..%u (default %u); the median\n"
+		"                    is reported (--verbose: min..max too)\n"
 		"  --record-size N   bytes per record, %u..%u, K/M suffix ok (default %u;\n"
 		"                    %u with --latency, which needs at least %u)\n"
 		"  --sizes LIST      run at each of these record sizes, e.g. 64,256,1024,4096\n"
 		"  --channels N      subpartitions = input channels, 1..65536 (default 1)\n"
 		"  --segment-size N  buffer size, a power of two in [4K, 1M] (default 32K); also\n"
-		"                    tcp-copy's write size and grpc-data's flush step\n"
+		"                    shm-ceiling's slot, tcp-copy's write size and grpc-data's\n"
+		"                    flush step\n"
 		"  --exclusive N     exclusive credits per channel (default max(%u, %u / channels); 0 = none)\n"
 		"  --floating N      floating credits per gate (default %u; 0 = none)\n"
 		"  --pool N          producer pool, segments (default max(%u, credits + %u))\n"
 		"  --json            print {\"results\": [...]} instead of a table\n"
 		"  --csv             print CSV (a header, then one row per run) instead of a table\n"
+		"  --verbose         under each run in the table: each process's CPU time, a\n"
+		"                    ceiling's repetitions, each fdx channel's credit round trip\n"
 		"  --plot FILE.png   print the CSV and draw GB/s against record size with gnuplot\n"
 		"                    (Debian package gnuplot-nox), one line per mode; without\n"
-		"                    --mode it runs every mode\n"
+		"                    --mode it runs every throughput mode\n"
+		"Every run also reports the CPU time of both processes (getrusage: user + system,\n"
+		"every thread) per GB of record payload: cpu_s_per_GB.\n"
 		"The producer runs on the first allowed CPU, the consumer on the second.\n"
 		"Invocations planned longer than %g s show progress on stderr.\n",
-		LAT_COUNT_MAX, LAT_COUNT_DEFAULT, LAT_WARMUP, LAT_GAP_MAX_US, RECORD_MIN,
-		RECORD_MAX, RECORD_DEFAULT, LAT_RECORD_DEFAULT, LAT_RECORD_MIN, EXCLUSIVE_MIN,
-		EXCLUSIVE_TOTAL, FLOATING_DEFAULT, POOL_DEFAULT, POOL_SLACK, PROGRESS_PLAN_S);
+		LAT_COUNT_MAX, LAT_COUNT_DEFAULT, LAT_WARMUP, LAT_GAP_MAX_US, REPS_MAX,
+		REPS_DEFAULT, RECORD_MIN, RECORD_MAX, RECORD_DEFAULT, LAT_RECORD_DEFAULT,
+		LAT_RECORD_MIN, EXCLUSIVE_MIN, EXCLUSIVE_TOTAL, FLOATING_DEFAULT, POOL_DEFAULT,
+		POOL_SLACK, PROGRESS_PLAN_S);
 }
 
 static void bad_option(const char *what, const char *arg)
@@ -2193,7 +3122,7 @@ static void parse_modes(const char *arg, unsigned *mask)
 			;
 		if (m == MODE_COUNT)
 			bad_option("--mode: each mode must be shm, tcp, local, shm-ceiling, "
-				   "tcp-copy or grpc-data, not",
+				   "shm-ring, tcp-copy, grpc-data, uring-unix or eventfd, not",
 				   tok);
 		*mask |= 1u << m;
 	}
@@ -2241,7 +3170,7 @@ static uint64_t pow2_at_least(uint64_t v)
 	return p;
 }
 
-/* shm-ceiling's ring for c's pool and record size. */
+/* shm-ring's ring for c's pool and record size. */
 static void config_ring(struct config *c)
 {
 	c->ring_size = pow2_at_least((uint64_t)c->pool * c->seg_size);
@@ -2266,11 +3195,29 @@ static double us(uint64_t ns)
 	return (double)ns / 1e3;
 }
 
+/* Both processes' CPU seconds. */
+static double cpu_s(const struct result *r)
+{
+	return (double)(r->cpu_prod_ns + r->cpu_cons_ns) / 1e9;
+}
+
+/* Both processes' CPU seconds per GB of record payload moved. */
+static double cpu_s_per_gb(const struct result *r)
+{
+	return r->cpu_bytes ? cpu_s(r) * 1e9 / (double)r->cpu_bytes : 0.0;
+}
+
+static double cpu_us_per_record(const struct result *r)
+{
+	return r->cpu_records ? cpu_s(r) * 1e6 / (double)r->cpu_records : 0.0;
+}
+
 /* One run's outcome, as the main process keeps it. */
 struct outcome {
 	enum mode m;
 	uint32_t record_size;
 	struct result r;
+	struct rtt_entry *rtt; /* fdx's modes: one entry per channel; else NULL */
 };
 
 static void print_target(const char *what, double value, int at_most, double target, int *all)
@@ -2280,6 +3227,38 @@ static void print_target(const char *what, double value, int at_most, double tar
 	printf("  %-44s %10.2f  (%s %.2f) %s\n", what, value, at_most ? "<=" : ">=", target,
 	       met ? "MET" : "NOT MET");
 	*all &= met;
+}
+
+/* A comparison without a target. */
+static void print_info(const char *what, double value)
+{
+	printf("  %-44s %10.2f  (no target)\n", what, value);
+}
+
+/* --latency: the mechanisms that ran, one line each: what fdx's parts cost at least. */
+static void print_mechanisms(const struct result *res, const int *ran)
+{
+	static const struct {
+		enum mode m;
+		const char *what;
+	} mech[] = {
+		{MODE_GRPC, "gRPC one-way (grpc-data): credits ride on it"},
+		{MODE_URING, "io_uring Unix-socket one-way (uring-unix): data"},
+		{MODE_EVENTFD, "eventfd wake (eventfd): each thread hand-off"},
+	};
+	int header = 0;
+
+	for (size_t i = 0; i < sizeof(mech) / sizeof(mech[0]); i++) {
+		const struct result *r = &res[mech[i].m];
+
+		if (!ran[mech[i].m])
+			continue;
+		if (!header)
+			printf("\nmechanisms fdx's parts ride on (bare, no fdx; no target):\n");
+		header = 1;
+		printf("  %-48s p50 %7.1f us, p99 %7.1f us\n", mech[i].what, us(r->p50_ns),
+		       us(r->p99_ns));
+	}
 }
 
 /* The targets that the runs of one record size can be checked against. */
@@ -2300,12 +3279,16 @@ static void print_targets(const struct config *c, uint32_t size, int several,
 			print_target("shm p99 (us), at most tcp-copy's p99",
 				     us(res[MODE_SHM].p99_ns), 1, us(res[MODE_TCP_COPY].p99_ns),
 				     &all);
+		print_mechanisms(res, ran);
 		return;
 	}
 	if (ran[MODE_CEILING])
-		print_target("shm / shm-ceiling (records/s)",
+		print_target("shm / shm-ceiling (same memory)",
 			     records_per_s(&res[MODE_SHM]) / records_per_s(&res[MODE_CEILING]), 0,
 			     size >= 32768 ? 0.85 : 0.80, &all);
+	if (ran[MODE_RING])
+		print_info("shm / shm-ring (unbounded ring)",
+			   records_per_s(&res[MODE_SHM]) / records_per_s(&res[MODE_RING]));
 	if (ran[MODE_TCP])
 		print_target("shm / tcp (records/s)",
 			     records_per_s(&res[MODE_SHM]) / records_per_s(&res[MODE_TCP]), 0, 3.0,
@@ -2318,6 +3301,9 @@ static void print_targets(const struct config *c, uint32_t size, int several,
 		print_target("shm / grpc-data (records/s)",
 			     records_per_s(&res[MODE_SHM]) / records_per_s(&res[MODE_GRPC]), 0,
 			     10.0, &all);
+	if (ran[MODE_TCP_COPY])
+		print_target("shm cpu s/GB, at most tcp-copy's", cpu_s_per_gb(&res[MODE_SHM]), 1,
+			     cpu_s_per_gb(&res[MODE_TCP_COPY]), &all);
 	if (size == 64)
 		print_target("shm, 64-byte records (M records/s)",
 			     records_per_s(&res[MODE_SHM]) / 1e6, 0, 25.0, &all);
@@ -2329,7 +3315,7 @@ static void csv_header(FILE *f, int latency)
 {
 	fprintf(f,
 		"mode,record_size,channels,records_per_s,gbytes_per_s,segment_size,seconds,"
-		"records%s\n",
+		"records%s,cpu_s_per_GB,cpu_us_per_record\n",
 		latency ? ",p50_us,p99_us,p999_us,max_us,samples,gap_us" : "");
 }
 
@@ -2342,7 +3328,17 @@ static void csv_row(FILE *f, const struct config *c, const struct outcome *o)
 		fprintf(f, ",%.3f,%.3f,%.3f,%.3f,%llu,%.0f", us(o->r.p50_ns), us(o->r.p99_ns),
 			us(o->r.p999_ns), us(o->r.max_ns), (unsigned long long)o->r.samples,
 			us(c->gap_ns));
-	fputc('\n', f);
+	fprintf(f, ",%.4f,%.4f\n", cpu_s_per_gb(&o->r), cpu_us_per_record(&o->r));
+}
+
+/* The CPU keys of one result: both processes' seconds, and each one's when there are two. */
+static void json_cpu(const struct result *r)
+{
+	printf(", \"cpu_s\": %.6f, \"cpu_s_per_GB\": %.4f, \"cpu_us_per_record\": %.4f", cpu_s(r),
+	       cpu_s_per_gb(r), cpu_us_per_record(r));
+	if (!r->one_process)
+		printf(", \"cpu_producer_s\": %.6f, \"cpu_consumer_s\": %.6f",
+		       (double)r->cpu_prod_ns / 1e9, (double)r->cpu_cons_ns / 1e9);
 }
 
 static void json_print(const struct config *c, const struct outcome *outs, int n)
@@ -2363,6 +3359,31 @@ static void json_print(const struct config *c, const struct outcome *outs, int n
 			       "\"p999_us\": %.3f, \"max_us\": %.3f, \"samples\": %llu, \"gap_us\": %.0f",
 			       us(o->r.p50_ns), us(o->r.p99_ns), us(o->r.p999_ns), us(o->r.max_ns),
 			       (unsigned long long)o->r.samples, us(c->gap_ns));
+		json_cpu(&o->r);
+		if (o->m == MODE_CEILING)
+			printf(", \"slots\": %u, \"memory_bytes\": %llu", c->slots,
+			       (unsigned long long)c->slots * c->seg_size);
+		if (o->m == MODE_RING)
+			printf(", \"memory_bytes\": %llu", (unsigned long long)c->ring_size);
+		if (o->r.reps) {
+			printf(", \"reps\": %u, \"warmup_s\": %.3f, \"rep_gbytes_per_s\": [",
+			       o->r.reps, c->seconds / c->reps);
+			for (uint32_t j = 0; j < o->r.reps; j++)
+				printf("%s%.4f", j ? ", " : "",
+				       (double)o->r.rep_bytes[j] / (double)o->r.rep_ns[j]);
+			printf("]");
+		}
+		if (o->rtt) {
+			printf(", \"credit_rtt\": [");
+			for (uint32_t j = 0; j < c->channels; j++)
+				printf("%s{\"channel\": %u, \"rtt_count\": %llu, \"rtt_p50_ns\": %llu, "
+				       "\"rtt_p99_ns\": %llu, \"rtt_max_ns\": %llu}",
+				       j ? ", " : "", j, (unsigned long long)o->rtt[j].count,
+				       (unsigned long long)o->rtt[j].p50_ns,
+				       (unsigned long long)o->rtt[j].p99_ns,
+				       (unsigned long long)o->rtt[j].max_ns);
+			printf("]");
+		}
 		printf("}");
 	}
 	printf("]}\n");
@@ -2542,7 +3563,8 @@ static void plot_check_path(const char *png)
 		bad_option("--plot wants a file name, not a directory:", png);
 }
 
-static void print_header(const struct config *c, const uint32_t *sizes, uint32_t n_sizes)
+static void print_header(const struct config *c, const uint32_t *sizes, uint32_t n_sizes,
+			 unsigned modes)
 {
 	char list[SIZES_MAX * 12] = "", gap[48] = "";
 	size_t off = 0;
@@ -2566,36 +3588,98 @@ static void print_header(const struct config *c, const uint32_t *sizes, uint32_t
 		       fdx_version_string(), c->seconds, list, c->channels,
 		       c->channels == 1 ? "" : "s", c->seg_size);
 	printf("credit settings: exclusive %u per channel, floating %u per gate; producer "
-	       "pool %u segments (%.1f MiB); shm-ceiling ring %.1f MiB\n",
+	       "pool %u segments (%.1f MiB)\n",
 	       c->exclusive, c->floating, c->pool,
-	       (double)c->pool * c->seg_size / (1024.0 * 1024.0),
-	       (double)c->ring_size / (1024.0 * 1024.0));
+	       (double)c->pool * c->seg_size / (1024.0 * 1024.0));
+	if (modes & (MODE_BIT(MODE_CEILING) | MODE_BIT(MODE_RING))) {
+		printf("ceilings: shm-ceiling %u slots of %u B = %.1f MiB (fdx's segments in "
+		       "flight), shm-ring %.1f MiB",
+		       c->slots, c->seg_size, (double)c->slots * c->seg_size / (1024.0 * 1024.0),
+		       (double)c->ring_size / (1024.0 * 1024.0));
+		if (!c->latency)
+			printf("; a warm-up of %g s, then the median of %u repetitions of %g s",
+			       c->seconds / c->reps, c->reps, c->seconds / c->reps);
+		printf("\n");
+	}
 	if (c->cpus[0] >= 0)
 		printf("producer on CPU %d, consumer on CPU %d\n\n", c->cpus[0], c->cpus[1]);
 	else
 		printf("fewer than 2 CPUs allowed: producer and consumer not pinned\n\n");
 	if (c->latency)
-		printf("%-12s %11s %8s %9s %9s %9s %9s\n", "mode", "record_size", "samples",
-		       "p50 us", "p99 us", "p99.9 us", "max us");
+		printf("%-12s %11s %8s %9s %9s %9s %9s %9s %10s\n", "mode", "record_size",
+		       "samples", "p50 us", "p99 us", "p99.9 us", "max us", "cpu s/GB",
+		       "cpu us/rec");
 	else
-		printf("%-12s %11s %8s %14s %9s %7s\n", "mode", "record_size", "channels",
-		       "records/s", "GB/s", "vs shm");
+		printf("%-12s %11s %8s %14s %9s %7s %9s\n", "mode", "record_size", "channels",
+		       "records/s", "GB/s", "vs shm", "cpu s/GB");
 }
 
 static void print_row(const struct config *c, const struct outcome *o, const struct result *shm)
 {
 	if (c->latency) {
-		printf("%-12s %11u %8llu %9.1f %9.1f %9.1f %9.1f\n", mode_names[o->m],
+		printf("%-12s %11u %8llu %9.1f %9.1f %9.1f %9.1f %9.2f %10.2f\n", mode_names[o->m],
 		       o->record_size, (unsigned long long)o->r.samples, us(o->r.p50_ns),
-		       us(o->r.p99_ns), us(o->r.p999_ns), us(o->r.max_ns));
+		       us(o->r.p99_ns), us(o->r.p999_ns), us(o->r.max_ns), cpu_s_per_gb(&o->r),
+		       cpu_us_per_record(&o->r));
 		return;
 	}
 	printf("%-12s %11u %8u %14.0f %9.3f", mode_names[o->m], o->record_size, o->r.channels,
 	       records_per_s(&o->r), gbytes_per_s(&o->r));
 	if (shm)
-		printf(" %7.2f\n", records_per_s(&o->r) / records_per_s(shm));
+		printf(" %7.2f", records_per_s(&o->r) / records_per_s(shm));
 	else
-		printf(" %7s\n", "-");
+		printf(" %7s", "-");
+	printf(" %9.3f\n", cpu_s_per_gb(&o->r));
+}
+
+/* --verbose: under a row, the CPU time of each process, the repetitions, the round trips. */
+static void print_verbose(const struct config *c, const struct outcome *o)
+{
+	const struct result *r = &o->r;
+	uint32_t shown = c->channels < VERBOSE_CHANNELS ? c->channels : VERBOSE_CHANNELS;
+
+	if (r->one_process)
+		printf("    cpu: the one process %.3f s", cpu_s(r));
+	else
+		printf("    cpu: producer %.3f s + consumer %.3f s", (double)r->cpu_prod_ns / 1e9,
+		       (double)r->cpu_cons_ns / 1e9);
+	if (r->cpu_bytes >= 100000000)
+		printf(" for %.3f GB", (double)r->cpu_bytes / 1e9);
+	else
+		printf(" for %.3f MB", (double)r->cpu_bytes / 1e6);
+	printf(", %llu records\n", (unsigned long long)r->cpu_records);
+	if (r->reps) {
+		double lo = INFINITY, hi = 0;
+
+		for (uint32_t j = 0; j < r->reps; j++) {
+			double g = (double)r->rep_bytes[j] / (double)r->rep_ns[j];
+
+			lo = fmin(lo, g);
+			hi = fmax(hi, g);
+		}
+		printf("    %u repetitions of %.2f s after a %.2f s warm-up: median %.3f GB/s, "
+		       "min..max %.3f..%.3f GB/s\n",
+		       r->reps, c->seconds / c->reps, c->seconds / c->reps, gbytes_per_s(r), lo,
+		       hi);
+	}
+	if (!o->rtt)
+		return;
+	for (uint32_t j = 0; j < shown; j++)
+		printf("    channel %u: credit rtt p50/p99/max %.1f/%.1f/%.1f us, %llu round trips\n",
+		       j, us(o->rtt[j].p50_ns), us(o->rtt[j].p99_ns), us(o->rtt[j].max_ns),
+		       (unsigned long long)o->rtt[j].count);
+	if (c->channels > shown) {
+		uint64_t n = 0, p99 = 0, max = 0;
+
+		for (uint32_t j = shown; j < c->channels; j++) {
+			n += o->rtt[j].count;
+			p99 = o->rtt[j].p99_ns > p99 ? o->rtt[j].p99_ns : p99;
+			max = o->rtt[j].max_ns > max ? o->rtt[j].max_ns : max;
+		}
+		printf("    channels %u..%u: credit rtt p99 at most %.1f us, max %.1f us, %llu round "
+		       "trips (--json lists each)\n",
+		       shown, c->channels - 1, us(p99), us(max), (unsigned long long)n);
+	}
 }
 
 int main(int argc, char **argv)
@@ -2616,6 +3700,8 @@ int main(int argc, char **argv)
 						 {"sizes", required_argument, NULL, 'S'},
 						 {"csv", no_argument, NULL, 'v'},
 						 {"plot", required_argument, NULL, 'P'},
+						 {"reps", required_argument, NULL, 'R'},
+						 {"verbose", no_argument, NULL, 'V'},
 						 {"help", no_argument, NULL, 'h'},
 						 {NULL, 0, NULL, 0}};
 	struct config c = {.seconds = 3.0,
@@ -2625,14 +3711,16 @@ int main(int argc, char **argv)
 			   .exclusive = UINT32_MAX, /* not given */
 			   .floating = FLOATING_DEFAULT,
 			   .lat_count = 0, /* not given */
+			   .reps = REPS_DEFAULT,
 			   .cpus = {-1, -1}};
 	uint32_t sizes[SIZES_MAX], n_sizes = 0;
 	unsigned modes = 0;
-	int compare = 0, json = 0, csv = 0, ncpu = 0, opt, n_runs, k = 0, rc = 0;
+	int compare = 0, json = 0, csv = 0, verbose = 0, ncpu = 0, opt, n_runs, k = 0, rc = 0;
+	double plan = 0;
 	const char *plot_file = NULL;
 	int64_t gap_us = -1; /* not given */
 	struct outcome *outs;
-	uint64_t pool = 0, tcp_need;
+	uint64_t pool = 0, tcp_need, credits;
 	cpu_set_t set;
 	char *end;
 
@@ -2694,6 +3782,12 @@ int main(int argc, char **argv)
 		case 'P':
 			plot_file = optarg;
 			break;
+		case 'R':
+			c.reps = (uint32_t)parse_num("--reps", optarg, 1, REPS_MAX, 0);
+			break;
+		case 'V':
+			verbose = 1;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -2716,6 +3810,8 @@ int main(int argc, char **argv)
 		bad_option("--count applies to --latency only", NULL);
 	if (gap_us >= 0 && !c.latency)
 		bad_option("--gap applies to --latency only", NULL);
+	if ((modes & LATENCY_ONLY_MODES) && !c.latency)
+		bad_option("uring-unix and eventfd measure latency only: add --latency", NULL);
 	c.gap_ns = gap_us > 0 ? (uint64_t)gap_us * 1000 : 0;
 	if (n_sizes && c.record_size)
 		bad_option("--record-size and --sizes exclude each other", NULL);
@@ -2752,16 +3848,22 @@ int main(int argc, char **argv)
 	if (pool < (uint64_t)c.channels + 1)
 		bad_option("--pool must be at least channels + 1", NULL);
 	c.pool = (uint32_t)pool;
+	/* shm-ceiling: what fdx may have in flight, the credits, as far as the pool allows. */
+	credits = (uint64_t)c.channels * c.exclusive + c.floating;
+	c.slots = (uint32_t)(credits < pool ? credits : pool);
 	if (plot_file)
 		csv = 1; /* the plot's data goes to stdout too */
 	if (compare || (plot_file && !modes))
-		modes = (1u << MODE_COUNT) - 1;
+		modes = (MODE_BIT(MODE_COUNT) - 1) & ~(c.latency ? 0u : LATENCY_ONLY_MODES);
 	if (!modes)
-		modes = 1u << MODE_SHM;
+		modes = MODE_BIT(MODE_SHM);
 	n_runs = (int)n_sizes * __builtin_popcount(modes);
 	outs = calloc((size_t)n_runs, sizeof(*outs));
 	if (!outs)
 		die("calloc", -ENOMEM);
+	for (int m = 0; m < MODE_COUNT; m++)
+		if (modes & MODE_BIT(m))
+			plan += n_sizes * run_seconds(&c, (enum mode)m);
 
 	/* Distinct CPUs for producer and consumer when the affinity mask allows two. */
 	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) >= 2)
@@ -2769,11 +3871,9 @@ int main(int argc, char **argv)
 			if (CPU_ISSET(cpu, &set))
 				c.cpus[ncpu++] = cpu;
 
-	shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
-		      0);
-	if (shared == MAP_FAILED)
-		die("mmap the shared page", -errno);
-	progress.on = (double)n_runs * c.seconds > PROGRESS_PLAN_S;
+	shared = shared_map(sizeof(*shared), "mmap the shared page");
+	rtts = shared_map((size_t)c.channels * sizeof(*rtts), "mmap the round trips");
+	progress.on = plan > PROGRESS_PLAN_S;
 	progress.tty = isatty(STDERR_FILENO);
 	if (plot_file && !have_program("gnuplot"))
 		fprintf(stderr, "fdx-bench: gnuplot is not installed (Debian package gnuplot-nox): "
@@ -2784,17 +3884,18 @@ int main(int argc, char **argv)
 	if (csv)
 		csv_header(stdout, c.latency);
 	else if (!json)
-		print_header(&c, sizes, n_sizes);
+		print_header(&c, sizes, n_sizes, modes);
 	fflush(stdout);
 	for (uint32_t si = 0; si < n_sizes; si++) {
 		const struct result *shm = NULL;
+		int labelled = 0;
 
 		c.record_size = sizes[si];
 		config_ring(&c);
 		for (int m = 0; m < MODE_COUNT; m++) {
 			struct outcome *o = &outs[k];
 
-			if (!(modes & (1u << m)))
+			if (!(modes & MODE_BIT(m)))
 				continue;
 			shared_reset();
 			progress_start(k + 1, n_runs, (enum mode)m, &c);
@@ -2804,23 +3905,41 @@ int main(int argc, char **argv)
 			}
 			o->m = (enum mode)m;
 			o->record_size = c.record_size;
+			if (FDX_MODES & MODE_BIT(m)) {
+				o->rtt = malloc((size_t)c.channels * sizeof(*o->rtt));
+				if (!o->rtt)
+					die("malloc", -ENOMEM);
+				memcpy(o->rtt, rtts, (size_t)c.channels * sizeof(*o->rtt));
+			}
 			k++;
 			if (m == MODE_SHM)
 				shm = &o->r;
 			progress_clear();
+			if (!csv && !json && c.latency && (MECH_MODES & MODE_BIT(m)) && !labelled) {
+				printf("-- mechanisms fdx's parts ride on (bare, no fdx) --\n");
+				labelled = 1;
+			}
 			if (csv)
 				csv_row(stdout, &c, o);
 			else if (!json)
 				print_row(&c, o, shm);
+			if (verbose && !csv && !json)
+				print_verbose(&c, o);
 			fflush(stdout);
 		}
 	}
 	if (json)
 		json_print(&c, outs, n_runs);
 	if (!json && !csv) {
-		if (modes & (1u << MODE_CEILING))
-			printf("\nshm-ceiling ring: %s pages\n",
-			       ceiling_huge ? "hugetlb" : "small");
+		for (int m = MODE_CEILING, first = 1; m <= MODE_RING; m++) {
+			if (!(modes & MODE_BIT(m)))
+				continue;
+			printf("%s%s memory: %s pages", first ? "\n" : "; ", mode_names[m],
+			       huge_pages[m] ? "hugetlb" : "small");
+			first = 0;
+		}
+		if (modes & (MODE_BIT(MODE_CEILING) | MODE_BIT(MODE_RING)))
+			printf("\n");
 		for (int i = 0; i < n_runs;) {
 			struct result res[MODE_COUNT];
 			int ran[MODE_COUNT] = {0}, j;
@@ -2837,7 +3956,10 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	if (plot_file)
 		rc = plot(plot_file, &c, outs, n_runs, modes);
+	for (int i = 0; i < n_runs; i++)
+		free(outs[i].rtt);
 	free(outs);
+	munmap(rtts, (size_t)c.channels * sizeof(*rtts));
 	munmap(shared, sizeof(*shared));
 	return rc;
 }
