@@ -385,6 +385,12 @@ struct rtt_entry {
 	uint64_t p50_ns;
 	uint64_t p99_ns;
 	uint64_t max_ns;
+	/* Its parts, p50 and p99 (fdx_channel_stats, fdx_input_channel_stats; 0 if unmeasured). */
+	uint64_t one_way[2]; /* consumer: a descriptor sent -> at the gate (shm) */
+	uint64_t hold[2]; /* consumer: arrived -> released */
+	uint64_t wait[2]; /* consumer: released -> its credit written */
+	uint64_t wire[2]; /* producer: credit written -> applied */
+	uint64_t resume[2]; /* producer: credit to a starved sender -> its next buffer out */
 };
 
 static struct rtt_entry *rtts; /* c.channels entries */
@@ -1026,14 +1032,36 @@ static void partition_end(struct fdx_partition *p, const struct config *c)
 
 		if ((err = fdx_partition_channel_stats(p, i, &st)) < 0)
 			die("fdx_partition_channel_stats", err);
-		rtts[i] = (struct rtt_entry){.count = st.rtt_count,
-					     .p50_ns = st.rtt_p50_ns,
-					     .p99_ns = st.rtt_p99_ns,
-					     .max_ns = st.rtt_max_ns};
+		/* The consumer fills its parts of the entry itself. */
+		rtts[i].count = st.rtt_count;
+		rtts[i].p50_ns = st.rtt_p50_ns;
+		rtts[i].p99_ns = st.rtt_p99_ns;
+		rtts[i].max_ns = st.rtt_max_ns;
+		rtts[i].wire[0] = st.credit_wire_p50_ns;
+		rtts[i].wire[1] = st.credit_wire_p99_ns;
+		rtts[i].resume[0] = st.resume_p50_ns;
+		rtts[i].resume[1] = st.resume_p99_ns;
 	}
 }
 
 /* ---- fdx: consumer ------------------------------------------------------------ */
+
+/* The consumer's parts of each channel's credit loop, for the main process. */
+static void gate_parts(struct fdx_gate *g, const struct config *c)
+{
+	for (uint32_t i = 0; i < c->channels; i++) {
+		struct fdx_input_channel_stats st = {.size = sizeof(st)};
+
+		if (fdx_gate_channel_stats(g, i, &st) < 0)
+			continue;
+		rtts[i].one_way[0] = st.one_way_p50_ns;
+		rtts[i].one_way[1] = st.one_way_p99_ns;
+		rtts[i].hold[0] = st.hold_p50_ns;
+		rtts[i].hold[1] = st.hold_p99_ns;
+		rtts[i].wait[0] = st.credit_wait_p50_ns;
+		rtts[i].wait[1] = st.credit_wait_p99_ns;
+	}
+}
 
 static struct fdx_gate *gate_make(struct fdx_exchange *ex, struct fdx_lbp *pool,
 				  const struct config *c)
@@ -1217,6 +1245,7 @@ static int consumer_main(const struct config *c, enum mode m, int addr_fd, int r
 				: 0.0);
 	}
 
+	gate_parts(g, c);
 	fdx_gate_destroy(g);
 	fdx_exchange_destroy(ex);
 	fdx_lbp_destroy(lbp);
@@ -1335,6 +1364,7 @@ static int local_main(const struct config *c, int res_fd)
 	close(rep_pipe[0]);
 	close(rep_pipe[1]);
 	fdx_partition_destroy(p);
+	gate_parts(lc.g, c);
 	fdx_gate_destroy(lc.g);
 	fdx_exchange_destroy(ex);
 	fdx_lbp_destroy(lbp);
@@ -3377,11 +3407,24 @@ static void json_print(const struct config *c, const struct outcome *outs, int n
 			printf(", \"credit_rtt\": [");
 			for (uint32_t j = 0; j < c->channels; j++)
 				printf("%s{\"channel\": %u, \"rtt_count\": %llu, \"rtt_p50_ns\": %llu, "
-				       "\"rtt_p99_ns\": %llu, \"rtt_max_ns\": %llu}",
+				       "\"rtt_p99_ns\": %llu, \"rtt_max_ns\": %llu, "
+				       "\"one_way_ns\": [%llu, %llu], \"hold_ns\": [%llu, %llu], "
+				       "\"credit_wait_ns\": [%llu, %llu], "
+				       "\"credit_wire_ns\": [%llu, %llu], \"resume_ns\": [%llu, %llu]}",
 				       j ? ", " : "", j, (unsigned long long)o->rtt[j].count,
 				       (unsigned long long)o->rtt[j].p50_ns,
 				       (unsigned long long)o->rtt[j].p99_ns,
-				       (unsigned long long)o->rtt[j].max_ns);
+				       (unsigned long long)o->rtt[j].max_ns,
+				       (unsigned long long)o->rtt[j].one_way[0],
+				       (unsigned long long)o->rtt[j].one_way[1],
+				       (unsigned long long)o->rtt[j].hold[0],
+				       (unsigned long long)o->rtt[j].hold[1],
+				       (unsigned long long)o->rtt[j].wait[0],
+				       (unsigned long long)o->rtt[j].wait[1],
+				       (unsigned long long)o->rtt[j].wire[0],
+				       (unsigned long long)o->rtt[j].wire[1],
+				       (unsigned long long)o->rtt[j].resume[0],
+				       (unsigned long long)o->rtt[j].resume[1]);
 			printf("]");
 		}
 		printf("}");
@@ -3664,10 +3707,19 @@ static void print_verbose(const struct config *c, const struct outcome *o)
 	}
 	if (!o->rtt)
 		return;
-	for (uint32_t j = 0; j < shown; j++)
+	for (uint32_t j = 0; j < shown; j++) {
+		const struct rtt_entry *e = &o->rtt[j];
+
 		printf("    channel %u: credit rtt p50/p99/max %.1f/%.1f/%.1f us, %llu round trips\n",
-		       j, us(o->rtt[j].p50_ns), us(o->rtt[j].p99_ns), us(o->rtt[j].max_ns),
-		       (unsigned long long)o->rtt[j].count);
+		       j, us(e->p50_ns), us(e->p99_ns), us(e->max_ns),
+		       (unsigned long long)e->count);
+		printf("      parts p50/p99 us: descriptor one-way %.1f/%.1f, held by the consumer "
+		       "%.1f/%.1f, credit waiting %.1f/%.1f, credit on the wire %.1f/%.1f; "
+		       "sender resumes %.1f/%.1f\n",
+		       us(e->one_way[0]), us(e->one_way[1]), us(e->hold[0]), us(e->hold[1]),
+		       us(e->wait[0]), us(e->wait[1]), us(e->wire[0]), us(e->wire[1]),
+		       us(e->resume[0]), us(e->resume[1]));
+	}
 	if (c->channels > shown) {
 		uint64_t n = 0, p99 = 0, max = 0;
 
