@@ -73,8 +73,7 @@
  *  uring-unix   --latency only; no fdx: the mechanism under fdx's data
  *               plane. Each record goes as one io_uring send on a Unix stream
  *               socket (a socketpair); the consumer's io_uring recv, submitted
- *               before the record was sent, completes. The io_uring calls are
- *               made directly (io_uring_setup/io_uring_enter).
+ *               before the record was sent, completes (liburing).
  *  eventfd      --latency only; no fdx: a wake. The producer writes the
  *               record's send time to an eventfd, the consumer's blocking read
  *               returns it; the consumer puts the record together around it
@@ -187,7 +186,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <linux/io_uring.h>
+#include <liburing.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -1827,125 +1826,56 @@ static int huge_pages[MODE_COUNT]; /* main process: the ceiling's memory was hug
 
 /* ---- uring-unix: io_uring send and recv on a Unix stream socket ----------------- */
 
-/*
- * One ring per process, set up with io_uring_setup(2) and driven with
- * io_uring_enter(2) directly (fdx-bench links only fdx and gRPC), one
- * operation in flight at a time. This process writes the SQ tail and the CQ
- * head; the kernel writes the SQ head and the CQ tail.
- *  R6 (store SQ tail, release) pairs with the kernel's acquire of it: the
- *     SQE is written before the kernel reads it.
- *  A6 (load CQ tail, acquire) pairs with the kernel's release of it: the
- *     CQE is written before it is read here.
- *  R7 (store CQ head, release) pairs with the kernel's acquire of it: the
- *     CQE is read before its place is reused.
- * The SQ tail and CQ head are read relaxed: only this thread writes them.
- */
+/* One ring per process (liburing, as fdx's data plane), one operation in flight at a time. */
 struct uring {
-	int fd;
-	unsigned char *sq; /* the SQ ring's mapping (and the CQ ring's with a single mmap) */
-	unsigned char *cq;
-	size_t sq_len, cq_len, sqes_len;
-	struct io_uring_sqe *sqes;
-	_Atomic unsigned *sq_tail;
-	unsigned *sq_array;
-	unsigned sq_mask;
-	_Atomic unsigned *cq_head;
-	_Atomic unsigned *cq_tail;
-	unsigned cq_mask;
-	struct io_uring_cqe *cqes;
+	struct io_uring ring;
 };
-
-_Static_assert(sizeof(_Atomic unsigned) == sizeof(unsigned) && ATOMIC_INT_LOCK_FREE == 2,
-	       "the kernel's ring indices are plain unsigned");
-
-static void *uring_map(int fd, size_t len, off_t what)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, what);
-
-	if (p == MAP_FAILED)
-		die("mmap an io_uring ring", -errno);
-	return p;
-}
 
 static void uring_init(struct uring *u)
 {
-	struct io_uring_params p;
+	int err = io_uring_queue_init(URING_ENTRIES, &u->ring, 0);
 
-	memset(&p, 0, sizeof(p));
-	memset(u, 0, sizeof(*u));
-	u->fd = (int)syscall(__NR_io_uring_setup, URING_ENTRIES, &p);
-	if (u->fd < 0)
-		die("io_uring_setup", -errno);
-	u->sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
-	u->cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
-	if (p.features & IORING_FEAT_SINGLE_MMAP) {
-		if (u->cq_len > u->sq_len)
-			u->sq_len = u->cq_len;
-		u->sq = uring_map(u->fd, u->sq_len, IORING_OFF_SQ_RING);
-		u->cq = u->sq;
-	} else {
-		u->sq = uring_map(u->fd, u->sq_len, IORING_OFF_SQ_RING);
-		u->cq = uring_map(u->fd, u->cq_len, IORING_OFF_CQ_RING);
-	}
-	u->sqes_len = p.sq_entries * sizeof(struct io_uring_sqe);
-	u->sqes = uring_map(u->fd, u->sqes_len, IORING_OFF_SQES);
-	u->sq_tail = (_Atomic unsigned *)(void *)(u->sq + p.sq_off.tail);
-	u->sq_array = (unsigned *)(void *)(u->sq + p.sq_off.array);
-	u->sq_mask = *(unsigned *)(void *)(u->sq + p.sq_off.ring_mask);
-	u->cq_head = (_Atomic unsigned *)(void *)(u->cq + p.cq_off.head);
-	u->cq_tail = (_Atomic unsigned *)(void *)(u->cq + p.cq_off.tail);
-	u->cq_mask = *(unsigned *)(void *)(u->cq + p.cq_off.ring_mask);
-	u->cqes = (struct io_uring_cqe *)(void *)(u->cq + p.cq_off.cqes);
+	if (err < 0)
+		die("io_uring_queue_init", err);
 }
 
 static void uring_exit(struct uring *u)
 {
-	munmap(u->sqes, u->sqes_len);
-	if (u->cq != u->sq)
-		munmap(u->cq, u->cq_len);
-	munmap(u->sq, u->sq_len);
-	close(u->fd);
+	io_uring_queue_exit(&u->ring);
 }
 
 /* Queue one send or receive of len bytes at buf on fd and submit it; uring_wait() completes it. */
 static void uring_submit(struct uring *u, uint8_t opcode, int fd, void *buf, uint32_t len)
 {
-	unsigned tail = atomic_load_explicit(u->sq_tail, memory_order_relaxed);
-	unsigned i = tail & u->sq_mask;
-	struct io_uring_sqe *sqe = &u->sqes[i];
-	long n;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+	int n;
 
-	memset(sqe, 0, sizeof(*sqe));
-	sqe->opcode = opcode;
-	sqe->fd = fd;
-	sqe->addr = (uint64_t)(uintptr_t)buf;
-	sqe->len = len;
-	u->sq_array[i] = i;
-	/* R6: pairs with the kernel's acquire of the SQ tail. */
-	atomic_store_explicit(u->sq_tail, tail + 1, memory_order_release);
+	if (!sqe)
+		die("io_uring_get_sqe", -EBUSY);
+	if (opcode == IORING_OP_SEND)
+		io_uring_prep_send(sqe, fd, buf, len, 0);
+	else
+		io_uring_prep_recv(sqe, fd, buf, len, 0);
 	do
-		n = syscall(__NR_io_uring_enter, u->fd, 1, 0, 0, NULL, 0);
-	while (n < 0 && errno == EINTR);
+		n = io_uring_submit(&u->ring);
+	while (n == -EINTR);
 	if (n != 1)
-		die("io_uring_enter (submit)", n < 0 ? -errno : -EIO);
+		die("io_uring_submit", n < 0 ? n : -EIO);
 }
 
 /* Wait for the operation in flight to complete. @return its result (bytes, or -errno). */
 static int uring_wait(struct uring *u)
 {
-	unsigned head = atomic_load_explicit(u->cq_head, memory_order_relaxed);
-	int res;
+	struct io_uring_cqe *cqe;
+	int err, res;
 
-	/* A6: pairs with the kernel's release of the CQ tail. */
-	while (atomic_load_explicit(u->cq_tail, memory_order_acquire) == head) {
-		long n = syscall(__NR_io_uring_enter, u->fd, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0);
-
-		if (n < 0 && errno != EINTR)
-			die("io_uring_enter (wait)", -errno);
-	}
-	res = u->cqes[head & u->cq_mask].res;
-	/* R7: pairs with the kernel's acquire of the CQ head. */
-	atomic_store_explicit(u->cq_head, head + 1, memory_order_release);
+	do
+		err = io_uring_wait_cqe(&u->ring, &cqe);
+	while (err == -EINTR);
+	if (err < 0)
+		die("io_uring_wait_cqe", err);
+	res = cqe->res;
+	io_uring_cqe_seen(&u->ring, cqe);
 	return res;
 }
 
