@@ -123,11 +123,14 @@ int fdx__ledger_spend(struct fdx__credit_ledger *l, uint64_t off)
 	int err = 0;
 
 	if (off) {
+		/* Read outside the lock: the credit side contends for it. */
+		uint64_t t = l->rtt ? fdx__now_ns() : 0;
+
 		fdx__spin_lock(&l->lock);
 		if (l->took_back)
 			err = 1;
 		else if ((err = set_reserve(l)) == 0)
-			err = set_put(l, off, fdx__now_ns());
+			err = set_put(l, off, t);
 		fdx__spin_unlock(&l->lock);
 		if (err < 0)
 			return err; /* in flight already, or not recorded: nothing is spent */
@@ -186,6 +189,11 @@ int fdx__ledger_grant(struct fdx__credit_ledger *l, uint32_t added, const uint64
 			break;
 	if (k == n && n && l->rtt)
 		now = fdx__now_ns();
+	/*
+	 * A refusal here needs an offset named twice in one grant: the peer
+	 * lies and its stream fails; the round trips recorded meanwhile and the
+	 * send times restamped below are statistics of a channel that ends.
+	 */
 	for (uint32_t i = 0; k == n && i < n; i++) {
 		if (set_take(l, offs[i], &t) < 0) {
 			/* Named twice in one grant: what it took is in flight again (no growth). */

@@ -30,7 +30,11 @@ struct fdx__credit_outbox {
 	/* Counted when credit is taken (it leaves): the bound the loop checks a producer against. */
 	_Atomic uint64_t *granted_total;
 	int counted; /* the opening it holds is checked against granted_total (a remote one) */
-	/* Timed (wait not NULL): from the oldest credit waiting (t_first) to its take. */
+	/*
+	 * Timed (wait not NULL): from the oldest credit waiting (t_first) to its
+	 * take. A take cut short by its message's size leaves t_first as it
+	 * was: the next take's wait is then an upper bound.
+	 */
 	struct fdx__hist *wait;
 	uint64_t t_first;
 };

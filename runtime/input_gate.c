@@ -288,15 +288,18 @@ void fdx__gate_push(struct fdx_gate *g, struct fdx__gitem *it)
 		struct fdx__gchan *c = &g->ch[it->ch];
 		uint32_t held = atomic_fetch_add_explicit(&c->held, 1, memory_order_relaxed) + 1;
 
-		it->t_arrive = fdx__now_ns();
-		if (it->sent_set) {
-			/* A1: pairs with R2 where the channel first opened (the loop: its one writer). */
-			struct fdx__gchan_timing *t =
-				atomic_load_explicit(&c->timing, memory_order_acquire);
+		/* A1: pairs with R2 where the channel first opened. */
+		struct fdx__gchan_timing *t =
+			atomic_load_explicit(&c->timing, memory_order_acquire);
+
+		/* Timed channels only: one clock read per buffer, on the loop. */
+		it->t_arrive = t ? fdx__now_ns() : 0;
+		if (t && it->sent_set) {
 			/* Modulo 2^32 ns (4.3 s): a way that long is not a latency anyway. */
 			uint32_t way = (uint32_t)it->t_arrive - it->sent_lo;
 
-			if (t && way < (1u << 31))
+			/* The loop is the one writer of one_way. */
+			if (way < (1u << 31))
 				fdx__hist_add(&t->one_way, way);
 		}
 		atomic_fetch_add_explicit(&c->queued, 1, memory_order_relaxed);
@@ -837,7 +840,7 @@ FDX_API int fdx_gate_release(struct fdx_gate *g, struct fdx_view *v)
 			atomic_load_explicit(&c->timing, memory_order_relaxed);
 
 		/* The consumer thread: the hold histogram's one writer. */
-		if (t) {
+		if (t && it->t_arrive) {
 			uint64_t now = fdx__now_ns();
 
 			fdx__hist_add(&t->hold, now > it->t_arrive ? now - it->t_arrive : 0);

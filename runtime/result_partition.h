@@ -157,6 +157,14 @@ uint64_t fdx__part_tick(struct fdx_partition *p, uint64_t now);
 /* ---- result_subpartition.c ---- */
 
 /*
+ * Before its link can bring s any credit (before its hook is set, or its
+ * local channel opened): what s measures on that link is set up (its
+ * timing, where offsets come back). The credit side then sees it through
+ * the lock or the queue that brings it the credit.
+ */
+void fdx__sub_prepare(struct fdx__sub *s, const struct fdx__link_ops *lops);
+
+/*
  * The transport connected s (its link fields set): the sender may pump it
  * from now on. initial: credit granted with it (a local gate's exclusive
  * credit; a remote channel's came through fdx__sub_credit() already).

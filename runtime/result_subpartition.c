@@ -21,12 +21,8 @@
 
 #define TAKE_BACK_BATCH 64u
 
-void fdx__sub_attach(struct fdx__sub *s, const struct fdx__link_ops *lops, uint32_t initial)
+void fdx__sub_prepare(struct fdx__sub *s, const struct fdx__link_ops *lops)
 {
-	uint64_t credit;
-
-	s->lops = lops;
-	s->link = lops->link;
 	/* Each buffer's credit round trip, where its offset comes back (out of memory: not measured). */
 	if (lops->offsets_come_back && !s->timing) {
 		s->timing = calloc(1, sizeof(*s->timing));
@@ -35,6 +31,14 @@ void fdx__sub_attach(struct fdx__sub *s, const struct fdx__link_ops *lops, uint3
 				     "partition %s: subpartition %u: round trips not measured",
 				     s->part->id, s->index);
 	}
+}
+
+void fdx__sub_attach(struct fdx__sub *s, const struct fdx__link_ops *lops, uint32_t initial)
+{
+	uint64_t credit;
+
+	s->lops = lops;
+	s->link = lops->link;
 	/* Added: credit may have come through the ledger already (a remote channel's answer). */
 	atomic_fetch_add_explicit(&s->ledger.granted, initial, memory_order_release);
 	credit = fdx__ledger_available(&s->ledger);

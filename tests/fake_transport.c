@@ -372,8 +372,10 @@ static int port_connect(struct fdx__port *pt, struct fdx_partition *p, uint32_t 
 	lk->opening = opening;
 	if (link == FDX_LINK_LOCAL) {
 		s->opening = opening; /* its items name it */
+		fdx__sub_prepare(s, &fake_local_link);
 		fdx__sub_attach(s, &fake_local_link, g->exclusive);
 	} else {
+		fdx__sub_prepare(s, &fake_shm_link);
 		/* The answer to the open carries the exclusive credit: into the ledger first. */
 		if (fdx__sub_credit(s, g->exclusive, NULL, 0, 0, &bad) < 0)
 			die("initial credit refused");

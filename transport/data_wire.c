@@ -161,7 +161,7 @@ int fdx__dhdr_item(struct fdx__conn *c, struct fdx_gate *g, const struct fdx__dh
 		it->offset = h->offset;
 		it->map = c->map;
 		it->sent_lo = h->event_type; /* the sender's clock, low 32 bits: one host */
-		it->sent_set = 1;
+		it->sent_set = h->event_type != 0; /* 0: an older sender, no time */
 		atomic_fetch_add_explicit(&c->map->refs, 1, memory_order_relaxed);
 	} else if (kind == FDX__GI_BUFFER) {
 		struct fdx_buf b;

@@ -41,8 +41,9 @@ struct fdx__dhdr {
 	uint32_t backlog; /* buffers queued at the sender after this one */
 	/*
 	 * EVENT: enum fdx_event_type; HELLO: the link; shm BUFFER: the low 32
-	 * bits of the sender's CLOCK_MONOTONIC in ns as it sent it (one host,
-	 * one clock: the receiver times the descriptor's way; a statistic only).
+	 * bits of the sender's CLOCK_MONOTONIC in ns as it sent it, odd (0: not
+	 * given; one host, one clock: the receiver times the descriptor's way;
+	 * a statistic only).
 	 */
 	uint32_t event_type;
 };

@@ -50,6 +50,7 @@ int fdx__local_connect(struct fdx__dp *dp, struct fdx_partition *p, struct fdx__
 		s->lgate = g;
 		s->gate = gate;
 		s->gate_channel = gate_channel;
+		fdx__sub_prepare(s, &fdx__local_link);
 		err = fdx__ichan_open(g, gate_channel, FDX__SESS_LOCAL, FDX_LINK_LOCAL, p, s,
 				      &opening);
 	}

@@ -40,7 +40,8 @@ static int shm_buffer(struct fdx__sub *s, uint32_t seg, uint64_t off, uint32_t l
 	h.len = htole32(len);
 	h.backlog = htole32(backlog);
 	h.offset = htole64(off);
-	h.event_type = htole32((uint32_t)fdx__now_ns());
+	/* Odd: never 0, what an older sender leaves there (then the way is not timed). */
+	h.event_type = htole32((uint32_t)fdx__now_ns() | 1u);
 	if (fdx__txb_hdr(b, &h) < 0)
 		return -ENOMEM;
 	return 0;

@@ -305,10 +305,11 @@ static void peer_on_credit(struct fdx__peer *p, const Fdx__CreditUpdate *cu)
 		 * nothing, and the stream fails.
 		 */
 		bad = 0;
-		err = c->hooks ? c->hooks->credit(c->hook_ud, cr->added, cr->returned_offsets,
-						  (uint32_t)cr->n_returned_offsets, written_ns, &bad)
-			       : fdx__ledger_grant(&c->own, cr->added, cr->returned_offsets,
-						   (uint32_t)cr->n_returned_offsets, &bad);
+		err = c->hooks
+			      ? c->hooks->credit(c->hook_ud, cr->added, cr->returned_offsets,
+						 (uint32_t)cr->n_returned_offsets, written_ns, &bad)
+			      : fdx__ledger_grant(&c->own, cr->added, cr->returned_offsets,
+						  (uint32_t)cr->n_returned_offsets, &bad);
 		if (err == -EOVERFLOW) {
 			snprintf(
 				msg, sizeof(msg),

@@ -570,6 +570,7 @@ static int dp_connect(struct fdx__port *pt, struct fdx_partition *p, uint32_t su
 		s->conn = c;
 		s->gate = gate;
 		s->gate_channel = gate_channel;
+		fdx__sub_prepare(s, chosen == FDX_LINK_SHM ? &fdx__shm_link : &fdx__tcp_link);
 		/* Its credit so far comes through the hook, into the ledger. */
 		err = fdx__exchange_hook_channel(p->ex, chan, &fdx__dp_chan_hooks, s, &avail);
 	}
