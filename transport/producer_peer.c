@@ -130,8 +130,17 @@ static struct fdx__out_chan *peer_chan(struct fdx__peer *p, uint32_t id)
 }
 
 /* With ex->lock held: queue a frame on p's stream. */
+static void peer_backlog_frame(struct fdx__peer *p);
+
+/*
+ * With ex->lock held: queue a frame on p's stream. Backlogs waiting for an
+ * idle stream go first: frames keep the order of the calls that made them
+ * (a later open or close never overtakes an earlier backlog).
+ */
 static void peer_send_locked(struct fdx__peer *p, const Fdx__ControlFrame *f)
 {
+	if (f->frame_case != FDX__CONTROL_FRAME__FRAME_BACKLOG && p->bl_dirty)
+		peer_backlog_frame(p);
 	fdx__ctl_sendq_push(&p->q, fdx__ctl_pack(f));
 	fdx__ctl_send_next(p->call, &p->q, &p->t_send, &p->pending);
 	p->ex->st.frames_out++;
@@ -197,16 +206,14 @@ static void peer_send_close_locked(struct fdx__peer *p, struct fdx__out_chan *c,
 	peer_send_locked(p, &f);
 }
 
-/* With ex->lock held: send the changed backlogs together, when p's stream is idle. */
-static void peer_flush_backlog(struct fdx__peer *p)
+/* With ex->lock held: the changed backlogs, coalesced, as one frame on p's stream. */
+static void peer_backlog_frame(struct fdx__peer *p)
 {
 	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
 	Fdx__Backlog b = FDX__BACKLOG__INIT;
 	uint32_t n = 0, *ids, *bls;
 	struct fdx__out_chan *c;
 
-	if (p->q.busy || p->q.head || !p->bl_dirty)
-		return;
 	for (c = p->bl_dirty; c; c = c->bl_next)
 		n++;
 	ids = calloc(n, sizeof(*ids));
@@ -228,6 +235,14 @@ static void peer_flush_backlog(struct fdx__peer *p)
 	}
 	free(ids);
 	free(bls);
+}
+
+/* With ex->lock held: send the changed backlogs together, when p's stream is idle. */
+static void peer_flush_backlog(struct fdx__peer *p)
+{
+	if (p->q.busy || p->q.head || !p->bl_dirty)
+		return;
+	peer_backlog_frame(p);
 }
 
 /*
