@@ -118,13 +118,12 @@ static int set_take(struct fdx__credit_ledger *l, uint64_t off, uint64_t *t)
 	return 0;
 }
 
-int fdx__ledger_spend(struct fdx__credit_ledger *l, uint64_t off)
+int fdx__ledger_spend(struct fdx__credit_ledger *l, uint64_t off, uint64_t sent_ns)
 {
 	int err = 0;
 
 	if (off) {
-		/* Read outside the lock: the credit side contends for it. */
-		uint64_t t = l->rtt ? fdx__now_ns() : 0;
+		uint64_t t = sent_ns;
 
 		fdx__spin_lock(&l->lock);
 		if (l->took_back)

@@ -63,12 +63,12 @@ static inline uint64_t fdx__ledger_available(struct fdx__credit_ledger *l)
 
 /*
  * The sender: one credit spent on a buffer; off (not 0) is recorded as in
- * flight until handed back. 0; 1 if the offsets were taken back meanwhile
+ * flight until handed back, sent at sent_ns (the round trip's start, if measured). 0; 1 if the offsets were taken back meanwhile
  * (the channel failed): off is the caller's to give back; -EEXIST if off is
  * in flight already, -ENOMEM if it could not be recorded (nothing spent:
  * do not send it).
  */
-int fdx__ledger_spend(struct fdx__credit_ledger *l, uint64_t off);
+int fdx__ledger_spend(struct fdx__credit_ledger *l, uint64_t off, uint64_t sent_ns);
 
 /* The sender: a spend (that returned 0) undone, the buffer did not go. */
 void fdx__ledger_unspend(struct fdx__credit_ledger *l, uint64_t off);

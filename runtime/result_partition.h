@@ -101,6 +101,7 @@ struct fdx__sub {
 	int64_t open_seg; /* segment being sliced, -1 if none */
 	uint32_t open_pos;
 	uint32_t seq;
+	uint64_t sent_ns; /* when the buffer being sent went (timed links; 0 otherwise) */
 	uint32_t last_backlog;
 	int flush_pending;
 	uint64_t drained; /* items taken off q so far */

@@ -197,7 +197,9 @@ static void send_slice(struct fdx__sub *s, uint32_t seg, uint32_t start, uint32_
 			fdx__hist_add(&s->timing->resume, now - t);
 	}
 	/* Recorded before it can come back: a local consumer may hand it back at once. */
-	err = fdx__ledger_spend(&s->ledger, rec);
+	/* One clock read a buffer, timed links only: the ledger's and the link's send time. */
+	s->sent_ns = s->timing ? fdx__now_ns() : 0;
+	err = fdx__ledger_spend(&s->ledger, rec, s->sent_ns);
 	if (err < 0) {
 		send_failed(s, "out of memory recording a buffer in flight");
 		return;

@@ -1532,9 +1532,9 @@ static void test_ledger_spends_nothing_twice_and_undoes_a_spend(void **state)
 
 	(void)state;
 	fdx__ledger_init(&l, 2);
-	assert_int_equal(fdx__ledger_spend(&l, 4096), 0);
+	assert_int_equal(fdx__ledger_spend(&l, 4096, 0), 0);
 	assert_int_equal(fdx__ledger_available(&l), 1);
-	assert_int_equal(fdx__ledger_spend(&l, 4096), -EEXIST);
+	assert_int_equal(fdx__ledger_spend(&l, 4096, 0), -EEXIST);
 	assert_int_equal(fdx__ledger_available(&l), 1);
 	assert_true(fdx__ledger_holds(&l, 4096));
 	fdx__ledger_unspend(&l, 4096);

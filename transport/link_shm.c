@@ -20,7 +20,6 @@
 #include <fdx/gate.h>
 
 #include "../runtime/region.h"
-#include "../runtime/clock.h"
 #include "dataplane_private.h"
 #include "region_share.h"
 
@@ -41,7 +40,7 @@ static int shm_buffer(struct fdx__sub *s, uint32_t seg, uint64_t off, uint32_t l
 	h.backlog = htole32(backlog);
 	h.offset = htole64(off);
 	/* Odd: never 0, what an older sender leaves there (then the way is not timed). */
-	h.event_type = htole32((uint32_t)fdx__now_ns() | 1u);
+	h.event_type = htole32(s->sent_ns ? (uint32_t)s->sent_ns | 1u : 0);
 	if (fdx__txb_hdr(b, &h) < 0)
 		return -ENOMEM;
 	return 0;

@@ -913,7 +913,7 @@ FDX_API int fdx_exchange_sent(struct fdx_exchange *ex, uint32_t channel, uint64_
 	} else if (fdx__ledger_available(&c->own) == 0) {
 		err = -EAGAIN;
 	} else {
-		err = fdx__ledger_spend(&c->own, offset);
+		err = fdx__ledger_spend(&c->own, offset, 0);
 	}
 	pthread_mutex_unlock(&ex->lock);
 	return err;

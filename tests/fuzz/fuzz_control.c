@@ -376,7 +376,7 @@ static void peer_loop_sends(struct pch *c, uint64_t off)
 	if (!c->hooked || c->st != P_OPEN || !c->avail || pch_has(c, off) || c->n >= INFLIGHT_MAX)
 		return;
 	check(fdx__ledger_available(&c->led) > 0, "the ledger has less credit than was granted");
-	err = fdx__ledger_spend(&c->led, off);
+	err = fdx__ledger_spend(&c->led, off, 0);
 	check(err == 0 || err == 1, "the ledger refused a send with credit");
 	if (err == 0)
 		c->offs[c->n++] = off;
