@@ -16,8 +16,8 @@
  * Over the ~1000 lines a file should keep to, on purpose: the handlers of
  * what a consumer sends on the stream (answers, errors, credit, close
  * confirmations, the stream's end) and the owner's calls on a channel drive
- * one state machine per channel through the same helpers (the in-flight
- * set, detach and free, close), which would all become cross-file if the
+ * one state machine per channel through the same helpers (its ledger,
+ * detach and free, close), which would all become cross-file if the
  * stream and the channels were split.
  */
 #define _GNU_SOURCE
