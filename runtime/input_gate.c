@@ -47,18 +47,32 @@ static uint32_t credits_opt(uint32_t v, uint32_t def)
 	return v == FDX_CREDITS_NONE ? 0 : v ? v : def;
 }
 
+/* Credit goes back in batches of a quarter of what the gate's channels may hold. */
+static void set_quota(struct fdx_gate *g, uint64_t quota)
+{
+	uint64_t at = quota / 4;
+
+
+	g->quota = quota;
+	g->flush_at = at == 0 ? 1 : at > UINT32_MAX ? UINT32_MAX : (uint32_t)at;
+}
+
 FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 			    const struct fdx_gate_opts *o, struct fdx_gate **out)
 {
+	struct fdx_gate_opts oo = {0};
 	struct fdx_gate *g;
 	uint64_t total;
 	int err;
 
 	if (out)
 		*out = NULL;
-	if (!ex || !o || !out || o->size < sizeof(*o) || o->n_channels == 0 ||
+	if (!ex || !o || !out || o->size < FDX_GATE_OPTS_SIZE_V1 || o->n_channels == 0 ||
 	    o->n_channels > CHANNELS_MAX || o->max_record > FDX_RECORD_MAX_LIMIT)
 		return -EINVAL;
+	/* An older caller's smaller struct: the fields it lacks are zero (defaults). */
+	memcpy(&oo, o, o->size < sizeof(oo) ? o->size : sizeof(oo));
+	o = &oo;
 	g = calloc(1, sizeof(*g));
 	if (!g)
 		return -ENOMEM;
@@ -71,10 +85,13 @@ FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 	g->exclusive = credits_opt(o->exclusive_credits, FDX_EXCLUSIVE_CREDITS_DEFAULT);
 	g->floating = credits_opt(o->floating_credits, FDX_FLOATING_CREDITS_DEFAULT);
 	g->floating_free = g->floating;
+	g->inplace = credits_opt(o->inplace_credits, FDX_INPLACE_CREDITS_DEFAULT);
+	/* A channel reading in place gets the difference on top of its exclusive credit. */
+	g->inplace_extra = g->inplace > g->exclusive ? g->inplace - g->exclusive : 0;
 	g->max_record = o->max_record ? o->max_record : FDX_RECORD_MAX_DEFAULT;
 	total = (uint64_t)g->n * g->exclusive + g->floating;
 	err = -EINVAL;
-	if (total == 0 || total > UINT32_MAX)
+	if (total == 0 || total > UINT32_MAX || g->inplace > FDX_INPLACE_CREDITS_MAX)
 		goto fail;
 	if (pool && pool->max < total) {
 		FDX_LOG_ERR(g->log,
@@ -82,10 +99,7 @@ FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 			    g->id, pool->max, (unsigned long long)total);
 		goto fail;
 	}
-	/* Credit goes back in batches of a quarter of the gate's: few control messages. */
-	g->flush_at = (uint32_t)(total / 4);
-	if (g->flush_at == 0)
-		g->flush_at = 1;
+	set_quota(g, total); /* in-place channels add theirs as they show their link */
 	err = -ENOMEM;
 	g->ch = calloc(g->n, sizeof(*g->ch));
 	g->want = calloc(g->n, sizeof(*g->want));
@@ -394,6 +408,8 @@ static void want_floating(struct fdx_gate *g, uint32_t ch)
 {
 	struct fdx__gchan *c = &g->ch[ch];
 
+	if (c->inplace)
+		return; /* its budget is its own: floating credits are segments of the pool */
 	while (c->open && unused_credit(c) < c->backlog && g->floating_free > 0) {
 		g->floating_free--;
 		c->floating++;
@@ -404,6 +420,26 @@ static void want_floating(struct fdx_gate *g, uint32_t ch)
 		g->want[(g->want_head + g->want_len++) % g->n] = ch;
 	}
 	atomic_store_explicit(&c->st_floating, c->floating, memory_order_relaxed);
+}
+
+/*
+ * The first buffer or backlog of an opening names its link: one that reads
+ * the producer's segments in place (shm, local) gets the rest of its in-place
+ * budget at once, as one credit update, and takes no floating credit from
+ * then on (what it holds goes back).
+ */
+static void learn_link(struct fdx_gate *g, struct fdx__gchan *c, const struct fdx__gitem *it)
+{
+	if (c->link_known || !it->link_type)
+		return; /* known, or not said (a backlog on the control stream) */
+	c->link_known = 1;
+	if (!g->inplace_extra || (it->link_type != FDX_LINK_SHM && it->link_type != FDX_LINK_LOCAL))
+		return;
+	c->inplace = g->inplace_extra;
+	set_quota(g, g->quota + c->inplace);
+	atomic_store_explicit(&c->st_inplace, g->inplace, memory_order_relaxed);
+	announce(g, c, c->inplace);
+	g->starving = 1; /* it goes out now: the producer runs on its exclusive credit */
 }
 
 static void give_floating(struct fdx_gate *g)
@@ -450,6 +486,11 @@ static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 	}
 	freed = c->floating;
 	c->floating = 0;
+	if (c->inplace)
+		set_quota(g, g->quota - c->inplace);
+	c->inplace = 0;
+	c->link_known = 0;
+	atomic_store_explicit(&c->st_inplace, 0, memory_order_relaxed);
 	c->outstanding = 0;
 	c->backlog = 0;
 	/* Its outbox keeps what it holds for that opening: it may still go. */
@@ -541,6 +582,7 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		return 0;
 	case FDX__GI_BACKLOG:
 		if (of_opening(c, it)) {
+			learn_link(g, c, it);
 			c->backlog = it->backlog;
 			atomic_store_explicit(&c->st_backlog, it->backlog, memory_order_relaxed);
 			want_floating(g, it->ch);
@@ -571,6 +613,7 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 		if (of_opening(c, it)) {
 			if (c->outstanding)
 				c->outstanding--;
+			learn_link(g, c, it);
 			c->backlog = it->backlog;
 			atomic_store_explicit(&c->st_backlog, it->backlog, memory_order_relaxed);
 			want_floating(g, it->ch);
@@ -904,6 +947,7 @@ FDX_API int fdx_gate_channel_stats(struct fdx_gate *g, uint32_t ch,
 			 : 0;
 	s.exclusive = g->exclusive;
 	s.floating = atomic_load_explicit(&c->st_floating, memory_order_relaxed);
+	s.inplace = atomic_load_explicit(&c->st_inplace, memory_order_relaxed);
 	s.backlog = atomic_load_explicit(&c->st_backlog, memory_order_relaxed);
 	s.unannounced = atomic_load_explicit(&c->st_unannounced, memory_order_relaxed);
 	s.held = atomic_load_explicit(&c->held, memory_order_relaxed);

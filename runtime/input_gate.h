@@ -108,6 +108,8 @@ struct fdx__gchan {
 	uint64_t poisoned; /* a session that broke the record format: its items are dropped */
 	uint32_t float_debt; /* tcp: floating credit held back until old views are released */
 	uint32_t floating; /* floating credits held */
+	uint32_t inplace; /* credit on top of exclusive: its link reads in place (learn_link()) */
+	int link_known; /* the opening's first buffer or backlog came */
 	uint32_t backlog; /* last announced */
 	uint32_t outstanding; /* credit announced, not yet used by a buffer */
 	uint32_t pend_added; /* credit added to the outbox since the last flush */
@@ -124,7 +126,7 @@ struct fdx__gchan {
 	struct fdx__sub *lsub;
 	_Atomic uint32_t queued; /* buffers pushed to the gate, not yet taken by next() */
 	/* Statistics. */
-	_Atomic uint32_t held, max_held, st_floating, st_backlog, st_unannounced;
+	_Atomic uint32_t held, max_held, st_floating, st_backlog, st_unannounced, st_inplace;
 	_Atomic uint64_t credits_announced, buffers_received, events_received, bytes_received;
 	_Atomic int32_t error;
 };
@@ -139,6 +141,8 @@ struct fdx_gate {
 	uint32_t exclusive;
 	uint32_t floating;
 	uint32_t floating_free;
+	uint32_t inplace; /* per-channel credit of in-place links (0: none) */
+	uint32_t inplace_extra; /* inplace - exclusive, or 0 */
 	uint32_t max_record;
 	struct fdx__gchan *ch;
 	uint32_t *want; /* FIFO of channels wanting floating credit */
@@ -152,7 +156,8 @@ struct fdx_gate {
 	uint32_t pend_total;
 	uint64_t pend_since; /* when next() first waited owing credit (0: not waiting) */
 	int starving; /* credit waits that a producer has none without */
-	uint32_t flush_at;
+	uint32_t flush_at; /* quota / 4: credit waiting that goes at once */
+	uint64_t quota; /* credit the open channels may hold: exclusive, floating, in place */
 	_Atomic uint64_t buffers_received, events_received, bytes_received, records;
 	_Atomic uint64_t bytes_copied, bytes_reassembled;
 	_Atomic uint32_t held, channels_open;

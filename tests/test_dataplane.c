@@ -257,6 +257,7 @@ struct scenario {
 	uint32_t floating;
 	uint32_t prod_pool; /* the producer's LocalBufferPool max */
 	uint32_t gate_pool; /* the gate's LocalBufferPool max (tcp) */
+	uint32_t inplace; /* gate option: credit of a shm or local channel */
 };
 
 /* Priority: one credit; the first buffer goes, PRIO_QUEUED wait behind it. */
@@ -265,10 +266,14 @@ struct scenario {
 #define PRIO_BARRIER_ID 42u
 #define PRIO_VIEWS 64
 
-/* Backpressure: 4 channels of 2 + 4 credits, 16 producer segments. */
+/*
+ * Backpressure: 4 channels of 2 + 4 credits (tcp), 8 each on shm and local
+ * (in place), 16 producer segments.
+ */
 #define BP_CH 4u
 #define BP_EXCL 2u
 #define BP_FLOAT 4u
+#define BP_INPLACE 8u
 #define BP_POOL 16u
 #define BP_RECORDS 4800u /* about 600 buffers: 1.2 s at 2 ms each */
 #define BP_SLEEP_US 2000
@@ -307,13 +312,13 @@ static uint32_t dr_len(uint64_t i)
 }
 
 static const struct scenario scenarios[MODE_COUNT] = {
-	[MODE_INTEGRITY] = {"integrity", N_CH, 2, 8, 64, 48},
-	[MODE_PRIORITY] = {"priority", 1, 1, FDX_CREDITS_NONE, 16, 4},
-	[MODE_BACKPRESSURE] = {"backpressure", BP_CH, BP_EXCL, BP_FLOAT, BP_POOL, 16},
-	[MODE_TIMEOUT] = {"timeout", 1, 2, FDX_CREDITS_NONE, TO_POOL, 4},
-	[MODE_ARGS] = {"args", 2, 2, 8, 8, 16},
-	[MODE_DESTROY] = {"destroy", DR_CH, 2, 8, 16, 16},
-	[MODE_REUSE] = {"reuse", DR_CH, 2, 8, 16, 16},
+	[MODE_INTEGRITY] = {"integrity", N_CH, 2, 8, 64, 48, 0},
+	[MODE_PRIORITY] = {"priority", 1, 1, FDX_CREDITS_NONE, 16, 4, FDX_CREDITS_NONE},
+	[MODE_BACKPRESSURE] = {"backpressure", BP_CH, BP_EXCL, BP_FLOAT, BP_POOL, 16, BP_INPLACE},
+	[MODE_TIMEOUT] = {"timeout", 1, 2, FDX_CREDITS_NONE, TO_POOL, 4, FDX_CREDITS_NONE},
+	[MODE_ARGS] = {"args", 2, 2, 8, 8, 16, 0},
+	[MODE_DESTROY] = {"destroy", DR_CH, 2, 8, 16, 16, 0},
+	[MODE_REUSE] = {"reuse", DR_CH, 2, 8, 16, 16, 0},
 };
 
 struct link {
@@ -321,6 +326,23 @@ struct link {
 	uint32_t link; /* enum fdx_link */
 	const char *listen; /* both exchanges' listen address (NULL: a Unix socket) */
 };
+
+/* Whether a channel over l reads in place with sc's credits (shm and local). */
+static int reads_in_place(const struct scenario *sc, const struct link *l)
+{
+	uint32_t inplace = sc->inplace ? sc->inplace : FDX_INPLACE_CREDITS_DEFAULT;
+
+	return l->link != FDX_LINK_TCP && sc->inplace != FDX_CREDITS_NONE &&
+	       inplace > sc->exclusive;
+}
+
+/* The most credit one of sc's channels over l can have. */
+static uint32_t credit_bound(const struct scenario *sc, const struct link *l)
+{
+	if (reads_in_place(sc, l))
+		return sc->inplace ? sc->inplace : FDX_INPLACE_CREDITS_DEFAULT;
+	return sc->exclusive + (sc->floating == FDX_CREDITS_NONE ? 0 : sc->floating);
+}
 
 enum { LOCAL, SHM, TCP };
 
@@ -591,7 +613,7 @@ static void *psample(void *arg)
 
 			s->err += fdx_partition_channel_stats(s->p->part, sub, &cs) != 0;
 			s->bad_sent += cs.buffers_sent > cs.credits_granted;
-			s->bad_in_flight += cs.in_flight > sc->exclusive + sc->floating;
+			s->bad_in_flight += cs.in_flight > credit_bound(sc, s->p->link);
 			/* Seed steps 3 and 4: no credit left, data waiting in our queue. */
 			s->starved += cs.credit == 0 && cs.backlog > 0;
 			if (cs.in_flight > s->max_in_flight)
@@ -644,7 +666,7 @@ static int produce_backpressure(struct prod *p)
 		struct fdx_channel_stats cs = {.size = sizeof(cs)};
 
 		P_OK(p, fdx_partition_channel_stats(p->part, sub, &cs));
-		P_TRUE(p, cs.max_in_flight <= BP_EXCL + BP_FLOAT);
+		P_TRUE(p, cs.max_in_flight <= credit_bound(&scenarios[MODE_BACKPRESSURE], p->link));
 		P_TRUE(p, cs.buffers_sent <= cs.credits_granted);
 	}
 	say(p,
@@ -836,7 +858,8 @@ static struct cons *cons_open(const struct link *l, uint32_t mode)
 				   .gate = GATE,
 				   .n_channels = sc->n_ch,
 				   .exclusive_credits = sc->exclusive,
-				   .floating_credits = sc->floating};
+				   .floating_credits = sc->floating,
+				   .inplace_credits = sc->inplace};
 
 	assert_non_null(c);
 	c->sc = sc;
@@ -1421,8 +1444,9 @@ PER_LINK(priority_barrier_overtakes_queued_buffers, priority_barrier_overtakes_q
 /* The consumer side's invariants, sampled while it runs. */
 struct csampler {
 	struct cons *c;
+	const struct link *l;
 	atomic_int stop;
-	uint64_t samples, bad_channel, bad_gate, bad_pool;
+	uint64_t samples, bad_channel, bad_gate, bad_pool, in_place;
 	uint32_t max_held;
 	int err;
 };
@@ -1439,11 +1463,15 @@ static void *csample(void *arg)
 			struct fdx_input_channel_stats cs = {.size = sizeof(cs)};
 
 			s->err += fdx_gate_channel_stats(s->c->gate, ch, &cs) != 0;
-			s->bad_channel += cs.held > cs.exclusive + cs.floating ||
-					  cs.exclusive != BP_EXCL || cs.floating > BP_FLOAT;
+			/* In place: its in-place credit and no floating; else exclusive + floating. */
+			s->bad_channel += cs.held > (cs.inplace ? cs.inplace : cs.exclusive + cs.floating) ||
+					  cs.exclusive != BP_EXCL || cs.floating > BP_FLOAT ||
+					  (cs.inplace && (cs.floating || cs.inplace != BP_INPLACE));
+			s->in_place += cs.inplace != 0;
 		}
 		s->err += fdx_gate_stats(s->c->gate, &gs) != 0;
-		s->bad_gate += gs.held > BP_CH * BP_EXCL + BP_FLOAT || gs.floating_free > BP_FLOAT;
+		s->bad_gate += gs.held > BP_CH * credit_bound(&scenarios[MODE_BACKPRESSURE], s->l) ||
+			       gs.floating_free > BP_FLOAT;
 		if (gs.held > s->max_held)
 			s->max_held = gs.held;
 		if (s->c->pool) {
@@ -1469,6 +1497,7 @@ static void slow_consumer_backpressures_producer(int li)
 	pthread_t t;
 
 	assert_non_null(s);
+	s->l = &links[li];
 	for (uint32_t ch = 0; ch < BP_CH; ch++)
 		want[ch] = ch;
 	s->c = c;
@@ -1529,6 +1558,11 @@ static void slow_consumer_backpressures_producer(int li)
 	assert_int_equal(s->bad_channel, 0);
 	assert_int_equal(s->bad_gate, 0);
 	assert_int_equal(s->bad_pool, 0);
+	/* shm and local channels read in place: their credit was the in-place one. */
+	if (reads_in_place(&scenarios[MODE_BACKPRESSURE], &links[li]))
+		assert_true(s->in_place > 0);
+	else
+		assert_int_equal(s->in_place, 0);
 	/* The producer never sent beyond credit, nor held more than its pool... */
 	assert_int_equal(kv(line, "err"), 0);
 	assert_true(kv(line, "samples") >= 10);

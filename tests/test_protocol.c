@@ -42,6 +42,7 @@ struct rig {
 	struct fdx_partition *part[MAX_PARTS];
 	struct fdx_lbp *lbp[MAX_PARTS];
 	struct fdx_gate *gate;
+	uint32_t inplace; /* rig_gate()'s in-place credit; 0: none (the tests of tcp-like credit) */
 };
 
 static int rig_setup(void **state)
@@ -84,7 +85,10 @@ static int rig_teardown(void **state)
 	return 0;
 }
 
-/* The gate (id GATE): n channels, excl and floating credits as fdx_gate_opts takes them. */
+/*
+ * The gate (id GATE): n channels, excl and floating credits as fdx_gate_opts
+ * takes them; r->inplace in-place credits (0: none).
+ */
 static struct fdx_gate *rig_gate(struct rig *r, uint32_t n, uint32_t excl, uint32_t floating,
 				 uint32_t max_record)
 {
@@ -93,7 +97,8 @@ static struct fdx_gate *rig_gate(struct rig *r, uint32_t n, uint32_t excl, uint3
 				   .n_channels = n,
 				   .exclusive_credits = excl,
 				   .floating_credits = floating,
-				   .max_record = max_record};
+				   .max_record = max_record,
+				   .inplace_credits = r->inplace ? r->inplace : FDX_CREDITS_NONE};
 
 	assert_int_equal(fdx_gate_create(r->ex, NULL, &go, &r->gate), 0);
 	return r->gate;
@@ -201,7 +206,7 @@ static void assert_quota(struct fdx_gate *g, uint32_t ch)
 {
 	struct fdx__gchan *c = &g->ch[ch];
 
-	assert_int_equal(g->exclusive + c->floating,
+	assert_int_equal(g->exclusive + c->floating + c->inplace,
 			 c->outstanding + atomic_load(&c->held) - atomic_load(&c->queued));
 }
 
@@ -1550,6 +1555,195 @@ static void test_ledger_spends_nothing_twice_and_undoes_a_spend(void **state)
  * comes back takes at least that long (a lower bound: it holds whatever the
  * scheduler does).
  */
+/* ---- in-place credit: shm and local read the producer's segments ------------- */
+
+/*
+ * A shm channel starts on its exclusive credit (the answer to the open); its
+ * first buffer shows the link, and the rest of the in-place budget goes at
+ * once, as one update. It takes no floating credit however long its backlog.
+ */
+static void test_gate_gives_an_in_place_channel_its_budget(void **state)
+{
+	struct rig *r = *state;
+	struct fdx_gate *g;
+	struct fdx_partition *p = rig_part(r, 0, 1, 16, 0, 0);
+	const struct fake_ctl *c;
+	struct fdx_view v[8];
+
+	r->inplace = 6;
+	g = rig_gate(r, 1, 2, 8, 0);
+	assert_int_equal(g->flush_at, (2 + 8) / 4);
+	rig_connect(r, p, 0, 0, FDX_LINK_SHM);
+	assert_int_equal(credit_of(p, 0), 2);
+	emit_full(p, 0, 8);
+	fake_pump(r->ex);
+	assert_int_equal(fake_count_frames(r->ex, GATE, 0, FDX__GI_BUFFER), 2);
+	take(g, &v[0], FDX_VIEW_BUFFER);
+	/* Its link known: 6 - 2 more, in one update, and the batch follows its quota. */
+	assert_int_equal(g->ch[0].inplace, 4);
+	assert_int_equal(g->flush_at, (2 + 8 + 4) / 4);
+	take(g, &v[1], FDX_VIEW_BUFFER);
+	take_nothing(g); /* the BACKLOG: 6 waiting, and still no floating credit */
+	assert_int_equal(fake_count_ctl(r->ex, GATE, 0, FAKE_CTL_CREDIT), 1);
+	c = fake_last_ctl(r->ex, GATE, 0, FAKE_CTL_CREDIT);
+	assert_int_equal(c->added, 4);
+	assert_int_equal(c->n, 0);
+	assert_int_equal(g->ch[0].floating, 0);
+	assert_int_equal(gate_stats(g).floating_free, 8);
+	assert_int_equal(chan_stats(g, 0).inplace, 6);
+	assert_int_equal(chan_stats(g, 0).floating, 0);
+	assert_quota(g, 0);
+
+	fake_deliver_credit(r->ex);
+	assert_int_equal(c->reached, 1);
+	fake_pump(r->ex);
+	assert_int_equal(fake_count_frames(r->ex, GATE, 0, FDX__GI_BUFFER), 6);
+	for (int i = 2; i < 6; i++) {
+		take(g, &v[i], FDX_VIEW_BUFFER);
+		assert_quota(g, 0);
+	}
+	/* Six held, none outstanding: the producer waits for a release. */
+	assert_int_equal(atomic_load(&g->ch[0].held), 6);
+	assert_int_equal(g->ch[0].outstanding, 0);
+	assert_int_equal(credit_of(p, 0), 0);
+	/* Each release gives one back, with its offset: quota stays 6. */
+	for (int i = 0; i < 6; i++) {
+		release(g, &v[i]);
+		assert_quota(g, 0);
+	}
+	take_nothing(g);
+	fake_deliver_credit(r->ex);
+	assert_int_equal(credit_of(p, 0), 6);
+	assert_int_equal(lbp_in_use(r->lbp[0]), 2); /* the two still queued, no more */
+}
+
+/* Not above the exclusive credit: an in-place channel is credited as a tcp one. */
+static void test_gate_in_place_credit_not_above_exclusive_changes_nothing(void **state)
+{
+	struct rig *r = *state;
+	struct fdx_gate *g;
+	struct fdx_partition *p = rig_part(r, 0, 1, 16, 0, 0);
+	struct fdx_view v[2];
+
+	r->inplace = 2;
+	g = rig_gate(r, 1, 2, 4, 0);
+	rig_connect(r, p, 0, 0, FDX_LINK_SHM);
+	emit_full(p, 0, 6);
+	fake_pump(r->ex);
+	take(g, &v[0], FDX_VIEW_BUFFER);
+	take(g, &v[1], FDX_VIEW_BUFFER);
+	take_nothing(g); /* the BACKLOG: floating lent, as without in-place credit */
+	assert_int_equal(g->ch[0].inplace, 0);
+	assert_int_equal(chan_stats(g, 0).inplace, 0);
+	assert_int_equal(g->ch[0].floating, 4);
+	assert_quota(g, 0);
+	release(g, &v[0]);
+	release(g, &v[1]);
+}
+
+/* A local channel's budget comes at once too, straight to its producer's ledger. */
+static void test_gate_gives_a_local_channel_its_in_place_budget(void **state)
+{
+	struct rig *r = *state;
+	struct fdx_gate *g;
+	struct fdx_partition *p = rig_part(r, 0, 1, 16, 0, 0);
+	const struct fake_ctl *c;
+	struct fdx_view v;
+
+	r->inplace = 5;
+	g = rig_gate(r, 1, 2, 8, 0);
+	rig_connect(r, p, 0, 0, FDX_LINK_LOCAL);
+	assert_int_equal(credit_of(p, 0), 2);
+	emit_full(p, 0, 3);
+	fake_pump(r->ex);
+	take(g, &v, FDX_VIEW_BUFFER);
+	c = fake_last_ctl(r->ex, GATE, 0, FAKE_CTL_LOCAL_CREDIT);
+	assert_non_null(c);
+	assert_int_equal(c->added, 3);
+	fake_deliver_credit(r->ex);
+	/* 2 at open, 2 spent, 3 more. */
+	assert_int_equal(credit_of(p, 0), 3);
+	assert_int_equal(chan_stats(g, 0).inplace, 5);
+	assert_quota(g, 0);
+	release(g, &v);
+}
+
+/*
+ * A new opening starts again on its exclusive credit: the old one's in-place
+ * credit neither carries over nor stays in the gate's batch size.
+ */
+static void test_gate_in_place_credit_ends_with_its_opening(void **state)
+{
+	struct rig *r = *state;
+	struct fdx_gate *g;
+	struct fdx_partition *p1 = rig_part(r, 0, 1, 8, 0, 0), *p2;
+	struct fdx_view v;
+
+	r->inplace = 6;
+	g = rig_gate(r, 1, 2, FDX_CREDITS_NONE, 0);
+	rig_connect(r, p1, 0, 0, FDX_LINK_SHM);
+	emit_full(p1, 0, 1);
+	fake_pump(r->ex);
+	take(g, &v, FDX_VIEW_BUFFER);
+	assert_int_equal(g->ch[0].inplace, 4);
+	assert_int_equal(g->quota, 6);
+	release(g, &v);
+	rig_drop_part(r, 0);
+	p2 = rig_part(r, 1, 1, 8, 0, 0);
+	rig_connect(r, p2, 0, 0, FDX_LINK_SHM);
+	take_nothing(g); /* CLOSED of opening 1, OPENED of opening 2 */
+	assert_int_equal(g->ch[0].inplace, 0);
+	assert_int_equal(chan_stats(g, 0).inplace, 0);
+	assert_int_equal(g->quota, 2);
+	assert_int_equal(g->flush_at, 1);
+	assert_int_equal(atomic_load(&g->ch[0].granted_total), 2);
+	assert_int_equal(credit_of(p2, 0), 2);
+	assert_quota(g, 0);
+	emit_full(p2, 0, 1);
+	fake_pump(r->ex);
+	take(g, &v, FDX_VIEW_BUFFER);
+	assert_int_equal(g->ch[0].inplace, 4);
+	assert_int_equal(fake_last_ctl(r->ex, GATE, 0, FAKE_CTL_CREDIT)->opening, 2);
+	release(g, &v);
+}
+
+/*
+ * The options: the library's default in-place credit; an older caller's
+ * struct (without inplace_credits) is taken with the default; sizes below it
+ * and budgets above the limit are refused.
+ */
+static void test_gate_opts_in_place_defaults_and_older_struct(void **state)
+{
+	struct rig *r = *state;
+	struct fdx_gate_opts go = {.size = sizeof(go), .gate = 5, .n_channels = 2};
+	struct fdx_gate *g = NULL;
+
+	assert_int_equal(fdx_gate_create(r->ex, NULL, &go, &g), 0);
+	assert_int_equal(g->inplace, FDX_INPLACE_CREDITS_DEFAULT);
+	assert_int_equal(g->inplace_extra,
+			 FDX_INPLACE_CREDITS_DEFAULT - FDX_EXCLUSIVE_CREDITS_DEFAULT);
+	fdx_gate_destroy(g);
+
+	/* An fdx 0.1 caller: its struct ends before inplace_credits, whatever follows. */
+	go.inplace_credits = 7;
+	go.size = FDX_GATE_OPTS_SIZE_V1;
+	assert_int_equal(fdx_gate_create(r->ex, NULL, &go, &g), 0);
+	assert_int_equal(g->inplace, FDX_INPLACE_CREDITS_DEFAULT);
+	fdx_gate_destroy(g);
+
+	go.size = FDX_GATE_OPTS_SIZE_V1 - 4;
+	assert_int_equal(fdx_gate_create(r->ex, NULL, &go, &g), -EINVAL);
+	assert_null(g);
+	go.size = sizeof(go);
+	go.inplace_credits = FDX_INPLACE_CREDITS_MAX + 1;
+	assert_int_equal(fdx_gate_create(r->ex, NULL, &go, &g), -EINVAL);
+	go.inplace_credits = FDX_CREDITS_NONE;
+	assert_int_equal(fdx_gate_create(r->ex, NULL, &go, &g), 0);
+	assert_int_equal(g->inplace, 0);
+	assert_int_equal(g->inplace_extra, 0);
+	fdx_gate_destroy(g);
+}
+
 static void test_sub_measures_each_buffers_credit_round_trip(void **state)
 {
 	struct rig *r = *state;
@@ -1664,6 +1858,11 @@ int main(void)
 		T(test_ledger_spends_nothing_twice_and_undoes_a_spend),
 		T(test_sub_measures_each_buffers_credit_round_trip),
 		T(test_loop_parts_are_timed_where_they_happen),
+		T(test_gate_gives_an_in_place_channel_its_budget),
+		T(test_gate_in_place_credit_not_above_exclusive_changes_nothing),
+		T(test_gate_gives_a_local_channel_its_in_place_budget),
+		T(test_gate_in_place_credit_ends_with_its_opening),
+		T(test_gate_opts_in_place_defaults_and_older_struct),
 #undef T
 	};
 

@@ -29,8 +29,9 @@
  *               record that spans slots is put together in a buffer of the
  *               consumer's first, as fdx's gate does) over as many slots of
  *               --segment-size bytes as fdx has segments in flight in the same
- *               configuration: channels x exclusive + floating credits, at
- *               most --pool. The producer posts each full slot's number on a
+ *               configuration: channels x the in-place credit when it is
+ *               above exclusive (shm reads in place), else channels x
+ *               exclusive + floating credits; at most --pool. The producer posts each full slot's number on a
  *               queue in shared memory; the consumer reads the slot and hands
  *               its number back on a second queue. No credits, sockets or gRPC.
  *  shm-ring     the same, without fdx's budget or slots: a single-producer
@@ -283,6 +284,7 @@ struct config {
 	uint32_t seg_size;
 	uint32_t exclusive; /* per channel, as given (0: none) */
 	uint32_t floating; /* per gate, as given (0: none) */
+	uint32_t inplace; /* per channel on shm and local links, as given (0: none) */
 	uint32_t pool; /* producer pool, segments */
 	uint64_t ring_size; /* shm-ring bytes, a power of two */
 	uint32_t slots; /* shm-ceiling: fdx's segments in flight, each seg_size bytes */
@@ -1070,7 +1072,8 @@ static struct fdx_gate *gate_make(struct fdx_exchange *ex, struct fdx_lbp *pool,
 				  .n_channels = c->channels,
 				  .exclusive_credits =
 					  c->exclusive ? c->exclusive : FDX_CREDITS_NONE,
-				  .floating_credits = c->floating ? c->floating : FDX_CREDITS_NONE};
+				  .floating_credits = c->floating ? c->floating : FDX_CREDITS_NONE,
+				  .inplace_credits = c->inplace ? c->inplace : FDX_CREDITS_NONE};
 	struct fdx_gate *g;
 	int err;
 
@@ -2979,8 +2982,9 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: fdx-bench [--mode M[,M...] | --compare] [--latency [--count N] [--gap US]]\n"
 		"                 [--seconds S] [--reps N] [--record-size N | --sizes LIST]\n"
-		"                 [--channels N] [--segment-size N] [--exclusive N] [--floating N]\n"
-		"                 [--pool N] [--json | --csv] [--verbose] [--plot FILE.png] [--help]\n"
+		"                 [--channels N] [--segment-size N] [--defaults | [--exclusive N]\n"
+		"                 [--floating N] [--inplace N] [--pool N]] [--json | --csv]\n"
+		"                 [--verbose] [--plot FILE.png] [--help]\n"
 		"  --mode M[,M...]   what carries the data (default shm), one or more of:\n"
 		"                      shm, tcp, local: fdx's links\n"
 		"                      shm-ceiling: the machine's limit with fdx's memory: as many\n"
@@ -3021,7 +3025,13 @@ static void usage(FILE *f)
 		"                    flush step\n"
 		"  --exclusive N     exclusive credits per channel (default max(%u, %u / channels); 0 = none)\n"
 		"  --floating N      floating credits per gate (default %u; 0 = none)\n"
+		"  --inplace N       credits per channel on shm and local links, which read the\n"
+		"                    producer's segments in place (default the library's, %u,\n"
+		"                    when above --exclusive; 0 = none: as tcp)\n"
 		"  --pool N          producer pool, segments (default max(%u, credits + %u))\n"
+		"  --defaults        the library's credit defaults and Flink's budget: exclusive\n"
+		"                    %u, floating %u, inplace %u, a producer pool of %u segments\n"
+		"                    per channel\n"
 		"  --json            print {\"results\": [...]} instead of a table\n"
 		"  --csv             print CSV (a header, then one row per run) instead of a table\n"
 		"  --verbose         under each run in the table: each process's CPU time, a\n"
@@ -3035,8 +3045,10 @@ static void usage(FILE *f)
 		"Invocations planned longer than %g s show progress on stderr.\n",
 		LAT_COUNT_MAX, LAT_COUNT_DEFAULT, LAT_WARMUP, LAT_GAP_MAX_US, REPS_MAX,
 		REPS_DEFAULT, RECORD_MIN, RECORD_MAX, RECORD_DEFAULT, LAT_RECORD_DEFAULT,
-		LAT_RECORD_MIN, EXCLUSIVE_MIN, EXCLUSIVE_TOTAL, FLOATING_DEFAULT, POOL_DEFAULT,
-		POOL_SLACK, PROGRESS_PLAN_S);
+		LAT_RECORD_MIN, EXCLUSIVE_MIN, EXCLUSIVE_TOTAL, FLOATING_DEFAULT,
+		FDX_INPLACE_CREDITS_DEFAULT, POOL_DEFAULT, POOL_SLACK, FDX_EXCLUSIVE_CREDITS_DEFAULT,
+		FDX_FLOATING_CREDITS_DEFAULT, FDX_INPLACE_CREDITS_DEFAULT, FDX_INPLACE_CREDITS_DEFAULT,
+		PROGRESS_PLAN_S);
 }
 
 static void bad_option(const char *what, const char *arg)
@@ -3309,11 +3321,12 @@ static void json_print(const struct config *c, const struct outcome *outs, int n
 
 		printf("%s{\"mode\": \"%s\", \"record_size\": %u, \"records_per_s\": %.0f, "
 		       "\"gbytes_per_s\": %.4f, \"channels\": %u, \"segment_size\": %u, "
-		       "\"exclusive_credits\": %u, \"floating_credits\": %u, \"pool\": %u, "
+		       "\"exclusive_credits\": %u, \"floating_credits\": %u, "
+		       "\"inplace_credits\": %u, \"pool\": %u, "
 		       "\"seconds\": %.6f, \"records\": %llu",
 		       i ? ", " : "", mode_names[o->m], o->record_size, records_per_s(&o->r),
 		       gbytes_per_s(&o->r), o->r.channels, c->seg_size, c->exclusive, c->floating,
-		       c->pool, (double)o->r.ns / 1e9, (unsigned long long)o->r.records);
+		       c->inplace, c->pool, (double)o->r.ns / 1e9, (unsigned long long)o->r.records);
 		if (c->latency)
 			printf(", \"latency\": true, \"p50_us\": %.3f, \"p99_us\": %.3f, "
 			       "\"p999_us\": %.3f, \"max_us\": %.3f, \"samples\": %llu, \"gap_us\": %.0f",
@@ -3560,9 +3573,10 @@ static void print_header(const struct config *c, const uint32_t *sizes, uint32_t
 		       "segments\n",
 		       fdx_version_string(), c->seconds, list, c->channels,
 		       c->channels == 1 ? "" : "s", c->seg_size);
-	printf("credit settings: exclusive %u per channel, floating %u per gate; producer "
-	       "pool %u segments (%.1f MiB)\n",
-	       c->exclusive, c->floating, c->pool,
+	printf("credit settings: exclusive %u per channel, floating %u per gate, in place (shm, "
+	       "local) %u per channel%s; producer pool %u segments (%.1f MiB)\n",
+	       c->exclusive, c->floating, c->inplace,
+	       c->inplace > c->exclusive ? "" : " (not above exclusive: unused)", c->pool,
 	       (double)c->pool * c->seg_size / (1024.0 * 1024.0));
 	if (modes & (MODE_BIT(MODE_CEILING) | MODE_BIT(MODE_RING))) {
 		printf("ceilings: shm-ceiling %u slots of %u B = %.1f MiB (fdx's segments in "
@@ -3673,6 +3687,8 @@ int main(int argc, char **argv)
 						 {"segment-size", required_argument, NULL, 'z'},
 						 {"exclusive", required_argument, NULL, 'e'},
 						 {"floating", required_argument, NULL, 'f'},
+						 {"inplace", required_argument, NULL, 'I'},
+						 {"defaults", no_argument, NULL, 'D'},
 						 {"pool", required_argument, NULL, 'p'},
 						 {"compare", no_argument, NULL, 'C'},
 						 {"json", no_argument, NULL, 'j'},
@@ -3692,12 +3708,14 @@ int main(int argc, char **argv)
 			   .seg_size = FDX_SEG_SIZE_DEFAULT,
 			   .exclusive = UINT32_MAX, /* not given */
 			   .floating = FLOATING_DEFAULT,
+			   .inplace = FDX_INPLACE_CREDITS_DEFAULT,
 			   .lat_count = 0, /* not given */
 			   .reps = REPS_DEFAULT,
 			   .cpus = {-1, -1}};
 	uint32_t sizes[SIZES_MAX], n_sizes = 0;
 	unsigned modes = 0;
 	int compare = 0, json = 0, csv = 0, verbose = 0, ncpu = 0, opt, n_runs, k = 0, rc = 0;
+	int defaults = 0, credit_given = 0;
 	double plan = 0;
 	const char *plot_file = NULL;
 	int64_t gap_us = -1; /* not given */
@@ -3733,12 +3751,23 @@ int main(int argc, char **argv)
 				bad_option("--segment-size must be a power of two, not", optarg);
 			break;
 		case 'e':
+			credit_given = 1;
 			c.exclusive = (uint32_t)parse_num("--exclusive", optarg, 0, 65536, 0);
 			break;
 		case 'f':
+			credit_given = 1;
 			c.floating = (uint32_t)parse_num("--floating", optarg, 0, 1u << 20, 0);
 			break;
+		case 'I':
+			credit_given = 1;
+			c.inplace = (uint32_t)parse_num("--inplace", optarg, 0,
+							FDX_INPLACE_CREDITS_MAX, 0);
+			break;
+		case 'D':
+			defaults = 1;
+			break;
 		case 'p':
+			credit_given = 1;
 			pool = parse_num("--pool", optarg, 2, FDX_SEG_COUNT_MAX, 0);
 			break;
 		case 'C':
@@ -3814,6 +3843,16 @@ int main(int argc, char **argv)
 		snprintf(size, sizeof(size), "%u", sizes[0]);
 		bad_option(what, size);
 	}
+	if (defaults && credit_given)
+		bad_option("--defaults sets the credits and the pool: give none of --exclusive, "
+			   "--floating, --inplace, --pool with it",
+			   NULL);
+	if (defaults) {
+		c.exclusive = FDX_EXCLUSIVE_CREDITS_DEFAULT;
+		c.floating = FDX_FLOATING_CREDITS_DEFAULT;
+		c.inplace = FDX_INPLACE_CREDITS_DEFAULT;
+		pool = (uint64_t)c.channels * FDX_INPLACE_CREDITS_DEFAULT;
+	}
 	if (c.exclusive == UINT32_MAX)
 		c.exclusive = EXCLUSIVE_TOTAL / c.channels > EXCLUSIVE_MIN
 				      ? EXCLUSIVE_TOTAL / c.channels
@@ -3831,8 +3870,13 @@ int main(int argc, char **argv)
 	if (pool < (uint64_t)c.channels + 1)
 		bad_option("--pool must be at least channels + 1", NULL);
 	c.pool = (uint32_t)pool;
-	/* shm-ceiling: what fdx may have in flight, the credits, as far as the pool allows. */
-	credits = (uint64_t)c.channels * c.exclusive + c.floating;
+	/*
+	 * shm-ceiling: what fdx's shm may have in flight, the credits, as far as
+	 * the pool allows; a channel reading in place has its in-place credit
+	 * and no floating.
+	 */
+	credits = c.inplace > c.exclusive ? (uint64_t)c.channels * c.inplace
+					   : (uint64_t)c.channels * c.exclusive + c.floating;
 	c.slots = (uint32_t)(credits < pool ? credits : pool);
 	if (plot_file)
 		csv = 1; /* the plot's data goes to stdout too */

@@ -205,14 +205,21 @@ static void publish_sink(struct reporter *r)
 	fdx_gate_stats(r->gate, &gs);
 	atomic_store(&sh->snk.bytes_copied, gs.bytes_copied);
 	atomic_store(&sh->snk.bytes_reassembled, gs.bytes_reassembled);
+	uint32_t quota = 0, floating_usable = 0;
+
 	atomic_store(&sh->snk.pool_in_use, gs.held);
-	atomic_store(&sh->snk.pool_max, NCH * EXCLUSIVE + FLOATING);
 	for (uint32_t i = 0; i < NCH; i++) {
 		struct fdx_input_channel_stats cs = {.size = sizeof(cs)};
 
 		fdx_gate_channel_stats(r->gate, i, &cs);
 		atomic_store(&sh->snk.held[i], cs.held);
+		/* A channel reading in place (shm) has its in-place credit, not exclusive. */
+		quota += cs.inplace ? cs.inplace : EXCLUSIVE;
+		floating_usable |= !cs.inplace;
 	}
+	if (floating_usable) /* in-place channels take no floating credit */
+		quota += FLOATING;
+	atomic_store(&sh->snk.pool_max, quota);
 }
 
 static void *reporter_main(void *arg)
@@ -712,9 +719,14 @@ int main(int argc, char **argv)
 	printf("  link %s; records of %u bytes over 4 channels, each checked (channel, "
 	       "sequence, checksum)\n",
 	       cfg.link == FDX_LINK_SHM ? "shm" : "tcp", cfg.record_size);
-	printf("  buffers of %u KiB; source pool %u segments; credits: %u exclusive per channel "
-	       "+ %u floating\n",
-	       SEG_SIZE / 1024, POOL_MAX, EXCLUSIVE, FLOATING);
+	printf("  buffers of %u KiB; source pool %u segments; credits:\n", SEG_SIZE / 1024,
+	       POOL_MAX);
+	if (cfg.link == FDX_LINK_SHM)
+		printf("    %u per channel, read in place (the library's default for shm)\n",
+		       FDX_INPLACE_CREDITS_DEFAULT);
+	else
+		printf("    %u exclusive per channel + %u floating (segments of the sink's pool)\n",
+		       EXCLUSIVE, FLOATING);
 	for (deadline = now_ns() + SETUP_MS * 1000000ull;
 	     !atomic_load(&sh->source_ready) && now_ns() < deadline;) {
 		if (atomic_load(&sh->source_done) || atomic_load(&sh->sink_done))

@@ -362,12 +362,25 @@ static struct gate_fig gate_figures(const struct target *t, const Fdx__GateStats
 	const Fdx__GateStats *q = prev_gate(t->prev, g->gate);
 	double secs = secs_between(t);
 	uint64_t excl_held = 0;
+	int floating_usable = 0;
 	struct gate_fig f;
 
 	f.rec_s = rate(g->records, q ? q->records : 0, q != NULL, secs);
 	f.bytes_s = rate(g->bytes, q ? q->bytes : 0, q != NULL, secs);
-	/* Flink's input pool: every exclusive credit of its channels plus the floating ones. */
-	f.quota = g->exclusive * (uint32_t)g->n_channels + g->floating;
+	/*
+	 * Flink's input pool: every exclusive credit of its channels plus the
+	 * floating ones; a channel reading in place (shm, local) counts its
+	 * in-place credit instead of its exclusive one and takes no floating
+	 * credit: the floating ones count while some channel can take them.
+	 */
+	f.quota = 0;
+	for (size_t i = 0; i < g->n_channels; i++) {
+		f.quota += g->channels[i]->inplace ? g->channels[i]->inplace : g->exclusive;
+		if (!g->channels[i]->inplace)
+			floating_usable = 1;
+	}
+	if (floating_usable || !g->n_channels)
+		f.quota += g->floating;
 	f.in_pool = f.quota ? (double)g->held / f.quota : 0.0;
 	if (f.in_pool > 1.0)
 		f.in_pool = 1.0;
@@ -422,13 +435,15 @@ static void print_table(const struct target *t)
 		       "inputFloatingBuffersUsage %.0f%%  channels open %u\n",
 		       g->gate, f.rec_s, f.bytes_s / 1e9, f.in_pool * 100, g->held, f.quota,
 		       f.excl_use * 100, f.float_use * 100, g->channels_open);
-		printf("    %-4s %-5s %9s %8s %8s %5s %11s %13s %s\n", "ch", "link", "exclusive",
-		       "floating", "backlog", "held", "unannounced", "numBuffersIn", "error");
+		printf("    %-4s %-5s %9s %8s %7s %8s %5s %11s %13s %s\n", "ch", "link", "exclusive",
+		       "floating", "inplace", "backlog", "held", "unannounced", "numBuffersIn",
+		       "error");
 		for (size_t k = 0; k < g->n_channels; k++) {
 			const Fdx__InputChannelStats *c = g->channels[k];
 
-			printf("    %-4u %-5s %9u %8u %8u %5u %11u %13llu %d\n", c->index,
-			       link_name(c->link), c->exclusive, c->floating, c->backlog, c->held,
+			printf("    %-4u %-5s %9u %8u %7u %8u %5u %11u %13llu %d\n", c->index,
+			       link_name(c->link), c->exclusive, c->floating, c->inplace,
+			       c->backlog, c->held,
 			       c->unannounced, (unsigned long long)c->buffers, c->error);
 		}
 	}
@@ -534,14 +549,14 @@ static void print_json(struct target *tms, int n)
 				const Fdx__InputChannelStats *c = g->channels[j];
 
 				printf("%s\n    {\"index\": %u, \"link\": \"%s\", \"exclusive\": %u, "
-				       "\"floating\": %u, \"backlog\": %u, \"held\": %u, "
+				       "\"inplace\": %u, \"floating\": %u, \"backlog\": %u, \"held\": %u, "
 				       "\"unannounced\": %u, \"numBuffersIn\": %llu, "
 				       "\"numBytesIn\": %llu, \"holdP50Ns\": %llu, "
 				       "\"holdP99Ns\": %llu, \"creditWaitP50Ns\": %llu, "
 				       "\"creditWaitP99Ns\": %llu, \"oneWayP50Ns\": %llu, "
 				       "\"oneWayP99Ns\": %llu, \"error\": %d}",
 				       j ? "," : "", c->index, link_name(c->link), c->exclusive,
-				       c->floating, c->backlog, c->held, c->unannounced,
+				       c->inplace, c->floating, c->backlog, c->held, c->unannounced,
 				       (unsigned long long)c->buffers, (unsigned long long)c->bytes,
 				       (unsigned long long)c->hold_p50_ns,
 				       (unsigned long long)c->hold_p99_ns,

@@ -168,6 +168,7 @@ static void on_gate(void *ud, struct fdx_gate *g)
 		x->index = i;
 		x->link = link_of(cs.link);
 		x->exclusive = cs.exclusive;
+		x->inplace = cs.inplace;
 		x->floating = cs.floating;
 		x->backlog = cs.backlog;
 		x->held = cs.held;

@@ -49,7 +49,16 @@ struct fdx_gate;
 #define FDX_EXCLUSIVE_CREDITS_DEFAULT 2u
 /** Default floating credits per gate (Flink's floating-buffers-per-gate). */
 #define FDX_FLOATING_CREDITS_DEFAULT 8u
-/** Option value meaning "none" for exclusive_credits or floating_credits. */
+/**
+ * Default credit per input channel whose link reads the producer's segments
+ * in place (shm, local): Flink's per-channel budget of 20 segments (10
+ * output buffers + 2 exclusive + 8 floating input buffers). Such a credit
+ * costs this gate no memory: the producer's pool is the whole budget.
+ */
+#define FDX_INPLACE_CREDITS_DEFAULT 20u
+/** Largest inplace_credits. */
+#define FDX_INPLACE_CREDITS_MAX 65536u
+/** Option value meaning "none" for exclusive_credits, floating_credits or inplace_credits. */
 #define FDX_CREDITS_NONE UINT32_MAX
 
 /**
@@ -63,7 +72,23 @@ struct fdx_gate_opts {
 	uint32_t exclusive_credits; /**< per channel (default 2; FDX_CREDITS_NONE for 0) */
 	uint32_t floating_credits; /**< per gate (default 8; FDX_CREDITS_NONE for 0) */
 	uint32_t max_record; /**< largest record reassembled (default 64 MiB, at most 1 GiB) */
+	/**
+	 * Credit of a channel whose producer's link reads in place (shm,
+	 * local), in place of its exclusive credit, once its first buffer or
+	 * backlog shows the link (the answer to the open carries the exclusive
+	 * credit; the rest follows as an update). Such a channel takes no
+	 * floating credit: floating credits are segments of pool, which it does
+	 * not use. Default FDX_INPLACE_CREDITS_DEFAULT; FDX_CREDITS_NONE, or a
+	 * value not above exclusive_credits: such channels are credited as tcp
+	 * ones (exclusive + floating). A producer's pool smaller than this
+	 * bounds its channel first. At most FDX_INPLACE_CREDITS_MAX.
+	 */
+	uint32_t inplace_credits;
+	uint32_t pad;
 };
+
+/** Size of struct fdx_gate_opts before inplace_credits (fdx 0.1): still accepted. */
+#define FDX_GATE_OPTS_SIZE_V1 24u
 
 /**
  * Create an input gate and register it with the exchange: producers may then
@@ -78,8 +103,10 @@ struct fdx_gate_opts {
  * @param o options (borrowed).
  * @param out receives the gate, owned by the caller until fdx_gate_destroy();
  *   set to NULL first, assigned only on success.
- * @return 0; -EINVAL if ex, o or out is NULL, o->size is below sizeof(struct
- *   fdx_gate_opts), n_channels is 0 or above 65536, max_record is above
+ * @return 0; -EINVAL if ex, o or out is NULL, o->size is below
+ *   FDX_GATE_OPTS_SIZE_V1 (a smaller struct of an older caller gets the
+ *   defaults of the fields it lacks), inplace_credits is above
+ *   FDX_INPLACE_CREDITS_MAX, n_channels is 0 or above 65536, max_record is above
  *   FDX_RECORD_MAX_LIMIT, the credits are 0 or above 2^32 - 1 in total, or
  *   pool is too small (the log says so); -EEXIST if the exchange has that
  *   gate already (from fdx_gate_create() or fdx_exchange_add_gate());
@@ -212,6 +239,9 @@ struct fdx_input_channel_stats {
 	 */
 	uint64_t one_way_p50_ns;
 	uint64_t one_way_p99_ns;
+	/** Credit it has in place of its exclusive one (in-place links), 0 if none. */
+	uint32_t inplace;
+	uint32_t pad2;
 };
 
 /** Counters of a gate; see fdx_gate_stats(). */

@@ -46,7 +46,8 @@ assert p["id"] == "demo-source/partition-0"
 assert len(p["subpartitions"]) == 4 and all(s["link"] == "shm" for s in p["subpartitions"])
 assert p["numRecordsOut"] > 0 and 0 <= p["outPoolUsage"] <= 1 and p["outPoolMax"] == 128
 assert 0 <= p["backPressuredTimeMsPerSecond"] <= 1000
-assert all(s["buffersInFlight"] <= 16 + 32 for s in p["subpartitions"])
+# shm reads in place: each channel's credit is the library's in-place 20, no floating.
+assert all(s["buffersInFlight"] <= 20 for s in p["subpartitions"])
 # Each subpartition's credit round trip (shm: measured per buffer): counted, ordered percentiles.
 for s in p["subpartitions"]:
     assert s["creditRoundTrips"] > 0, s
@@ -56,8 +57,9 @@ for s in p["subpartitions"]:
     assert s["resumeP50Ns"] <= s["resumeP99Ns"], s
 g = snk["gates"][0]
 assert g["gate"] == 1 and g["channelsOpen"] == 4 and len(g["channels"]) == 4
-assert g["numRecordsIn"] > 0 and 0 <= g["inPoolUsage"] <= 1 and g["inPoolMax"] == 96
-assert all(c["exclusive"] == 16 for c in g["channels"])
+assert g["numRecordsIn"] > 0 and 0 <= g["inPoolUsage"] <= 1 and g["inPoolMax"] == 4 * 20, g
+assert all(c["exclusive"] == 16 and c["inplace"] == 20 and c["floating"] == 0
+           for c in g["channels"]), g["channels"]
 # The consumer's part: a buffer's hold and its credit's wait in the outbox.
 assert all(0 < c["holdP50Ns"] <= c["holdP99Ns"] for c in g["channels"]), g["channels"]
 assert all(c["creditWaitP50Ns"] <= c["creditWaitP99Ns"] for c in g["channels"])
