@@ -36,9 +36,11 @@
 #define SPIN_NS 5000u /* poll this long before sleeping (a wake-up costs ~35 us) */
 #define SPIN_ROUNDS 256u /* and at least this many times, reading no clock */
 /*
- * Credit a waiting consumer still owes goes this long after it first waited
- * with it (or at once when a batch fills or a producer starves): one control
- * message per quiet spell, not one per buffer, at a small cost in delay.
+ * Credit a waiting consumer still owes goes at once if a producer may run
+ * short (the credit waiting here is as much as what it has left), else this
+ * long after the consumer first waited with it (or when a batch fills): one
+ * control message per quiet spell, not one per buffer, where the delay costs
+ * nobody anything.
  */
 #define CREDIT_DELAY_NS 100000u
 
@@ -374,15 +376,28 @@ static void flush_credit(struct fdx_gate *g)
 	}
 	g->pend_total = 0;
 	g->starving = 0;
+	g->short_credit = 0;
 }
+
+static uint32_t unused_credit(const struct fdx__gchan *c);
 
 static void announce(struct fdx_gate *g, struct fdx__gchan *c, uint32_t n)
 {
+	uint32_t sent;
+
 	/* A producer with a backlog and no credit left waits for this. */
 	if (c->backlog && c->outstanding == 0)
 		g->starving = 1;
 	c->outstanding += n;
 	c->pend_added += n;
+	/*
+	 * Credit it has and has not used yet, of what went: no more than what
+	 * waits here, and it may run short before a delayed update would come.
+	 */
+	sent = unused_credit(c);
+	sent = sent > c->pend_added ? sent - c->pend_added : 0;
+	if (sent <= c->pend_added)
+		g->short_credit = 1;
 	if (fdx__outbox_add(&c->outbox, c->opening_seen, n, NULL, 0) < 0)
 		FDX_LOG_ERR(g->log, "gate %u: %u credits lost (over 2^32 waiting)", g->id, n);
 	atomic_store_explicit(&c->st_unannounced, c->pend_added, memory_order_relaxed);
@@ -732,7 +747,7 @@ FDX_API int fdx_gate_next(struct fdx_gate *g, struct fdx_view *v, int timeout_ms
 		if (g->pend_total) {
 			if (!g->pend_since)
 				g->pend_since = now;
-			if (now - g->pend_since >= CREDIT_DELAY_NS)
+			if (g->short_credit || now - g->pend_since >= CREDIT_DELAY_NS)
 				flush_credit(g);
 			else if (g->pend_since + CREDIT_DELAY_NS < wake)
 				wake = g->pend_since + CREDIT_DELAY_NS;

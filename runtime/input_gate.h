@@ -156,6 +156,7 @@ struct fdx_gate {
 	uint32_t pend_total;
 	uint64_t pend_since; /* when next() first waited owing credit (0: not waiting) */
 	int starving; /* credit waits that a producer has none without */
+	int short_credit; /* credit waits that is as much as a producer has left */
 	uint32_t flush_at; /* quota / 4: credit waiting that goes at once */
 	uint64_t quota; /* credit the open channels may hold: exclusive, floating, in place */
 	_Atomic uint64_t buffers_received, events_received, bytes_received, records;

@@ -1744,6 +1744,50 @@ static void test_gate_opts_in_place_defaults_and_older_struct(void **state)
 	fdx_gate_destroy(g);
 }
 
+/*
+ * A consumer about to wait owing credit keeps it a while (one update per
+ * quiet spell) only while its producer has more left than waits here; once
+ * what waits is as much as the producer has, it goes at once.
+ */
+static void test_gate_owed_credit_goes_at_once_when_the_producer_runs_short(void **state)
+{
+	struct rig *r = *state;
+	struct fdx_gate *g = rig_gate(r, 1, 8, FDX_CREDITS_NONE, 0);
+	struct fdx_partition *p = rig_part(r, 0, 1, 16, 0, 0);
+	struct fdx_view v[6];
+
+	g->flush_at = 100; /* no batch fills here: only the waiting rule decides */
+	rig_connect(r, p, 0, 0, FDX_LINK_SHM);
+	emit_full(p, 0, 2);
+	fake_pump(r->ex);
+	take(g, &v[0], FDX_VIEW_BUFFER);
+	take(g, &v[1], FDX_VIEW_BUFFER);
+	release(g, &v[0]);
+	release(g, &v[1]);
+	/* 2 owed, 6 left to the producer: it may wait. */
+	assert_int_equal(g->pend_total, 2);
+	assert_false(g->short_credit);
+	assert_int_equal(fake_count_ctl(r->ex, GATE, 0, FAKE_CTL_CREDIT), 0);
+	take_nothing(g); /* a consumer that does not wait sends it */
+	fake_deliver_credit(r->ex);
+	assert_int_equal(credit_of(p, 0), 8);
+
+	emit_full(p, 0, 6);
+	fake_pump(r->ex);
+	for (int i = 0; i < 6; i++)
+		take(g, &v[i], FDX_VIEW_BUFFER);
+	for (int i = 0; i < 3; i++)
+		release(g, &v[i]);
+	/* 3 owed, 2 left to the producer: it goes as soon as the consumer would wait. */
+	assert_int_equal(g->pend_total, 3);
+	assert_true(g->short_credit);
+	for (int i = 3; i < 6; i++)
+		release(g, &v[i]);
+	take_nothing(g);
+	assert_false(g->short_credit);
+	assert_int_equal(fake_last_ctl(r->ex, GATE, 0, FAKE_CTL_CREDIT)->added, 6);
+}
+
 static void test_sub_measures_each_buffers_credit_round_trip(void **state)
 {
 	struct rig *r = *state;
@@ -1863,6 +1907,7 @@ int main(void)
 		T(test_gate_gives_a_local_channel_its_in_place_budget),
 		T(test_gate_in_place_credit_ends_with_its_opening),
 		T(test_gate_opts_in_place_defaults_and_older_struct),
+		T(test_gate_owed_credit_goes_at_once_when_the_producer_runs_short),
 #undef T
 	};
 
