@@ -13,11 +13,16 @@
  *
  * Credits as in Flink: each channel has exclusive credits, announced when it
  * opens; the gate has floating credits, handed to channels whose announced
- * backlog exceeds the credit they have, and taken back when their backlog is gone.
- * Credit goes back in batches (a quarter of the gate's credit), at once when
- * a producer has none left or its channel ended, and otherwise 100 us
- * after fdx_gate_next() first found nothing to return while owing some. A producer that sends beyond its
- * credit, or anything malformed, fails its connection with a clear error.
+ * backlog exceeds the credit they have, and taken back when their backlog is
+ * gone. A channel whose link reads the producer's segments in place (shm,
+ * local) costs the gate no memory per credit: once its first buffer or
+ * backlog shows the link it has the in-place credit instead (default 20) and
+ * takes no floating credit. Credit goes back in batches (a quarter of what
+ * the open channels may hold), at once when a producer has none left, has no
+ * more left than is owed to it, or its channel ended, and otherwise 100 us
+ * after fdx_gate_next() first found nothing to return while owing some. A
+ * producer that sends beyond its credit, or anything malformed, fails its
+ * connection with a clear error.
  *
  * A buffer view is a whole buffer of the producer's, or the part of one that
  * a flush or the buffer timeout sent (the rest comes in later views).
