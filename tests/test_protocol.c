@@ -1666,6 +1666,9 @@ static void test_gate_gives_a_local_channel_its_in_place_budget(void **state)
 	assert_int_equal(chan_stats(g, 0).inplace, 5);
 	assert_quota(g, 0);
 	release(g, &v);
+	take(g, &v, FDX_VIEW_BUFFER); /* the second, sent on the exclusive credit */
+	release(g, &v);
+	assert_quota(g, 0);
 }
 
 /*
