@@ -57,6 +57,7 @@
 #define EMIT_WAIT_MS 200
 #define SETUP_MS 15000
 #define END_MS 30000
+#define DEATH_GRACE_MS 400 /* after a death, the survivor ends by then or is killed */
 
 enum phase { PH_SETUP, PH_FAST, PH_SLOW, PH_RECOVER, PH_STOP };
 
@@ -583,23 +584,72 @@ static void print_row(double t, const struct sample *a, const struct sample *b, 
 	}
 }
 
-/* Wait for a child, up to ms; kill it after that. Its exit code, or -1. */
-static int reap(pid_t pid, int ms)
+/* The two TaskManagers, as the main process watches them. */
+struct child {
+	const char *name;
+	pid_t pid;
+	int ended, status; /* reaped: its waitpid() status */
+};
+
+static struct child kids[2]; /* demo-source, demo-sink */
+
+/* Why a child ended, in words. */
+static void child_why(const struct child *k, char *buf, size_t n)
 {
-	int status;
+	if (WIFSIGNALED(k->status))
+		snprintf(buf, n, "killed by signal %d (%s)", WTERMSIG(k->status),
+			 strsignal(WTERMSIG(k->status)));
+	else if (WIFEXITED(k->status))
+		snprintf(buf, n, "exited with status %d", WEXITSTATUS(k->status));
+	else
+		snprintf(buf, n, "ended (status %#x)", (unsigned)k->status);
+}
 
-	for (int i = 0; i < ms; i++) {
-		pid_t r = waitpid(pid, &status, WNOHANG);
+/*
+ * Reap whichever child has ended, without waiting. Before the demo told them
+ * to stop, an ending is a death: the survivor is told at once (it stops
+ * waiting for its peer). The child that died, or NULL.
+ */
+static struct child *watch_children(void)
+{
+	for (int i = 0; i < 2; i++) {
+		struct child *k = &kids[i];
 
-		if (r == pid)
-			return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-		if (r < 0)
-			return -1;
-		sleep_us(1000);
+		if (k->ended || k->pid <= 0 || waitpid(k->pid, &k->status, WNOHANG) != k->pid)
+			continue;
+		k->ended = 1;
+		if (atomic_load(&sh->phase) == PH_STOP)
+			continue;
+		/* A killed side never says it is done: say it for it. */
+		if (i == 0 && !atomic_load(&sh->source_done))
+			atomic_store(&sh->source_done, -1);
+		if (i == 1 && !atomic_load(&sh->sink_done))
+			atomic_store(&sh->sink_done, -1);
+		return k;
 	}
-	kill(pid, SIGKILL);
-	waitpid(pid, &status, 0);
-	return -1;
+	return NULL;
+}
+
+/* Wait for a child, up to ms; kill it after that. Its exit code, or -1. */
+static int reap(struct child *k, int ms)
+{
+	for (int i = 0; i < ms && !k->ended; i++) {
+		pid_t r = waitpid(k->pid, &k->status, WNOHANG);
+
+		if (r == k->pid)
+			k->ended = 1;
+		else if (r < 0)
+			return -1;
+		else
+			sleep_us(1000);
+	}
+	if (!k->ended) {
+		kill(k->pid, SIGKILL);
+		waitpid(k->pid, &k->status, 0);
+		k->ended = 1;
+		return -1;
+	}
+	return WIFEXITED(k->status) ? WEXITSTATUS(k->status) : -1;
 }
 
 static pid_t spawn(int (*fn)(const struct config *), const struct config *cfg)
@@ -697,6 +747,7 @@ int main(int argc, char **argv)
 	uint64_t t0, sent = 0, verified = 0, deadline;
 	double len[PH_STOP];
 	int rc, src_rc, snk_rc, ok;
+	struct child *dead = NULL;
 
 	rc = parse_args(argc, argv, &cfg);
 	if (rc)
@@ -713,6 +764,8 @@ int main(int argc, char **argv)
 		perror("fdx-demo: fork");
 		return 1;
 	}
+	kids[0] = (struct child){.name = "demo-source", .pid = src};
+	kids[1] = (struct child){.name = "demo-sink", .pid = snk};
 	printf("fdx-demo: two TaskManagers on this host: demo-source (pid %d) -> demo-sink "
 	       "(pid %d)\n",
 	       (int)src, (int)snk);
@@ -729,7 +782,8 @@ int main(int argc, char **argv)
 		       EXCLUSIVE, FLOATING);
 	for (deadline = now_ns() + SETUP_MS * 1000000ull;
 	     !atomic_load(&sh->source_ready) && now_ns() < deadline;) {
-		if (atomic_load(&sh->source_done) || atomic_load(&sh->sink_done))
+		if (atomic_load(&sh->source_done) || atomic_load(&sh->sink_done) ||
+		    (dead = watch_children()))
 			break;
 		sleep_us(1000);
 	}
@@ -755,8 +809,12 @@ int main(int argc, char **argv)
 
 			if (next > end)
 				next = end;
-			while (now_ns() < next)
+			while (now_ns() < next && !dead && !(dead = watch_children()))
 				sleep_us(20000);
+			if (dead) {
+				ok = 0;
+				break;
+			}
 			b = take_sample();
 			print_row((double)(b.t - t0) / 1e9, &a, &b, src, snk, ph, &seen);
 			a = b;
@@ -766,9 +824,22 @@ int main(int argc, char **argv)
 			}
 		}
 	}
+	if (!dead)
+		dead = watch_children();
 	atomic_store(&sh->phase, PH_STOP);
-	src_rc = reap(src, END_MS + 10000);
-	snk_rc = reap(snk, END_MS + 10000);
+	if (dead) {
+		char why[128];
+
+		child_why(dead, why, sizeof(why));
+		/* Within a second of the death: the survivor has half of it to end cleanly. */
+		printf("\nfdx-demo: %s (pid %d) died: %s; stopping %s\n", dead->name,
+		       (int)dead->pid, why, dead == &kids[0] ? kids[1].name : kids[0].name);
+		src_rc = reap(&kids[0], DEATH_GRACE_MS);
+		snk_rc = reap(&kids[1], DEATH_GRACE_MS);
+	} else {
+		src_rc = reap(&kids[0], END_MS + 10000);
+		snk_rc = reap(&kids[1], END_MS + 10000);
+	}
 	for (uint32_t i = 0; i < NCH; i++) {
 		sent += sh->sent[i];
 		verified += sh->verified[i];
@@ -805,6 +876,14 @@ int main(int argc, char **argv)
 	ok = ok && src_rc == 0 && snk_rc == 0 && sh->bad == 0 && sent == verified && sent > 0;
 	for (uint32_t i = 0; i < NCH; i++)
 		ok = ok && sh->sent[i] == sh->verified[i];
+	if (dead) {
+		char why[128];
+
+		child_why(dead, why, sizeof(why));
+		printf("fdx-demo: FAILED: %s (pid %d) died: %s\n", dead->name, (int)dead->pid,
+		       why);
+		return 1;
+	}
 	printf("fdx-demo: %s\n", ok ? "OK, every record verified" : "FAILED");
 	return ok ? 0 : 1;
 }

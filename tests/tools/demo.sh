@@ -48,3 +48,30 @@ for args in "--seconds 2" "--seconds x" "--link udp" "--record-size 8" "--record
 	grep -q "usage: fdx-demo" "$out" || fail "fdx-demo $args: no usage"
 done
 echo "demo.sh: 6 bad command lines refused with exit 2"
+
+# A TaskManager killed mid-run: the demo names it, says why, and ends at once, non-zero
+# (it used to wait 30 s for a "source done" a killed source never sets).
+for victim in demo-source demo-sink; do
+	"$demo" --seconds 20 >"$out" 2>&1 &
+	dpid=$!
+	for _ in $(seq 300); do
+		grep -q "phase 1/3" "$out" && break
+		kill -0 "$dpid" 2>/dev/null || break
+		sleep 0.1
+	done
+	grep -q "phase 1/3" "$out" || fail "$victim: fdx-demo did not start"
+	vpid=$(sed -n "s/.*$victim (pid \([0-9]*\)).*/\1/p" "$out" | head -1)
+	[ -n "$vpid" ] || fail "$victim: no pid in the output"
+	t0=$(date +%s%N)
+	kill -9 "$vpid"
+	set +e
+	wait "$dpid"
+	rc=$?
+	set -e
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	[ $rc -ne 0 ] || fail "$victim killed: fdx-demo exited 0"
+	expect "fdx-demo: FAILED: $victim (pid $vpid) died: killed by signal 9"
+	# Generous against load and sanitizers; the old behaviour took 30 s.
+	[ $ms -lt 5000 ] || fail "$victim killed: fdx-demo took $ms ms to end"
+	echo "demo.sh: $victim killed: fdx-demo ended ${ms} ms later, exit $rc, naming it"
+done
