@@ -98,6 +98,7 @@ enum wcase_id {
 	SHM_REGION_SHORTER,
 	SHM_REGION_WITH_EXTRA_DESCRIPTORS,
 	HELLO_WRONG_TOKEN,
+	HELLO_TOKEN_REUSED,
 	HELLO_GARBAGE,
 	HELLO_EXTRA_DESCRIPTORS,
 	TCP_HELLO_WITH_MEMFD,
@@ -170,6 +171,9 @@ static const struct wcase cases[N_CASES] = {
 					       "more than one descriptor in its hello", 0, 1, 1, 0},
 	[HELLO_WRONG_TOKEN] = {"wrong-token", FDX_LINK_SHM, 0,
 			       "it presented a token no control stream handed out", 0, 1, 0, 0},
+	/* Two sockets present one token at once: one is admitted, the other refused. */
+	[HELLO_TOKEN_REUSED] = {"token-reused", FDX_LINK_SHM, 0, "or one used already", 0, 1, 0,
+				0},
 	[HELLO_GARBAGE] = {"garbage", FDX_LINK_SHM, 0, "its first frame is not a hello", 0, 1, 0,
 			   0},
 	[HELLO_EXTRA_DESCRIPTORS] = {"hello-extra-fds", FDX_LINK_SHM, 0,
@@ -253,6 +257,7 @@ struct fake {
 	struct fdx__peer_data pd;
 	uint32_t chan;
 	uint32_t credit; /* granted at open */
+	int admitted; /* token-reused: the socket the token admitted, kept open to the end */
 	struct test_log log;
 	char fail[300]; /* the first thing that went wrong */
 };
@@ -441,8 +446,11 @@ static int crafted_region(void)
 	return fd;
 }
 
-/* A data socket that has said hello correctly (shm: with the fake's region). */
-static int open_data(struct fake *f, uint32_t link)
+/*
+ * A data socket that has said hello correctly (shm: with the fake's region),
+ * with token: the stream's (HelloAck) or the channel's (OpenChannelAck).
+ */
+static int open_data_with(struct fake *f, uint32_t link, const uint8_t *token)
 {
 	uint8_t hello[sizeof(struct fdx__dhdr) + FDX__TOKEN_LEN];
 	int fd = dial(link == FDX_LINK_SHM ? f->pd.unix_ep : f->pd.tcp_ep, link);
@@ -450,13 +458,18 @@ static int open_data(struct fake *f, uint32_t link)
 	if (fd < 0)
 		return fake_fail(f, "cannot reach the consumer's %s data socket: %s",
 				 link == FDX_LINK_SHM ? "shm" : "tcp", strerror(errno));
-	hello_make(hello, link, f->pd.token);
+	hello_make(hello, link, token);
 	if ((link == FDX_LINK_SHM ? fdx__region_send_with(f->region, fd, hello, sizeof(hello))
 				  : send_all(fd, hello, sizeof(hello))) != 0) {
 		close(fd);
 		return fake_fail(f, "cannot send the hello");
 	}
 	return fd;
+}
+
+static int open_data(struct fake *f, uint32_t link)
+{
+	return open_data_with(f, link, f->pd.token);
 }
 
 /* Send one correct buffer of the good record on channel 0 (seq given). */
@@ -562,6 +575,49 @@ static int wait_closed(struct fake *f, int fd)
 	}
 }
 
+/* Whether the consumer closed fd (EOF or reset) by now; reads nothing that is there. */
+static int closed_now(int fd)
+{
+	char b;
+	ssize_t n = recv(fd, &b, 1, MSG_DONTWAIT | MSG_PEEK);
+
+	return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+/*
+ * Two data sockets say hello with the stream's one token, back to back:
+ * exactly one is refused (returned, for the test to see closed), the other
+ * admitted (kept in f->admitted and still open after the refusal).
+ */
+static int token_reused(struct fake *f)
+{
+	int a = open_data(f, FDX_LINK_SHM), b = a < 0 ? -1 : open_data(f, FDX_LINK_SHM);
+	uint64_t end = test_now_ns() + (uint64_t)CLOSED_MS * 1000000u;
+	int ca = 0, cb = 0;
+
+	if (a < 0 || b < 0) {
+		if (a >= 0)
+			close(a);
+		return -1;
+	}
+	while (!(ca = closed_now(a)) && !(cb = closed_now(b)) && test_now_ns() < end)
+		test_sleep_us(1000);
+	if (!ca && !cb) {
+		close(a);
+		close(b);
+		return fake_fail(f, "neither socket with the same token was refused");
+	}
+	test_sleep_us(300000); /* the other one must stay */
+	if (closed_now(ca ? b : a)) {
+		close(a);
+		close(b);
+		return fake_fail(f, "both sockets with the same token were refused");
+	}
+	say("one admitted, one refused");
+	f->admitted = ca ? b : a;
+	return ca ? a : b;
+}
+
 /* The socket of the case, with its fault sent; -1 (f->fail set) if it could not be. */
 static int send_case(struct fake *f, enum wcase_id id)
 {
@@ -571,6 +627,8 @@ static int send_case(struct fake *f, enum wcase_id id)
 	int fd = -1, mfd[3] = {-1, -1, -1}, rc = 0;
 	uint32_t link = f->k->link;
 
+	if (id == HELLO_TOKEN_REUSED)
+		return token_reused(f);
 	switch (id) {
 	case SHM_HELLO_WITHOUT_MEMFD:
 	case SHM_REGION_UNSEALED:
@@ -782,6 +840,7 @@ static int fake_main(const char *name)
 
 	if (!f)
 		return 2;
+	f->admitted = -1;
 	f->k = case_by_name(name);
 	if (!f->k)
 		return 2;
@@ -799,7 +858,7 @@ static int fake_main(const char *name)
 		err = fdx_exchange_open_channel(f->ex, f->addr, "fake", 0, GATE, 0, STEP_MS,
 						&f->chan, &f->credit);
 	if (err == 0)
-		err = fdx__exchange_peer_data(f->ex, f->addr, &f->pd);
+		err = fdx__exchange_peer_data(f->ex, f->addr, f->chan, &f->pd);
 	if (err < 0) {
 		fake_fail(f, "setup: %s", fdx_strerror(err));
 		goto out;
@@ -809,8 +868,16 @@ static int fake_main(const char *name)
 		goto out;
 	say("closed ok");
 	if (f->k->error == 0) {
-		/* Refused before its session was known: the session must be unharmed. */
-		fd2 = open_data(f, FDX_LINK_SHM);
+		/*
+		 * Refused before its session was known: the session must be
+		 * unharmed. The socket goes with the channel's own token (its
+		 * OpenChannelAck's): the stream's may be used up.
+		 */
+		if (!f->pd.has_sock_token) {
+			fake_fail(f, "the answer to the open carried no socket token");
+			goto out;
+		}
+		fd2 = open_data_with(f, FDX_LINK_SHM, f->pd.sock_token);
 		if (fd2 < 0 || send_ok_buffer(f, fd2, FDX_LINK_SHM, 0) != 0) {
 			fake_fail(f, "the good buffer after the refused socket could not go");
 			goto out;
@@ -833,6 +900,8 @@ out:
 		close(fd);
 	if (fd2 >= 0)
 		close(fd2);
+	if (f->admitted >= 0)
+		close(f->admitted);
 	fdx_exchange_destroy(f->ex);
 	fdx_region_destroy(f->region);
 	rc = f->fail[0] ? 1 : 0;
@@ -1585,6 +1654,7 @@ static void test_remote_open_of_a_local_channel_is_refused(void **state)
 	X(test_shm_region_with_extra_descriptors_fails_the_connection,                             \
 	  SHM_REGION_WITH_EXTRA_DESCRIPTORS)                                                       \
 	X(test_hello_wrong_token_is_refused_and_session_unharmed, HELLO_WRONG_TOKEN)               \
+	X(test_a_token_admits_one_data_socket_only, HELLO_TOKEN_REUSED)                            \
 	X(test_hello_garbage_is_refused_and_session_unharmed, HELLO_GARBAGE)                       \
 	X(test_hello_extra_descriptors_are_refused_and_none_kept, HELLO_EXTRA_DESCRIPTORS)         \
 	X(test_tcp_hello_with_memfd_fails_the_connection, TCP_HELLO_WITH_MEMFD)                    \

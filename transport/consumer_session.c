@@ -269,6 +269,7 @@ static void session_on_open(struct fdx__session *s, const Fdx__OpenChannel *o)
 	Fdx__OpenChannelAck ack = FDX__OPEN_CHANNEL_ACK__INIT;
 	struct fdx_exchange_event ev;
 	struct fdx__ctl_gate *g = ctl_gate_find(ex, o->gate);
+	struct fdx__sock_token *tok;
 	struct fdx__in_chan *c;
 	char msg[160];
 
@@ -338,6 +339,13 @@ static void session_on_open(struct fdx__session *s, const Fdx__OpenChannel *o)
 	/* The initial credit travels in the answer: nobody waits for a first record. */
 	ack.id = o->id;
 	ack.initial_credit = g->initial_credit;
+	/* And a one-time token for the data socket its producer may dial (the oldest unused goes). */
+	tok = &s->more[s->more_next++ % FDX__SESS_TOKENS];
+	tok->live = getrandom(tok->t, sizeof(tok->t), 0) == (ssize_t)sizeof(tok->t);
+	if (tok->live) {
+		ack.token.data = tok->t;
+		ack.token.len = sizeof(tok->t);
+	}
 	f.frame_case = FDX__CONTROL_FRAME__FRAME_OPEN_ACK;
 	f.open_ack = &ack;
 	session_send(s, &f);
@@ -953,19 +961,52 @@ int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t g
 	return err;
 }
 
-int fdx__exchange_token_session(struct fdx_exchange *ex, const uint8_t *token, uint64_t *sess,
-				char *peer, size_t n)
+/* With ex->lock held: the live session token names (unused, if take), or NULL. */
+static struct fdx__session *token_find(struct fdx_exchange *ex, const uint8_t *token, int take)
 {
+	for (struct fdx__session *s = ex->sessions; s; s = s->next) {
+		if (!s->serial || s->finishing)
+			continue;
+		if (memcmp(s->token, token, sizeof(s->token)) == 0 && !(take && s->token_used)) {
+			if (take)
+				s->token_used = 1;
+			return s;
+		}
+		for (uint32_t i = 0; i < FDX__SESS_TOKENS; i++)
+			if (s->more[i].live && memcmp(s->more[i].t, token, sizeof(s->more[i].t)) == 0) {
+				if (take)
+					s->more[i].live = 0;
+				return s;
+			}
+	}
+	return NULL;
+}
+
+static int token_lookup(struct fdx_exchange *ex, const uint8_t *token, uint64_t *sess, char *peer,
+			size_t n, int take)
+{
+	struct fdx__session *s;
 	int err = -ENOENT;
 
 	pthread_mutex_lock(&ex->lock);
-	for (struct fdx__session *s = ex->sessions; s; s = s->next)
-		if (s->serial && !s->finishing && memcmp(s->token, token, sizeof(s->token)) == 0) {
-			*sess = s->serial;
-			snprintf(peer, n, "%s", s->peer_tm);
-			err = 0;
-			break;
-		}
+	s = token_find(ex, token, take);
+	if (s) {
+		*sess = s->serial;
+		snprintf(peer, n, "%s", s->peer_tm);
+		err = 0;
+	}
 	pthread_mutex_unlock(&ex->lock);
 	return err;
+}
+
+int fdx__exchange_token_take(struct fdx_exchange *ex, const uint8_t *token, uint64_t *sess,
+			     char *peer, size_t n)
+{
+	return token_lookup(ex, token, sess, peer, n, 1);
+}
+
+int fdx__exchange_token_session(struct fdx_exchange *ex, const uint8_t *token, uint64_t *sess,
+				char *peer, size_t n)
+{
+	return token_lookup(ex, token, sess, peer, n, 0);
 }

@@ -418,10 +418,11 @@ void fdx__conn_on_hello(struct fdx__conn *c, int res)
 			fdx__conn_kill(c, FDX_EPROTO, "its first frame is not a hello");
 			return;
 		}
-		if (fdx__exchange_token_session(dp->ex, c->rx + HDR_LEN, &c->sess, peer,
-						sizeof(peer)) < 0) {
+		if (fdx__exchange_token_take(dp->ex, c->rx + HDR_LEN, &c->sess, peer,
+					     sizeof(peer)) < 0) {
 			fdx__conn_kill(c, FDX_EREFUSED,
-				       "it presented a token no control stream handed out");
+				       "it presented a token no control stream handed out, or one "
+				       "used already");
 			return;
 		}
 		snprintf(c->name, sizeof(c->name), "TaskManager %s", peer);
@@ -738,7 +739,8 @@ int fdx__dp_get_conn(struct fdx__dp *dp, const char *addr, uint32_t link,
 	h.type = FDX__DH_HELLO;
 	h.event_type = htole32(link);
 	memcpy(hello, &h, HDR_LEN);
-	memcpy(hello + HDR_LEN, pd->token, FDX__TOKEN_LEN);
+	/* The channel's one-time token; the stream's own admits one socket too. */
+	memcpy(hello + HDR_LEN, pd->has_sock_token ? pd->sock_token : pd->token, FDX__TOKEN_LEN);
 	if (link == FDX_LINK_SHM) {
 		err = fdx__region_send_with(region, fd, hello, sizeof(hello));
 	} else {

@@ -101,14 +101,29 @@ void fdx__exchange_unhook_channel(struct fdx_exchange *ex, uint32_t channel);
 /* What the handshake with the peer at addr told (it must be up). */
 struct fdx__peer_data {
 	uint32_t link; /* enum fdx_link the consumer proposed */
-	uint8_t token[16];
+	uint8_t token[16]; /* the stream's (HelloAck): names its data sockets; admits one */
+	uint8_t sock_token[16]; /* the channel's OpenChannelAck token, if has_sock_token */
+	int has_sock_token;
 	char unix_ep[128]; /* "unix:PATH" or "" */
 	char tcp_ep[128]; /* "HOST:PORT" or "" */
 	char remote_tm[64];
 };
-int fdx__exchange_peer_data(struct fdx_exchange *ex, const char *addr, struct fdx__peer_data *pd);
+/*
+ * What the data plane needs of the stream to addr; chan (an open channel on
+ * it, or UINT32_MAX) gives its one-time socket token, taken: one dial each.
+ */
+int fdx__exchange_peer_data(struct fdx_exchange *ex, const char *addr, uint32_t chan,
+			    struct fdx__peer_data *pd);
 
-/* The session a data socket's token belongs to: 0 with *sess and peer set, or -ENOENT. */
+/*
+ * A data socket presented token: the session it admits the socket to, 0 with
+ * *sess and peer set, the token used up (a token admits one data socket), or
+ * -ENOENT (never handed out, used already, or its session is over).
+ */
+int fdx__exchange_token_take(struct fdx_exchange *ex, const uint8_t *token, uint64_t *sess,
+			     char *peer, size_t n);
+
+/* The same lookup without using the token up (tests and fuzz harnesses find a session by it). */
 int fdx__exchange_token_session(struct fdx_exchange *ex, const uint8_t *token, uint64_t *sess,
 				char *peer, size_t n);
 

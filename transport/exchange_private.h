@@ -91,6 +91,8 @@ struct fdx__out_chan {
 	int opening; /* its opener waits on it: it frees it */
 	int marked; /* named in the credit update being handled */
 	uint32_t initial;
+	uint8_t sock_token[16]; /* its OpenChannelAck's: admits the data socket it may dial */
+	int has_sock_token;
 	/* A plain channel's credit (fdx_exchange_sent()); a partition's is in its ledger. */
 	struct fdx__credit_ledger own;
 	uint32_t backlog; /* the latest, not yet sent if bl_dirty */
@@ -103,6 +105,9 @@ struct fdx__out_chan {
 };
 
 /* An incoming stream. */
+/* OpenChannelAck tokens a session keeps unused at most (each admits one data socket). */
+#define FDX__SESS_TOKENS 16u
+
 struct fdx__session {
 	struct fdx_exchange *ex;
 	grpc_call *call;
@@ -120,7 +125,14 @@ struct fdx__session {
 	char final_msg[256];
 	char peer_tm[64];
 	uint64_t serial; /* names the session to the data plane */
-	uint8_t token[16]; /* its data sockets present it */
+	uint8_t token[16]; /* HelloAck's: admits one data socket */
+	int token_used;
+	/* OpenChannelAcks' tokens, one data socket each; the oldest unused one is dropped. */
+	struct fdx__sock_token {
+		uint8_t t[16];
+		int live;
+	} more[FDX__SESS_TOKENS];
+	uint32_t more_next;
 	struct fdx__idmap ids; /* its channels by the producer's id */
 	struct fdx__in_chan *dirty_head, *dirty_tail;
 	struct fdx__session *prev, *next;
@@ -152,7 +164,7 @@ struct fdx__peer {
 	int over; /* every operation completed; under ex->lock */
 	char remote_tm[64];
 	uint32_t link; /* chosen by the consumer: one of Fdx__Link */
-	uint8_t token[16]; /* for the data socket (data plane) */
+	uint8_t token[16]; /* HelloAck's: names this stream's data sockets here */
 	char unix_ep[128], tcp_ep[128]; /* the consumer's data sockets */
 	struct fdx__peer *prev, *next;
 };

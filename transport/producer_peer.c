@@ -415,6 +415,9 @@ static void peer_on_frame_locked(struct fdx__peer *p, grpc_byte_buffer *bb)
 		c->state = FDX__OUT_OPEN;
 		ex->open_out++;
 		c->initial = f->open_ack->initial_credit;
+		c->has_sock_token = f->open_ack->token.len == sizeof(c->sock_token);
+		if (c->has_sock_token)
+			memcpy(c->sock_token, f->open_ack->token.data, sizeof(c->sock_token));
 		fdx__ledger_fini(&c->own);
 		fdx__ledger_init(&c->own, c->initial);
 		pthread_cond_broadcast(&ex->cond);
@@ -1035,15 +1038,24 @@ void fdx__exchange_fail_channel(struct fdx_exchange *ex, uint32_t channel)
 	pthread_mutex_unlock(&ex->lock);
 }
 
-int fdx__exchange_peer_data(struct fdx_exchange *ex, const char *addr, struct fdx__peer_data *pd)
+int fdx__exchange_peer_data(struct fdx_exchange *ex, const char *addr, uint32_t chan,
+			    struct fdx__peer_data *pd)
 {
 	int err = -ENOENT;
 
 	pthread_mutex_lock(&ex->lock);
 	for (struct fdx__peer *p = ex->peers; p; p = p->next)
 		if (p->state == FDX__PEER_UP && strcmp(p->addr, addr) == 0) {
+			struct fdx__out_chan *c = chan == UINT32_MAX ? NULL : peer_chan(p, chan);
+
 			pd->link = p->link == FDX__LINK__LINK_SHM ? FDX_LINK_SHM : FDX_LINK_TCP;
 			memcpy(pd->token, p->token, sizeof(pd->token));
+			/* The channel's own socket token, once: it admits one data socket. */
+			pd->has_sock_token = c && c->has_sock_token;
+			if (pd->has_sock_token) {
+				memcpy(pd->sock_token, c->sock_token, sizeof(pd->sock_token));
+				c->has_sock_token = 0;
+			}
 			snprintf(pd->unix_ep, sizeof(pd->unix_ep), "%s", p->unix_ep);
 			snprintf(pd->tcp_ep, sizeof(pd->tcp_ep), "%s", p->tcp_ep);
 			snprintf(pd->remote_tm, sizeof(pd->remote_tm), "%s", p->remote_tm);

@@ -554,7 +554,7 @@ static int dp_connect(struct fdx__port *pt, struct fdx_partition *p, uint32_t su
 					&chan, &initial);
 	if (err < 0)
 		return err;
-	err = fdx__exchange_peer_data(p->ex, addr, &pd);
+	err = fdx__exchange_peer_data(p->ex, addr, chan, &pd);
 	if (err < 0)
 		goto fail_close;
 	chosen = link == FDX_LINK_AUTO ? pd.link : link;

@@ -290,7 +290,7 @@ static void opens_begin(uint32_t cfg)
 	struct fdx__peer_data pd;
 	uint32_t n = ((cfg >> 4) & 3) + 1;
 
-	if (W.opened || fdx__exchange_peer_data(W.ex, PEER_ADDR, &pd) < 0)
+	if (W.opened || fdx__exchange_peer_data(W.ex, PEER_ADDR, UINT32_MAX, &pd) < 0)
 		return;
 	W.opened = 1;
 	for (uint32_t i = 0; i < n; i++) {
