@@ -470,6 +470,103 @@ static void test_exchange_create_checks_its_options(void **state)
 	fdx_exchange_destroy(NULL);
 }
 
+/*
+ * "exit-child exit": an exchange on the default address, its address printed,
+ * then exit() without fdx_exchange_destroy(). "exit-child hold": the same,
+ * then wait to be killed.
+ */
+static int run_exit_child(const char *how)
+{
+	struct fdx_exchange_opts o = {.size = sizeof(o), .tm_id = "exit-child"};
+	struct fdx_exchange *ex;
+	char line[16];
+
+	if (fdx_exchange_create(&o, &ex) < 0)
+		return 1;
+	printf("%s\n", fdx_exchange_address(ex));
+	fflush(stdout);
+	if (strcmp(how, "hold") == 0)
+		(void)test_read_fd_line(0, line, sizeof(line), 60000);
+	exit(0);
+}
+
+/* The tm-* socket files in dir. */
+static int count_tm_files(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)))
+		n += strncmp(e->d_name, "tm-", 3) == 0;
+	closedir(d);
+	return n;
+}
+
+/* A child "exit-child HOW" in XDG_RUNTIME_DIR base: its pid, *to its stdin. */
+static pid_t spawn_exit_child(const char *base, const char *how, int *to, char *addr, size_t n)
+{
+	char *argv[] = {"test_exchange", "exit-child", (char *)how, NULL};
+	const char *old = getenv("XDG_RUNTIME_DIR");
+	char *saved = old ? strdup(old) : NULL;
+	int from = -1;
+	pid_t pid;
+
+	setenv("XDG_RUNTIME_DIR", base, 1);
+	pid = test_spawn_self(argv, to, &from);
+	if (saved)
+		setenv("XDG_RUNTIME_DIR", saved, 1);
+	else
+		unsetenv("XDG_RUNTIME_DIR");
+	free(saved);
+	assert_true(pid > 0);
+	assert_int_equal(test_read_fd_line(from, addr, n, 20000), 0);
+	assert_int_equal(strncmp(addr, "unix:", 5), 0);
+	close(from);
+	return pid;
+}
+
+/*
+ * The socket files of a TaskManager: removed when it exits without destroying
+ * its exchange; left when it is killed, and then removed by the next
+ * exchange that starts in the directory.
+ */
+static void test_exchange_socket_files_go_at_exit_and_dead_ones_are_swept(void **state)
+{
+	char base[] = "/tmp/fdx-test-xdg-XXXXXX", dir[300], addr[300];
+	struct stat st;
+	int to, status;
+	pid_t pid;
+
+	(void)state;
+	assert_non_null(mkdtemp(base));
+	snprintf(dir, sizeof(dir), "%s/fdx", base);
+
+	/* exit() without destroy: both files (control and data socket) go. */
+	pid = spawn_exit_child(base, "exit", &to, addr, sizeof(addr));
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(to);
+	assert_int_equal(stat(addr + 5, &st), -1);
+	assert_int_equal(count_tm_files(dir), 0);
+
+	/* Killed: its files stay... */
+	pid = spawn_exit_child(base, "hold", &to, addr, sizeof(addr));
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	close(to);
+	assert_int_equal(stat(addr + 5, &st), 0);
+	assert_int_equal(count_tm_files(dir), 2);
+	/* ...until the next TaskManager starts there (and exits, taking its own). */
+	pid = spawn_exit_child(base, "exit", &to, addr, sizeof(addr));
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	close(to);
+	assert_int_equal(count_tm_files(dir), 0);
+	assert_int_equal(rmdir(dir), 0);
+	assert_int_equal(rmdir(base), 0);
+}
+
 static void test_exchange_refuses_a_socket_directory_others_can_enter(void **state)
 {
 	struct test_log lg = {0};
@@ -1435,8 +1532,11 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_exchange_closed_channels_are_forgotten_on_both_sides),
 		cmocka_unit_test(test_exchange_late_answer_to_an_abandoned_open),
 		cmocka_unit_test(test_exchange_cuts_off_a_peer_that_does_not_read),
+		cmocka_unit_test(test_exchange_socket_files_go_at_exit_and_dead_ones_are_swept),
 	};
 
+	if (argc > 2 && strcmp(argv[1], "exit-child") == 0)
+		return run_exit_child(argv[2]);
 	if (argc > 1 && strcmp(argv[1], "child") == 0) {
 		/* "default" stands for the default listen address. */
 		if (argc > 2 && strcmp(argv[2], "default") == 0)

@@ -604,14 +604,15 @@ static int alive(const char *path)
 /*
  * The live control sockets in dir (tm-*.sock), as addresses: how many, or
  * -errno. Files nobody listens on any more (a process killed before its
- * exchange was destroyed) are skipped.
+ * exchange was destroyed) are skipped and counted in *dead.
  */
-static int discover(const char *dir, struct target *tms, int max)
+static int discover(const char *dir, struct target *tms, int max, int *dead)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
 	int n = 0;
 
+	*dead = 0;
 	if (!d)
 		return -errno;
 	while ((e = readdir(d)) != NULL && n < max) {
@@ -621,9 +622,12 @@ static int discover(const char *dir, struct target *tms, int max)
 		if (strncmp(e->d_name, "tm-", 3) != 0 || len < 8 ||
 		    strcmp(e->d_name + len - 5, ".sock") != 0)
 			continue;
-		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= sizeof(path) ||
-		    !alive(path))
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= sizeof(path))
 			continue;
+		if (!alive(path)) {
+			(*dead)++;
+			continue;
+		}
 		snprintf(tms[n].addr, sizeof(tms[n].addr), "unix:%s", path);
 		n++;
 	}
@@ -668,7 +672,7 @@ int main(int argc, char **argv)
 	static struct target tms[MAX_TMS];
 	char dir[256] = "";
 	long interval = 1000, count = -1;
-	int json = 0, n = 0, up = 0, opt, tty = isatty(STDOUT_FILENO);
+	int json = 0, n = 0, up = 0, dead = 0, opt, tty = isatty(STDOUT_FILENO);
 
 	while ((opt = getopt_long(argc, argv, "ji:c:d:h", lo, NULL)) != -1) {
 		switch (opt) {
@@ -706,7 +710,13 @@ int main(int argc, char **argv)
 	if (n == 0) {
 		if (!dir[0])
 			default_dir(dir, sizeof(dir));
-		n = discover(dir, tms, MAX_TMS);
+		n = discover(dir, tms, MAX_TMS, &dead);
+		/* Sockets left by TaskManagers that died (their next exchange sweeps them). */
+		if (dead)
+			fprintf(stderr,
+				"fdx-stat: skipped %d socket%s of TaskManagers no longer running "
+				"in %s\n",
+				dead, dead == 1 ? "" : "s", dir);
 		if (n <= 0) {
 			fprintf(stderr, "fdx-stat: no TaskManager found in %s%s%s\n", dir,
 				n < 0 ? ": " : "", n < 0 ? strerror(-n) : "");

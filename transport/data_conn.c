@@ -514,6 +514,7 @@ int fdx__dp_listen_unix(struct fdx__dp *dp, const char *path)
 		return err;
 	}
 	dp->ufd = fd;
+	fdx__unix_path_bound(path);
 	dp->unix_path = strdup(path);
 	snprintf(dp->unix_ep, sizeof(dp->unix_ep), "unix:%s", path);
 	return dp->unix_path ? 0 : -ENOMEM;

@@ -438,7 +438,7 @@ FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
 	if (ex->listen_fd >= 0)
 		close(ex->listen_fd);
 	if (ex->sock_path)
-		unlink(ex->sock_path);
+		fdx__unix_path_unlink(ex->sock_path);
 	stop_server(ex);
 	if (ex->cq) {
 		grpc_completion_queue_shutdown(ex->cq);

@@ -127,6 +127,14 @@ int fdx__exchange_token_take(struct fdx_exchange *ex, const uint8_t *token, uint
 int fdx__exchange_token_session(struct fdx_exchange *ex, const uint8_t *token, uint64_t *sess,
 				char *peer, size_t n);
 
+/*
+ * A Unix socket file this process bound (unix_listener.c): removed at exit()
+ * unless fdx__unix_path_unlink() removed it first; only the process that
+ * bound it removes it.
+ */
+void fdx__unix_path_bound(const char *path);
+void fdx__unix_path_unlink(const char *path);
+
 /* Implemented by the data plane (uring_loop.c), called by the exchange. */
 struct fdx__dp_params {
 	const char *unix_path; /* data socket for shm */

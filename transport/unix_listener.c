@@ -84,6 +84,67 @@ void *fdx__unix_accept_main(void *arg)
 	return NULL;
 }
 
+/*
+ * Socket files this process bound, removed at exit() if their exchange was
+ * not destroyed first (a process that is killed leaves them: the next
+ * exchange's sweep removes those). Each remembers its process: a forked
+ * child that exits removes none of its parent's.
+ */
+struct bound_path {
+	struct bound_path *next;
+	pid_t pid;
+	char path[];
+};
+
+static pthread_mutex_t bound_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct bound_path *bound;
+
+static void unlink_bound_at_exit(void)
+{
+	pthread_mutex_lock(&bound_lock);
+	for (struct bound_path *b = bound; b; b = b->next)
+		if (b->pid == getpid())
+			unlink(b->path);
+	pthread_mutex_unlock(&bound_lock);
+}
+
+static void register_at_exit(void)
+{
+	atexit(unlink_bound_at_exit);
+}
+
+void fdx__unix_path_bound(const char *path)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	size_t n = strlen(path) + 1;
+	struct bound_path *b = malloc(sizeof(*b) + n);
+
+	if (!b)
+		return; /* only the cleanup at exit is lost: the sweep still finds it */
+	pthread_once(&once, register_at_exit);
+	b->pid = getpid();
+	memcpy(b->path, path, n);
+	pthread_mutex_lock(&bound_lock);
+	b->next = bound;
+	bound = b;
+	pthread_mutex_unlock(&bound_lock);
+}
+
+void fdx__unix_path_unlink(const char *path)
+{
+	pthread_mutex_lock(&bound_lock);
+	for (struct bound_path **bp = &bound; *bp; bp = &(*bp)->next)
+		if (strcmp((*bp)->path, path) == 0) {
+			struct bound_path *b = *bp;
+
+			*bp = b->next;
+			free(b);
+			break;
+		}
+	pthread_mutex_unlock(&bound_lock);
+	unlink(path);
+}
+
 /* The default socket directory: ours alone, created if missing. */
 int fdx__unix_sock_dir(struct fdx_exchange *ex, char *dir, size_t n)
 {
@@ -142,6 +203,7 @@ int fdx__unix_listen(struct fdx_exchange *ex, const char *path)
 	if (listen(fd, 64) < 0)
 		goto err_close;
 	ex->listen_fd = fd;
+	fdx__unix_path_bound(path);
 	return 0;
 
 err_close:

@@ -382,7 +382,7 @@ void fdx__dp_destroy(struct fdx__dp *dp)
 	if (dp->tfd >= 0)
 		close(dp->tfd);
 	if (dp->unix_path)
-		unlink(dp->unix_path);
+		fdx__unix_path_unlink(dp->unix_path);
 	if (dp->efd >= 0)
 		close(dp->efd);
 	pthread_mutex_destroy(&dp->lock);

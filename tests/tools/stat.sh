@@ -97,3 +97,17 @@ for args in "--interval 5" "--count 0" "--bogus"; do
 	[ $rc -eq 2 ] || fail "fdx-stat $args exited $rc, 2 expected"
 done
 echo "stat.sh: dead address exit 1, 3 bad command lines exit 2"
+
+# A socket file a killed TaskManager left (nobody listens): skipped, and said so.
+mkdir -p "$run/deaddir"
+python3 -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.close()' \
+	"$run/deaddir/tm-999999-0.sock"
+set +e
+"$build/fdx-stat" --count 1 --dir "$run/deaddir" >"$out" 2>&1
+rc=$?
+set -e
+[ $rc -eq 1 ] || fail "a directory of dead sockets: exit $rc, 1 expected"
+grep -q "skipped 1 socket of TaskManagers no longer running in $run/deaddir" "$out" ||
+	fail "the dead socket was not reported as skipped"
+grep -q "no TaskManager found" "$out" || fail "no 'no TaskManager found'"
+echo "stat.sh: a dead TaskManager's socket skipped and counted"
