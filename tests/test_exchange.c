@@ -15,7 +15,9 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -565,6 +567,222 @@ static void test_exchange_socket_files_go_at_exit_and_dead_ones_are_swept(void *
 	assert_int_equal(count_tm_files(dir), 0);
 	assert_int_equal(rmdir(dir), 0);
 	assert_int_equal(rmdir(base), 0);
+}
+
+/* ---- an attack from outside: what it may make a TaskManager hold ------------ */
+
+static int raw_unix_connect(const char *path);
+
+#define ATTACK_BIG 12 /* concurrent streams of one oversized message each */
+#define ATTACK_BIG_MIB 64
+#define ATTACK_SILENT 200 /* streams that never say hello nor read */
+#define ATTACK_IDLE 100 /* connections that never start HTTP/2 */
+
+/*
+ * "attacker ADDR": against the TaskManager at ADDR (unix:PATH), at once:
+ * ATTACK_BIG streams each sending one 64 MiB message; ATTACK_SILENT streams
+ * that open and then neither say hello nor read; ATTACK_IDLE raw connections
+ * that send nothing. Prints how each ended: "big N refused", "silent N
+ * ended", "idle N closed", then "done". Bounded by alarm().
+ */
+static int run_attacker(const char *addr)
+{
+	grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+	grpc_channel_credentials *cr = grpc_insecure_credentials_create();
+	grpc_slice method = grpc_slice_from_static_string("/fdx.DataExchange/ExchangeData");
+	grpc_slice big = grpc_slice_malloc((size_t)ATTACK_BIG_MIB << 20);
+	static grpc_status_code st[ATTACK_BIG + ATTACK_SILENT];
+	static grpc_slice sd[ATTACK_BIG + ATTACK_SILENT];
+	static grpc_metadata_array md[ATTACK_BIG + ATTACK_SILENT];
+	int idle[ATTACK_IDLE], big_refused = 0, silent_ended = 0, idle_closed = 0, done = 0;
+	grpc_channel *ch = NULL;
+
+	alarm(60);
+	memset(GRPC_SLICE_START_PTR(big), 0x0a, (size_t)ATTACK_BIG_MIB << 20);
+	for (int i = 0; i < ATTACK_IDLE; i++)
+		idle[i] = raw_unix_connect(addr + 5);
+	for (int i = 0; i < ATTACK_BIG + ATTACK_SILENT; i++) {
+		grpc_op ops[2];
+		grpc_call *c;
+
+		/* A connection for every 4 streams (channels of their own: no shared subchannel). */
+		if (i % 4 == 0) {
+			grpc_arg own = {.type = GRPC_ARG_INTEGER,
+					.key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
+					.value.integer = 1};
+			grpc_channel_args ca = {1, &own};
+
+			ch = grpc_channel_create(addr, cr, &ca);
+		}
+		c = grpc_channel_create_call(ch, NULL, 0, cq, method, NULL,
+					     gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		memset(ops, 0, sizeof(ops));
+		ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+		if (i < ATTACK_BIG) {
+			grpc_slice m = grpc_slice_ref(big);
+
+			ops[1].op = GRPC_OP_SEND_MESSAGE;
+			ops[1].data.send_message.send_message = grpc_raw_byte_buffer_create(&m, 1);
+			grpc_slice_unref(m);
+		}
+		assert_int_equal(grpc_call_start_batch(c, ops, i < ATTACK_BIG ? 2 : 1, NULL, NULL),
+				 GRPC_CALL_OK);
+		if (i < ATTACK_BIG)
+			grpc_byte_buffer_destroy(ops[1].data.send_message.send_message);
+		grpc_metadata_array_init(&md[i]);
+		memset(ops, 0, sizeof(ops));
+		ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+		ops[0].data.recv_status_on_client.trailing_metadata = &md[i];
+		ops[0].data.recv_status_on_client.status = &st[i];
+		ops[0].data.recv_status_on_client.status_details = &sd[i];
+		assert_int_equal(grpc_call_start_batch(c, ops, 1, (void *)(intptr_t)(i + 1), NULL),
+				 GRPC_CALL_OK);
+	}
+	grpc_slice_unref(big);
+	while (done < ATTACK_BIG + ATTACK_SILENT) {
+		grpc_event e = grpc_completion_queue_next(
+			cq, gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_seconds(30, GPR_TIMESPAN)),
+			NULL);
+		intptr_t i;
+
+		if (e.type != GRPC_OP_COMPLETE)
+			break;
+		if (!e.tag)
+			continue; /* a send */
+		i = (intptr_t)e.tag - 1;
+		done++;
+		if (i < ATTACK_BIG)
+			big_refused += st[i] != GRPC_STATUS_OK;
+		else
+			silent_ended += st[i] != GRPC_STATUS_OK;
+	}
+	for (int i = 0; i < ATTACK_IDLE; i++) {
+		struct pollfd pf = {.fd = idle[i], .events = POLLIN};
+		char b;
+
+		if (idle[i] >= 0 && poll(&pf, 1, 20000) == 1 && recv(idle[i], &b, 1, MSG_DONTWAIT) <= 0)
+			idle_closed++;
+	}
+	printf("big %d refused\nsilent %d ended\nidle %d closed\ndone\n", big_refused,
+	       silent_ended, idle_closed);
+	fflush(stdout);
+	_exit(0); /* its calls die with it */
+}
+
+/* A raw connection to the Unix socket at path, or -1. */
+static int raw_unix_connect(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* This process's resident set, in KiB. */
+static long self_rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long v = -1;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "VmRSS:", 6) == 0)
+			sscanf(line + 6, "%ld", &v);
+	fclose(f);
+	return v;
+}
+
+/*
+ * A same-uid process attacks this TaskManager's control socket: oversized
+ * messages, streams that never say hello or read, connections that never
+ * speak. What it holds stays bounded by the control plane's memory quota
+ * (16 MiB) throughout, comes back after, every stream and connection of the
+ * attack is ended, and a real peer is served all along.
+ */
+static void test_exchange_attack_on_the_control_socket_is_bounded(void **state)
+{
+	struct fdx_exchange_opts o = {.size = sizeof(o),
+				      .tm_id = "victim",
+				      .hello_timeout_ms = 1000,
+				      .idle_timeout_ms = 2000};
+	struct test_log lg = {0};
+	struct fdx_exchange *ex, *peer;
+	long base, peak, now_kib = 0;
+	char line[64], *argv[] = {"test_exchange", "attacker", NULL, NULL};
+	int to = -1, from = -1, status, big = -1, silent = -1, idle = -1;
+	uint32_t chan, credit;
+	uint64_t end;
+	pid_t pid;
+	FILE *in;
+
+	(void)state;
+	o.log_fn = test_log_fn;
+	o.log_ud = &lg;
+	assert_int_equal(fdx_exchange_create(&o, &ex), 0);
+	assert_int_equal(fdx_exchange_add_gate(ex, GATE, 4, 2), 0);
+	/* Warm: a real peer opens a channel, so gRPC's own first allocations are made. */
+	{
+		struct fdx_exchange_opts po = {.size = sizeof(po), .tm_id = "real-peer"};
+
+		assert_int_equal(fdx_exchange_create(&po, &peer), 0);
+		assert_int_equal(fdx_exchange_open_channel(peer, fdx_exchange_address(ex), "p", 0, GATE, 0,
+							   5000, &chan, &credit),
+				 0);
+	}
+	test_sleep_us(300000);
+	base = peak = self_rss_kib();
+	argv[2] = (char *)fdx_exchange_address(ex);
+	pid = test_spawn_self(argv, &to, &from);
+	assert_true(pid > 0);
+	in = fdopen(from, "r");
+	assert_non_null(in);
+	/* Sample our own RSS while the attack runs (its answers come when it is over). */
+	{
+		struct pollfd pf = {.fd = from, .events = POLLIN};
+
+		for (end = test_now_ns() + 60000000000ull; test_now_ns() < end;) {
+			long r = self_rss_kib();
+
+			if (r > peak)
+				peak = r;
+			if (poll(&pf, 1, 50) == 1)
+				break;
+		}
+	}
+	while (fgets(line, sizeof(line), in) && strcmp(line, "done\n") != 0) {
+		sscanf(line, "big %d", &big);
+		sscanf(line, "silent %d", &silent);
+		sscanf(line, "idle %d", &idle);
+	}
+	fclose(in);
+	close(to);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	/* Memory back: freed memory is returned each second (bounded wait). */
+	for (end = test_now_ns() + 10000000000ull; test_now_ns() < end; test_sleep_us(100000))
+		if ((now_kib = self_rss_kib()) <= base + 8 * 1024)
+			break;
+	print_message("RSS: %ld MiB before, %ld MiB at most during the attack, %ld MiB after; "
+		      "big %d/%d refused, silent %d/%d ended, idle %d/%d closed\n",
+		      base / 1024, peak / 1024, now_kib / 1024, big, ATTACK_BIG, silent,
+		      ATTACK_SILENT, idle, ATTACK_IDLE);
+	/* Generous: 768 MiB of messages were sent; without the quota about 650 MiB stayed. */
+	assert_true(peak <= base + 64 * 1024);
+	assert_true(now_kib <= base + 8 * 1024);
+	assert_int_equal(big, ATTACK_BIG);
+	assert_int_equal(silent, ATTACK_SILENT);
+	assert_int_equal(idle, ATTACK_IDLE);
+	/* The real peer was served all along, and still is. */
+	assert_int_equal(fdx_exchange_open_channel(peer, fdx_exchange_address(ex), "p", 1, GATE, 1,
+						   5000, &chan, &credit),
+			 0);
+	fdx_exchange_destroy(peer);
+	fdx_exchange_destroy(ex);
 }
 
 static void test_exchange_refuses_a_socket_directory_others_can_enter(void **state)
@@ -1533,8 +1751,13 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_exchange_late_answer_to_an_abandoned_open),
 		cmocka_unit_test(test_exchange_cuts_off_a_peer_that_does_not_read),
 		cmocka_unit_test(test_exchange_socket_files_go_at_exit_and_dead_ones_are_swept),
+		cmocka_unit_test(test_exchange_attack_on_the_control_socket_is_bounded),
 	};
 
+	if (argc > 2 && strcmp(argv[1], "attacker") == 0) {
+		grpc_init();
+		return run_attacker(argv[2]);
+	}
 	if (argc > 2 && strcmp(argv[1], "exit-child") == 0)
 		return run_exit_child(argv[2]);
 	if (argc > 1 && strcmp(argv[1], "child") == 0) {

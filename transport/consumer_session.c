@@ -16,6 +16,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,8 @@
 #define GATE_CHANNELS_MAX 65536u
 /* Most returned offsets in one CreditUpdate (about 80 KiB on the wire). */
 #define CREDIT_MSG_OFFSETS_MAX 8192u
+/* And at most this many channels: every frame stays below FDX_CTL_FRAME_MAX. */
+#define CREDIT_MSG_CHANNELS_MAX 4096u
 
 /* ---- consumer side: gates and input channels ------------------------------ */
 
@@ -202,7 +205,7 @@ static void session_flush_credits(struct fdx__session *s)
 	 */
 	n = 0;
 	c = s->dirty_head;
-	while (c && used < CREDIT_MSG_OFFSETS_MAX) {
+	while (c && used < CREDIT_MSG_OFFSETS_MAX && n < CREDIT_MSG_CHANNELS_MAX) {
 		struct fdx__in_chan *next = c->next_dirty;
 		uint32_t added = 0, k = 0;
 		int more = 0;
@@ -661,6 +664,7 @@ void fdx__session_start(struct fdx_exchange *ex, grpc_call *call)
 	}
 	s->ex = ex;
 	s->call = call;
+	s->t_start = fdx__now_ns();
 	s->t_recv = (struct fdx__ctl_tag){FDX__CTL_TAG_SESSION_RECV, s};
 	s->t_send = (struct fdx__ctl_tag){FDX__CTL_TAG_SESSION_SEND, s};
 	s->t_close = (struct fdx__ctl_tag){FDX__CTL_TAG_SESSION_CLOSE, s};
@@ -997,6 +1001,45 @@ static int token_lookup(struct fdx_exchange *ex, const uint8_t *token, uint64_t 
 	}
 	pthread_mutex_unlock(&ex->lock);
 	return err;
+}
+
+/*
+ * Memory streams held and gRPC freed (an oversized message, a flood of
+ * streams: as much as the resource quota let them take) goes back to the
+ * system: malloc keeps freed memory otherwise, and a TaskManager would stay
+ * as large as an attack made it. Checked each second; only when more than
+ * TRIM_FREE_MIN bytes lie free.
+ */
+#define TRIM_FREE_MIN (4u << 20)
+
+static void trim_freed_memory(void)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+	struct mallinfo2 mi = mallinfo2();
+
+	if (mi.fordblks > TRIM_FREE_MIN)
+		malloc_trim(0);
+#endif
+}
+
+void fdx__sessions_end_silent(struct fdx_exchange *ex)
+{
+	trim_freed_memory();
+	uint64_t now = fdx__now_ns(), due = (uint64_t)ex->hello_ms * 1000000u;
+	char msg[96];
+
+	snprintf(msg, sizeof(msg), "no hello within %u ms", ex->hello_ms);
+	pthread_mutex_lock(&ex->lock);
+	for (struct fdx__session *s = ex->sessions; s; s = s->next)
+		if (!s->greeted && !s->finishing && now - s->t_start >= due) {
+			FDX_LOG_WARN(&ex->log, "exchange %s: a control stream said no hello within %u "
+				     "ms; ended", ex->tm_id, ex->hello_ms);
+			ex->st.bad_frames++;
+			fdx__session_finish(s, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
+			grpc_call_cancel_with_status(s->call, GRPC_STATUS_DEADLINE_EXCEEDED, msg,
+						     NULL);
+		}
+	pthread_mutex_unlock(&ex->lock);
 }
 
 int fdx__exchange_token_take(struct fdx_exchange *ex, const uint8_t *token, uint64_t *sess,

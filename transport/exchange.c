@@ -227,16 +227,65 @@ static void *cq_main(void *arg)
 	struct fdx_exchange *ex = arg;
 
 	for (;;) {
+		/* Woken at least each second: streams that never said hello are ended. */
 		grpc_event ev = grpc_completion_queue_next(
-			ex->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+			ex->cq,
+			gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+				     gpr_time_from_millis(1000, GPR_TIMESPAN)),
+			NULL);
 
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
+		fdx__sessions_end_silent(ex);
 		if (ev.type != GRPC_OP_COMPLETE)
 			continue;
 		fdx__exchange_cq_complete(ex, ev.tag, ev.success);
 	}
 	return NULL;
+}
+
+/*
+ * The channel arguments of the exchange's gRPC server (server 1) or client
+ * channels: a resource quota bounds what the control streams hold, the
+ * largest message is the largest legal frame, and idle or silent
+ * connections are closed. Fills a (room for 10); how many.
+ */
+size_t fdx__exchange_grpc_args(struct fdx_exchange *ex, grpc_arg *a, int server)
+{
+	size_t k = 0;
+
+	if (ex->quota) {
+		a[k].type = GRPC_ARG_POINTER;
+		a[k].key = (char *)GRPC_ARG_RESOURCE_QUOTA;
+		a[k].value.pointer.p = ex->quota;
+		a[k++].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+	}
+	a[k].type = GRPC_ARG_INTEGER;
+	a[k].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	a[k++].value.integer = (int)FDX_CTL_FRAME_MAX;
+	if (server) {
+		/* A peer that stopped answering is found by our pings. */
+		a[k].type = GRPC_ARG_INTEGER;
+		a[k].key = (char *)GRPC_ARG_KEEPALIVE_TIME_MS;
+		a[k++].value.integer = (int)ex->idle_ms;
+		a[k].type = GRPC_ARG_INTEGER;
+		a[k].key = (char *)GRPC_ARG_KEEPALIVE_TIMEOUT_MS;
+		a[k++].value.integer = (int)ex->idle_ms;
+		a[k].type = GRPC_ARG_INTEGER;
+		a[k].key = (char *)GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA;
+		a[k++].value.integer = 0;
+		/* A connection that never finishes its HTTP/2 preface goes as a silent stream does. */
+		a[k].type = GRPC_ARG_INTEGER;
+		a[k].key = (char *)GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS;
+		a[k++].value.integer = (int)ex->hello_ms;
+		a[k].type = GRPC_ARG_INTEGER;
+		a[k].key = (char *)GRPC_ARG_MAX_CONCURRENT_STREAMS;
+		a[k++].value.integer = (int)ex->streams_max;
+		a[k].type = GRPC_ARG_INTEGER;
+		a[k].key = (char *)GRPC_ARG_MAX_CONNECTION_IDLE_MS;
+		a[k++].value.integer = (int)ex->idle_ms;
+	}
+	return k;
 }
 
 /* ---- lifecycle -------------------------------------------------------------- */
@@ -280,7 +329,12 @@ static int start_server(struct fdx_exchange *ex, const char *listen)
 	err = parse_listen(ex, listen, &path);
 	if (err < 0)
 		return err;
-	ex->server = grpc_server_create(NULL, NULL);
+	{
+		grpc_arg a[10];
+		grpc_channel_args ca = {fdx__exchange_grpc_args(ex, a, 1), a};
+
+		ex->server = grpc_server_create(&ca, NULL);
+	}
 	grpc_server_register_completion_queue(ex->server, ex->cq, NULL);
 	if (!path) {
 		creds = grpc_insecure_server_credentials_create();
@@ -451,6 +505,8 @@ FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
 				;
 		grpc_completion_queue_destroy(ex->cq);
 	}
+	if (ex->quota)
+		grpc_resource_quota_unref(ex->quota);
 	if (ex->grpc_up)
 		grpc_shutdown();
 	for (struct fdx__mpsc_node *n; (n = fdx__mpsc_pop(&ex->events));)
@@ -505,6 +561,10 @@ int fdx__exchange_new(const struct fdx_exchange_opts *o, struct fdx_exchange **o
 	ex->listen_fd = -1;
 	ex->version = o->protocol_version ? o->protocol_version : FDX_PROTOCOL_VERSION;
 	ex->seg_size = o->seg_size ? o->seg_size : FDX_SEG_SIZE_DEFAULT;
+	ex->streams_max = o->ctl_streams_max ? o->ctl_streams_max : FDX_CTL_STREAMS_DEFAULT;
+	ex->hello_ms = o->hello_timeout_ms ? o->hello_timeout_ms : FDX_CTL_HELLO_TIMEOUT_MS_DEFAULT;
+	ex->idle_ms = o->idle_timeout_ms ? o->idle_timeout_ms : FDX_CTL_IDLE_TIMEOUT_MS_DEFAULT;
+	ex->memory_mib = o->ctl_memory_mib ? o->ctl_memory_mib : FDX_CTL_MEMORY_MIB_DEFAULT;
 	FILE *bf = fopen("/proc/sys/kernel/random/boot_id", "re");
 	if (bf) {
 		if (!fgets(ex->boot_id, sizeof(ex->boot_id), bf))
@@ -546,19 +606,28 @@ int fdx__exchange_new(const struct fdx_exchange_opts *o, struct fdx_exchange **o
 
 FDX_API int fdx_exchange_create(const struct fdx_exchange_opts *o, struct fdx_exchange **out)
 {
+	struct fdx_exchange_opts oo = {0};
 	struct fdx_exchange *ex = NULL;
 	int err;
 
 	if (out)
 		*out = NULL;
-	if (!o || !out || o->size < sizeof(*o) || o->n_allow_uids > FDX_EXCHANGE_MAX_UIDS ||
-	    (o->n_allow_uids && !o->allow_uids))
+	if (!o || !out || o->size < FDX_EXCHANGE_OPTS_SIZE_V1 ||
+	    o->n_allow_uids > FDX_EXCHANGE_MAX_UIDS || (o->n_allow_uids && !o->allow_uids))
+		return -EINVAL;
+	/* An older caller's smaller struct: the fields it lacks are zero (defaults). */
+	memcpy(&oo, o, o->size < sizeof(oo) ? o->size : sizeof(oo));
+	o = &oo;
+	if (o->ctl_memory_mib > INT32_MAX / 2048 || o->ctl_streams_max > INT32_MAX ||
+	    o->hello_timeout_ms > INT32_MAX || o->idle_timeout_ms > INT32_MAX)
 		return -EINVAL;
 	err = fdx__exchange_new(o, &ex);
 	if (err < 0)
 		return err;
 	grpc_init();
 	ex->grpc_up = 1;
+	ex->quota = grpc_resource_quota_create("fdx-control");
+	grpc_resource_quota_resize(ex->quota, (size_t)ex->memory_mib << 20);
 	ex->cq = grpc_completion_queue_create_for_next(NULL);
 	err = start_server(ex, o->listen);
 	if (err < 0)

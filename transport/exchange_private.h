@@ -125,6 +125,7 @@ struct fdx__session {
 	char final_msg[256];
 	char peer_tm[64];
 	uint64_t serial; /* names the session to the data plane */
+	uint64_t t_start; /* when its call came (CLOCK_MONOTONIC ns): the hello is due */
 	uint8_t token[16]; /* HelloAck's: admits one data socket */
 	int token_used;
 	/* OpenChannelAcks' tokens, one data socket each; the oldest unused one is dropped. */
@@ -225,11 +226,23 @@ struct fdx_exchange {
 	uint64_t sess_serial;
 	struct fdx__dp *dp;
 	struct fdx_exchange_stats st;
+	/* Control-plane limits (fdx_exchange_opts). */
+	grpc_resource_quota *quota;
+	uint32_t streams_max, hello_ms, idle_ms, memory_mib;
 };
 
 _Static_assert(offsetof(struct fdx_exchange, port) == 0, "runtime/port.h: the port comes first");
 
 /* ---- exchange.c: lifecycle, the cq thread, events to the owner ------------- */
+
+/* The gRPC channel arguments of the control plane's limits (a: room for 10); how many. */
+size_t fdx__exchange_grpc_args(struct fdx_exchange *ex, grpc_arg *a, int server);
+
+/*
+ * The cq thread, at least once a second: end the streams that did not say
+ * hello in time, and give memory freed since back to the system.
+ */
+void fdx__sessions_end_silent(struct fdx_exchange *ex);
 
 /*
  * An exchange with its options, lock and event queue, serving nothing yet:

@@ -130,7 +130,10 @@ static struct fdx__out_chan *peer_chan(struct fdx__peer *p, uint32_t id)
 }
 
 /* With ex->lock held: queue a frame on p's stream. */
-static void peer_backlog_frame(struct fdx__peer *p);
+/* Channels in one Backlog frame at most: every frame stays below FDX_CTL_FRAME_MAX. */
+#define BACKLOG_FRAME_CHANNELS_MAX 4096u
+
+static int peer_backlog_frame(struct fdx__peer *p);
 
 /*
  * With ex->lock held: queue a frame on p's stream. Backlogs waiting for an
@@ -139,8 +142,9 @@ static void peer_backlog_frame(struct fdx__peer *p);
  */
 static void peer_send_locked(struct fdx__peer *p, const Fdx__ControlFrame *f)
 {
-	if (f->frame_case != FDX__CONTROL_FRAME__FRAME_BACKLOG && p->bl_dirty)
-		peer_backlog_frame(p);
+	while (f->frame_case != FDX__CONTROL_FRAME__FRAME_BACKLOG && p->bl_dirty &&
+	       peer_backlog_frame(p))
+		;
 	fdx__ctl_sendq_push(&p->q, fdx__ctl_pack(f));
 	fdx__ctl_send_next(p->call, &p->q, &p->t_send, &p->pending);
 	p->ex->st.frames_out++;
@@ -206,35 +210,42 @@ static void peer_send_close_locked(struct fdx__peer *p, struct fdx__out_chan *c,
 	peer_send_locked(p, &f);
 }
 
-/* With ex->lock held: the changed backlogs, coalesced, as one frame on p's stream. */
-static void peer_backlog_frame(struct fdx__peer *p)
+/*
+ * With ex->lock held: the changed backlogs, coalesced, as one frame on p's
+ * stream (at most BACKLOG_FRAME_CHANNELS_MAX of them); 1 if it went.
+ */
+static int peer_backlog_frame(struct fdx__peer *p)
 {
 	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
 	Fdx__Backlog b = FDX__BACKLOG__INIT;
 	uint32_t n = 0, *ids, *bls;
 	struct fdx__out_chan *c;
+	int sent = 0;
 
-	for (c = p->bl_dirty; c; c = c->bl_next)
+	for (c = p->bl_dirty; c && n < BACKLOG_FRAME_CHANNELS_MAX; c = c->bl_next)
 		n++;
 	ids = calloc(n, sizeof(*ids));
 	bls = calloc(n, sizeof(*bls));
 	if (ids && bls) {
 		n = 0;
-		for (c = p->bl_dirty; c; c = c->bl_next) {
+		/* At most BACKLOG_FRAME_CHANNELS_MAX: the rest go in the next frame. */
+		for (c = p->bl_dirty; c && n < BACKLOG_FRAME_CHANNELS_MAX; c = c->bl_next) {
 			ids[n] = c->id;
 			bls[n++] = c->backlog;
 			c->bl_dirty = 0;
 		}
-		p->bl_dirty = NULL;
+		p->bl_dirty = c;
 		b.n_channels = b.n_backlogs = n;
 		b.channels = ids;
 		b.backlogs = bls;
 		f.frame_case = FDX__CONTROL_FRAME__FRAME_BACKLOG;
 		f.backlog = &b;
 		peer_send_locked(p, &f);
+		sent = 1;
 	}
 	free(ids);
 	free(bls);
+	return sent; /* 0: out of memory, the backlogs wait for the next frame */
 }
 
 /* With ex->lock held: send the changed backlogs together, when p's stream is idle. */
@@ -707,7 +718,12 @@ static int peer_start_locked(struct fdx_exchange *ex, const char *addr, struct f
 	if (!p)
 		return -ENOMEM;
 	creds = grpc_insecure_credentials_create();
-	p->channel = grpc_channel_create(addr, creds, NULL);
+	{
+		grpc_arg a[10];
+		grpc_channel_args ca = {fdx__exchange_grpc_args(ex, a, 0), a};
+
+		p->channel = grpc_channel_create(addr, creds, &ca);
+	}
 	grpc_channel_credentials_release(creds);
 	method = grpc_slice_from_static_string(FDX__CTL_METHOD);
 	p->call = grpc_channel_create_call(p->channel, NULL, GRPC_PROPAGATE_DEFAULTS, ex->cq,

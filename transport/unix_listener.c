@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -32,6 +33,7 @@
 #include <fdx/error.h>
 
 #include "../runtime/log.h"
+#include "../runtime/clock.h"
 #include "exchange_private.h"
 
 int fdx__exchange_uid_allowed(const struct fdx_exchange *ex, uint32_t uid)
@@ -42,45 +44,124 @@ int fdx__exchange_uid_allowed(const struct fdx_exchange *ex, uint32_t uid)
 	return 0;
 }
 
+/*
+ * Connections accepted and not yet handed to gRPC: each waits for its first
+ * bytes (the HTTP/2 preface) at most hello_ms; at most PENDING_MAX wait at
+ * once (more are closed at once). A connection that never speaks holds a
+ * descriptor here for a bounded time, and nothing of gRPC's.
+ */
+#define PENDING_MAX 64
+
+struct pending {
+	int fd;
+	uint64_t since;
+};
+
+/* A connection we accepted: its uid checked, then it waits to speak. */
+static void accept_one(struct fdx_exchange *ex, int fd, struct pending *pend, int *np)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+	    !fdx__exchange_uid_allowed(ex, (uint32_t)cred.uid)) {
+		FDX_LOG_WARN(&ex->log,
+			     "exchange %s: refused a Unix peer (pid %d, uid %d): uid not allowed",
+			     ex->tm_id, (int)cred.pid, (int)cred.uid);
+		pthread_mutex_lock(&ex->lock);
+		ex->st.peers_refused++;
+		pthread_mutex_unlock(&ex->lock);
+		close(fd);
+		return;
+	}
+	if (*np == PENDING_MAX) {
+		FDX_LOG_WARN(&ex->log,
+			     "exchange %s: %d control connections have not spoken yet; refused "
+			     "another (pid %d)",
+			     ex->tm_id, PENDING_MAX, (int)cred.pid);
+		close(fd);
+		return;
+	}
+	pend[*np].fd = fd;
+	pend[(*np)++].since = fdx__now_ns();
+}
+
 void *fdx__unix_accept_main(void *arg)
 {
 	struct fdx_exchange *ex = arg;
+	struct pending pend[PENDING_MAX];
+	struct pollfd pfd[PENDING_MAX + 1];
+	uint64_t due = (uint64_t)ex->hello_ms * 1000000u;
+	int np = 0, stop = 0;
 
-	for (;;) {
-		struct ucred cred;
-		socklen_t len = sizeof(cred);
-		grpc_server_credentials *creds;
-		int fd = accept4(ex->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	while (!stop) {
+		uint64_t now = fdx__now_ns(), wait_ns = UINT64_MAX;
+		int n;
 
-		if (fd < 0) {
+		pfd[0] = (struct pollfd){.fd = ex->listen_fd, .events = POLLIN};
+		for (int i = 0; i < np; i++) {
+			uint64_t left = pend[i].since + due > now ? pend[i].since + due - now : 0;
+
+			pfd[i + 1] = (struct pollfd){.fd = pend[i].fd, .events = POLLIN};
+			if (left < wait_ns)
+				wait_ns = left;
+		}
+		n = poll(pfd, (nfds_t)np + 1,
+			 wait_ns == UINT64_MAX ? -1 : (int)(wait_ns / 1000000u) + 1);
+		if (n < 0 && errno != EINTR)
+			break;
+		now = fdx__now_ns();
+		/* Those that spoke go to gRPC; those silent too long are closed. */
+		for (int i = np - 1; i >= 0; i--) {
+			short re = pfd[i + 1].revents;
+
+			if (re) {
+				grpc_server_credentials *creds =
+					grpc_insecure_server_credentials_create();
+
+				grpc_server_add_channel_from_fd(ex->server, pend[i].fd,
+								creds); /* takes fd */
+				grpc_server_credentials_release(creds);
+			} else if (now - pend[i].since >= due) {
+				FDX_LOG_WARN(&ex->log,
+					     "exchange %s: a control connection sent nothing within "
+					     "%u ms; closed",
+					     ex->tm_id, ex->hello_ms);
+				close(pend[i].fd);
+			} else {
+				continue;
+			}
+			pend[i] = pend[--np];
+		}
+		if (n <= 0 || !pfd[0].revents)
+			continue;
+		if (pfd[0].revents & (POLLHUP | POLLERR | POLLNVAL))
+			break; /* shut down by fdx_exchange_destroy() */
+		for (;;) {
+			int fd = accept4(ex->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+			if (fd >= 0) {
+				accept_one(ex, fd, pend, &np);
+				continue;
+			}
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
 			    errno == ENOMEM) {
 				/* Out of descriptors: back off rather than spin. */
 				FDX_LOG_ERR(&ex->log, "exchange %s: accept: %s", ex->tm_id,
 					    fdx_strerror(-errno));
 				usleep(10000);
-				continue;
+				break;
 			}
-			break; /* shut down by fdx_exchange_destroy() */
+			stop = 1; /* shut down by fdx_exchange_destroy() */
+			break;
 		}
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
-		    !fdx__exchange_uid_allowed(ex, (uint32_t)cred.uid)) {
-			FDX_LOG_WARN(
-				&ex->log,
-				"exchange %s: refused a Unix peer (pid %d, uid %d): uid not allowed",
-				ex->tm_id, (int)cred.pid, (int)cred.uid);
-			pthread_mutex_lock(&ex->lock);
-			ex->st.peers_refused++;
-			pthread_mutex_unlock(&ex->lock);
-			close(fd);
-			continue;
-		}
-		creds = grpc_insecure_server_credentials_create();
-		grpc_server_add_channel_from_fd(ex->server, fd, creds); /* takes fd */
-		grpc_server_credentials_release(creds);
 	}
+	for (int i = 0; i < np; i++)
+		close(pend[i].fd);
 	return NULL;
 }
 
@@ -179,7 +260,8 @@ int fdx__unix_listen(struct fdx_exchange *ex, const char *path)
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
 	memcpy(sa.sun_path, path, strlen(path));
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* Non-blocking: the accept thread takes every connection waiting, then polls. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {

@@ -57,7 +57,48 @@ struct fdx_exchange_opts {
 	void *log_ud; /**< passed to log_fn */
 	uint32_t seg_size; /**< segment size announced in the handshake (default 32 KiB) */
 	uint32_t pad;
+	/*
+	 * Limits on what a peer (any local process of an allowed uid, or
+	 * anyone who reaches a TCP address) can make this TaskManager hold
+	 * through its control socket. Zero means the default.
+	 */
+	/**
+	 * Memory gRPC may use for the control streams, server and client side
+	 * (a gRPC resource quota), in MiB (default FDX_CTL_MEMORY_MIB_DEFAULT).
+	 * Streams that would exceed it are reset; what they held goes back.
+	 */
+	uint32_t ctl_memory_mib;
+	/** Streams at once on one control connection (default FDX_CTL_STREAMS_DEFAULT). */
+	uint32_t ctl_streams_max;
+	/**
+	 * A stream that has not said hello this long after it opened is ended
+	 * (default FDX_CTL_HELLO_TIMEOUT_MS_DEFAULT).
+	 */
+	uint32_t hello_timeout_ms;
+	/**
+	 * A control connection with no stream this long is closed; a connection
+	 * whose peer stopped answering is found by keepalive pings at this
+	 * period too (default FDX_CTL_IDLE_TIMEOUT_MS_DEFAULT).
+	 */
+	uint32_t idle_timeout_ms;
 };
+
+/** Size of struct fdx_exchange_opts in fdx 0.1, before the limits: still accepted. */
+#define FDX_EXCHANGE_OPTS_SIZE_V1 64u
+/** Default ctl_memory_mib. */
+#define FDX_CTL_MEMORY_MIB_DEFAULT 16u
+/** Default ctl_streams_max: a peer needs one stream, fdx-stat one more. */
+#define FDX_CTL_STREAMS_DEFAULT 8u
+/** Default hello_timeout_ms. */
+#define FDX_CTL_HELLO_TIMEOUT_MS_DEFAULT 5000u
+/** Default idle_timeout_ms. */
+#define FDX_CTL_IDLE_TIMEOUT_MS_DEFAULT 10000u
+/**
+ * The largest control message accepted: the largest frame fdx sends (a
+ * CreditUpdate of at most 4096 channels and 8192 returned offsets, a Backlog
+ * of at most 4096 channels), with room to spare.
+ */
+#define FDX_CTL_FRAME_MAX (256u * 1024)
 
 /**
  * Create an exchange and start serving: the control socket, the data
@@ -69,8 +110,9 @@ struct fdx_exchange_opts {
  * @param out receives the exchange, owned by the caller until
  *   fdx_exchange_destroy(); set to NULL first, assigned only on success.
  * @return 0 on success;
- *   -EINVAL if o or out is NULL, o->size is below sizeof(struct
- *     fdx_exchange_opts), the listen address cannot be parsed ("unix:" with
+ *   -EINVAL if o or out is NULL, o->size is below FDX_EXCHANGE_OPTS_SIZE_V1
+ *     (an older caller's smaller struct gets the defaults of the fields it
+ *     lacks), a limit is above 2^31 - 1, the listen address cannot be parsed ("unix:" with
  *     no path, or no ":PORT"), n_allow_uids is above FDX_EXCHANGE_MAX_UIDS,
  *     or allow_uids is NULL with n_allow_uids > 0;
  *   -EPERM if the default socket directory is not ours or others can enter it;
