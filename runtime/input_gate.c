@@ -29,6 +29,7 @@
 #include "clock.h"
 #include "input_gate.h"
 #include "local_buffer_pool.h"
+#include "opts.h"
 #include "record.h"
 
 #define CHANNELS_MAX 65536u
@@ -69,12 +70,11 @@ FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 
 	if (out)
 		*out = NULL;
-	if (!ex || !o || !out || o->size < FDX_GATE_OPTS_SIZE_V1 || o->n_channels == 0 ||
-	    o->n_channels > CHANNELS_MAX || o->max_record > FDX_RECORD_MAX_LIMIT)
+	if (!ex || !out || fdx__opts_in(&oo, sizeof(oo), o, FDX_GATE_OPTS_SIZE_V1) < 0)
 		return -EINVAL;
-	/* An older caller's smaller struct: the fields it lacks are zero (defaults). */
-	memcpy(&oo, o, o->size < sizeof(oo) ? o->size : sizeof(oo));
 	o = &oo;
+	if (o->n_channels == 0 || o->n_channels > CHANNELS_MAX || o->max_record > FDX_RECORD_MAX_LIMIT)
+		return -EINVAL;
 	g = calloc(1, sizeof(*g));
 	if (!g)
 		return -ENOMEM;

@@ -19,6 +19,7 @@
 #include "abi.h"
 #include "clock.h"
 #include "local_buffer_pool.h"
+#include "opts.h"
 
 /* With spin held: hand out the top cached segment. */
 static inline void take_cached(struct fdx_lbp *lbp, struct fdx_buf *out)
@@ -161,6 +162,7 @@ static void recycle_slow(struct fdx_lbp *lbp)
 
 FDX_API int fdx_lbp_create(struct fdx_nbp *nbp, const struct fdx_lbp_opts *o, struct fdx_lbp **out)
 {
+	struct fdx_lbp_opts oo;
 	pthread_condattr_t ca;
 	struct fdx_lbp *lbp;
 	uint32_t nfree;
@@ -168,8 +170,10 @@ FDX_API int fdx_lbp_create(struct fdx_nbp *nbp, const struct fdx_lbp_opts *o, st
 
 	if (out)
 		*out = NULL;
-	if (!nbp || !o || !out || o->size < sizeof(*o) || o->max == 0 || o->min > o->max ||
-	    o->max > nbp->seg_count)
+	if (!nbp || !out || fdx__opts_in(&oo, sizeof(oo), o, FDX_LBP_OPTS_SIZE_V1) < 0)
+		return -EINVAL;
+	o = &oo;
+	if (o->max == 0 || o->min > o->max || o->max > nbp->seg_count)
 		return -EINVAL;
 	lbp = aligned_alloc(FDX_CACHELINE, sizeof(*lbp));
 	if (!lbp)

@@ -8,10 +8,12 @@
 #include "abi.h"
 #include "local_buffer_pool.h"
 #include "network_buffer_pool.h"
+#include "opts.h"
 
 FDX_API int fdx_nbp_create(const struct fdx_nbp_opts *o, struct fdx_nbp **out)
 {
 	struct fdx_region_opts ro;
+	struct fdx_nbp_opts oo;
 	struct fdx_nbp *nbp;
 	uint64_t count;
 	uint32_t seg_size;
@@ -19,7 +21,10 @@ FDX_API int fdx_nbp_create(const struct fdx_nbp_opts *o, struct fdx_nbp **out)
 
 	if (out)
 		*out = NULL;
-	if (!o || !out || o->size < sizeof(*o) || o->hugepages > FDX_HUGEPAGE_NEVER)
+	if (!out || fdx__opts_in(&oo, sizeof(oo), o, FDX_NBP_OPTS_SIZE_V1) < 0)
+		return -EINVAL;
+	o = &oo;
+	if (o->hugepages > FDX_HUGEPAGE_NEVER)
 		return -EINVAL;
 	if ((o->seg_count && o->total_bytes) || o->batch > FDX_SEG_COUNT_MAX)
 		return -EINVAL;

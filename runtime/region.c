@@ -18,6 +18,7 @@
 #include <fdx/error.h>
 
 #include "region.h"
+#include "opts.h"
 
 #define FDX_REQUIRED_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 /* What a creator applies and an attacher requires. */
@@ -172,14 +173,17 @@ static int create_backing(struct fdx_region *r, uint32_t policy, uint64_t data_b
 FDX_API int fdx_region_create(const struct fdx_region_opts *o, struct fdx_region **out)
 {
 	struct fdx__region_hdr *h;
+	struct fdx_region_opts oo;
 	struct fdx_region *r;
 	uint32_t seg_size;
 	int err;
 
 	if (out)
 		*out = NULL;
-	if (!o || !out || o->size < sizeof(*o) || o->reserved != 0 ||
-	    o->hugepages > FDX_HUGEPAGE_NEVER)
+	if (!out || fdx__opts_in(&oo, sizeof(oo), o, FDX_REGION_OPTS_SIZE_V1) < 0)
+		return -EINVAL;
+	o = &oo;
+	if (o->reserved != 0 || o->hugepages > FDX_HUGEPAGE_NEVER)
 		return -EINVAL;
 	seg_size = o->seg_size ? o->seg_size : FDX_SEG_SIZE_DEFAULT;
 	if (fdx__region_check_geometry(seg_size, o->seg_count) < 0)

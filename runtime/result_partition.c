@@ -21,6 +21,7 @@
 #include "network_buffer_pool.h"
 #include "record.h"
 #include "result_partition.h"
+#include "opts.h"
 
 #define SUBPARTITIONS_MAX 65536u
 #define REC_HDR FDX__REC_HDR
@@ -47,6 +48,7 @@ FDX_API int fdx_partition_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 				 const struct fdx_partition_opts *o, struct fdx_partition **out)
 {
 	static _Atomic uint32_t serial;
+	struct fdx_partition_opts oo;
 	struct fdx_partition *p;
 	uint32_t nseg;
 	char idbuf[48];
@@ -54,8 +56,11 @@ FDX_API int fdx_partition_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 
 	if (out)
 		*out = NULL;
-	if (!ex || !pool || !o || !out || o->size < sizeof(*o) || o->n_subpartitions == 0 ||
-	    o->n_subpartitions > SUBPARTITIONS_MAX || o->max_record > FDX_RECORD_MAX_LIMIT)
+	if (!ex || !pool || !out || fdx__opts_in(&oo, sizeof(oo), o, FDX_PARTITION_OPTS_SIZE_V1) < 0)
+		return -EINVAL;
+	o = &oo;
+	if (o->n_subpartitions == 0 || o->n_subpartitions > SUBPARTITIONS_MAX ||
+	    o->max_record > FDX_RECORD_MAX_LIMIT)
 		return -EINVAL;
 	p = calloc(1, sizeof(*p));
 	if (!p)

@@ -41,6 +41,7 @@
 #include "../runtime/abi.h"
 #include "../runtime/clock.h"
 #include "../runtime/idmap.h"
+#include "../runtime/opts.h"
 #include "../runtime/log.h"
 #include "../runtime/mpsc_queue.h"
 #include "exchange_private.h"
@@ -612,12 +613,11 @@ FDX_API int fdx_exchange_create(const struct fdx_exchange_opts *o, struct fdx_ex
 
 	if (out)
 		*out = NULL;
-	if (!o || !out || o->size < FDX_EXCHANGE_OPTS_SIZE_V1 ||
-	    o->n_allow_uids > FDX_EXCHANGE_MAX_UIDS || (o->n_allow_uids && !o->allow_uids))
+	if (!out || fdx__opts_in(&oo, sizeof(oo), o, FDX_EXCHANGE_OPTS_SIZE_V1) < 0)
 		return -EINVAL;
-	/* An older caller's smaller struct: the fields it lacks are zero (defaults). */
-	memcpy(&oo, o, o->size < sizeof(oo) ? o->size : sizeof(oo));
 	o = &oo;
+	if (o->n_allow_uids > FDX_EXCHANGE_MAX_UIDS || (o->n_allow_uids && !o->allow_uids))
+		return -EINVAL;
 	if (o->ctl_memory_mib > INT32_MAX / 2048 || o->ctl_streams_max > INT32_MAX ||
 	    o->hello_timeout_ms > INT32_MAX || o->idle_timeout_ms > INT32_MAX)
 		return -EINVAL;

@@ -112,7 +112,8 @@ struct fdx_exchange_opts {
  * @return 0 on success;
  *   -EINVAL if o or out is NULL, o->size is below FDX_EXCHANGE_OPTS_SIZE_V1
  *     (an older caller's smaller struct gets the defaults of the fields it
- *     lacks), a limit is above 2^31 - 1, the listen address cannot be parsed ("unix:" with
+ *     lacks) or sets a field this version does not know (a newer caller's),
+ *     a limit is above 2^31 - 1, the listen address cannot be parsed ("unix:" with
  *     no path, or no ":PORT"), n_allow_uids is above FDX_EXCHANGE_MAX_UIDS,
  *     or allow_uids is NULL with n_allow_uids > 0;
  *   -EPERM if the default socket directory is not ours or others can enter it;

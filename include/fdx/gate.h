@@ -110,7 +110,8 @@ struct fdx_gate_opts {
  *   set to NULL first, assigned only on success.
  * @return 0; -EINVAL if ex, o or out is NULL, o->size is below
  *   FDX_GATE_OPTS_SIZE_V1 (a smaller struct of an older caller gets the
- *   defaults of the fields it lacks), inplace_credits is above
+ *   defaults of the fields it lacks) or sets a field this version does not
+ *   know (a newer caller's), inplace_credits is above
  *   FDX_INPLACE_CREDITS_MAX, n_channels is 0 or above 65536, max_record is above
  *   FDX_RECORD_MAX_LIMIT, the credits are 0 or above 2^32 - 1 in total, or
  *   pool is too small (the log says so); -EEXIST if the exchange has that

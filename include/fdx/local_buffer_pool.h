@@ -49,6 +49,13 @@ struct fdx_lbp_opts {
 };
 
 /**
+ * The smallest size of struct fdx_lbp_opts accepted (fdx 0.1's). A later
+ * version takes an older caller's smaller struct (missing fields: defaults)
+ * and a newer caller's larger one whose extra fields are zero.
+ */
+#define FDX_LBP_OPTS_SIZE_V1 16u
+
+/**
  * Called once when a segment becomes available after a request or wait found
  * the pool empty. Runs on the thread that made it available (one recycling,
  * or changing or destroying a pool of the same nbp; fdx's own threads too)
@@ -82,9 +89,9 @@ struct fdx_lbp_stats {
  * @param out receives the pool, owned by the caller until fdx_lbp_destroy();
  *   set to NULL first, assigned only on success.
  * @return 0 on success;
- *   -EINVAL if an argument is NULL, o->size is below sizeof(struct
- *     fdx_lbp_opts), max is 0, min > max or max exceeds the nbp's segment
- *     count;
+ *   -EINVAL if an argument is NULL, o->size is below
+ *     FDX_LBP_OPTS_SIZE_V1 or sets a field this version does not know, max is 0, min > max
+ *     or max exceeds the nbp's segment count;
  *   FDX_ENOSEGMENTS if the nbp has fewer free segments than min, even after
  *     taking back the idle segments other pools borrowed (the log says how
  *     many were needed and how many were free);

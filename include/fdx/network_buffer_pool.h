@@ -42,6 +42,13 @@ struct fdx_nbp_opts {
 	void *log_ud; /**< passed to log_fn */
 };
 
+/**
+ * The smallest size of struct fdx_nbp_opts accepted (fdx 0.1's). A later
+ * version takes an older caller's smaller struct (missing fields: defaults)
+ * and a newer caller's larger one whose extra fields are zero.
+ */
+#define FDX_NBP_OPTS_SIZE_V1 48u
+
 /** Counters of a NetworkBufferPool, filled by fdx_nbp_stats(). */
 struct fdx_nbp_stats {
 	uint32_t size; /**< set by the caller: sizeof(struct fdx_nbp_stats) */
@@ -63,10 +70,10 @@ struct fdx_nbp_stats {
  * @param out receives the pool, owned by the caller until fdx_nbp_destroy();
  *   set to NULL first, assigned only on success.
  * @return 0 on success;
- *   -EINVAL if o or out is NULL, o->size is below sizeof(struct
- *     fdx_nbp_opts), seg_size is not a power of two in range, both seg_count
- *     and total_bytes are set, the segment count or batch is above
- *     FDX_SEG_COUNT_MAX, or the policy is unknown;
+ *   -EINVAL if o or out is NULL, o->size is below
+ *     FDX_NBP_OPTS_SIZE_V1 or sets a field this version does not know, seg_size is not a
+ *     power of two in range, both seg_count and total_bytes are set, the segment count or
+ *     batch is above FDX_SEG_COUNT_MAX, or the policy is unknown;
  *   -ENOMEM; FDX_ENOHUGEPAGES or another error of fdx_region_create().
  * Thread-safe.
  */

@@ -88,6 +88,13 @@ struct fdx_partition_opts {
 };
 
 /**
+ * The smallest size of struct fdx_partition_opts accepted (fdx 0.1's). A
+ * later version takes an older caller's smaller struct (missing fields:
+ * defaults) and a newer caller's larger one whose extra fields are zero.
+ */
+#define FDX_PARTITION_OPTS_SIZE_V1 32u
+
+/**
  * Create a partition writing into buffers of pool. Its segment size is the
  * pool's; records up to max_record may span any number of buffers.
  *
@@ -97,9 +104,9 @@ struct fdx_partition_opts {
  * @param o options (borrowed; partition_id is copied).
  * @param out receives the partition, owned by the caller until
  *   fdx_partition_destroy(); set to NULL first, assigned only on success.
- * @return 0; -EINVAL if an argument is NULL, o->size is below sizeof(struct
- *   fdx_partition_opts), n_subpartitions is 0 or above 65536, or max_record
- *   is above FDX_RECORD_MAX_LIMIT; -ENOMEM.
+ * @return 0; -EINVAL if an argument is NULL, o->size is below
+ *   FDX_PARTITION_OPTS_SIZE_V1 or sets a field this version does not know, n_subpartitions
+ *   is 0 or above 65536, or max_record is above FDX_RECORD_MAX_LIMIT; -ENOMEM.
  */
 FDX_API int fdx_partition_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 				 const struct fdx_partition_opts *o, struct fdx_partition **out);

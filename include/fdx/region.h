@@ -64,6 +64,13 @@ struct fdx_region_opts {
 };
 
 /**
+ * The smallest size of struct fdx_region_opts accepted (fdx 0.1's). A later
+ * version takes an older caller's smaller struct (missing fields: defaults)
+ * and a newer caller's larger one whose extra fields are zero.
+ */
+#define FDX_REGION_OPTS_SIZE_V1 40u
+
+/**
  * Create a region: a memfd (MFD_HUGETLB per the policy), sized to hold the
  * header slot and seg_count segments (rounded up to the page size), allocated,
  * mapped read-write, pre-faulted, given its header and sealed with
@@ -76,10 +83,10 @@ struct fdx_region_opts {
  * @param out receives the region, owned by the caller until
  *   fdx_region_destroy(); set to NULL first, assigned only on success.
  * @return 0 on success;
- *   -EINVAL if o or out is NULL, o->size is below sizeof(struct
- *     fdx_region_opts), seg_size is not a power of two in [FDX_SEG_SIZE_MIN,
- *     FDX_SEG_SIZE_MAX], seg_count is 0 or above FDX_SEG_COUNT_MAX, the
- *     policy is unknown or reserved is not 0;
+ *   -EINVAL if o or out is NULL, o->size is below
+ *     FDX_REGION_OPTS_SIZE_V1 or sets a field this version does not know, seg_size is not a
+ *     power of two in [FDX_SEG_SIZE_MIN, FDX_SEG_SIZE_MAX], seg_count is 0 or above
+ *     FDX_SEG_COUNT_MAX, the policy is unknown or reserved is not 0;
  *   FDX_ENOHUGEPAGES if the policy is FDX_HUGEPAGE_REQUIRE and the system has
  *     no hugepages or not enough of them free (any failure of the hugetlb
  *     memfd is reported so);
