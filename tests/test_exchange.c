@@ -785,6 +785,56 @@ static void test_exchange_attack_on_the_control_socket_is_bounded(void **state)
 	fdx_exchange_destroy(ex);
 }
 
+/*
+ * An exchange with a partition or a gate still on it is not destroyed
+ * (-EBUSY, nothing done: both keep working); once they are gone, it is.
+ */
+static void test_exchange_destroy_refuses_while_partitions_or_gates_live(void **state)
+{
+	struct fdx_exchange_opts o = {.size = sizeof(o), .tm_id = "busy"};
+	struct fdx_nbp_opts no = {.size = sizeof(no), .seg_count = 8,
+				  .hugepages = FDX_HUGEPAGE_NEVER};
+	struct fdx_lbp_opts lo = {.size = sizeof(lo), .max = 4};
+	struct fdx_partition_opts po = {.size = sizeof(po), .n_subpartitions = 1};
+	struct fdx_gate_opts go = {.size = sizeof(go), .gate = 11, .n_channels = 1};
+	struct test_log lg = {0};
+	struct fdx_partition *p;
+	struct fdx_exchange *ex;
+	struct fdx_gate *g;
+	struct fdx_view v;
+	struct fdx_nbp *nbp;
+	struct fdx_lbp *lbp;
+	const void *rec;
+	uint32_t len;
+
+	(void)state;
+	o.log_fn = test_log_fn;
+	o.log_ud = &lg;
+	assert_int_equal(fdx_nbp_create(&no, &nbp), 0);
+	assert_int_equal(fdx_lbp_create(nbp, &lo, &lbp), 0);
+	assert_int_equal(fdx_exchange_create(&o, &ex), 0);
+	assert_int_equal(fdx_gate_create(ex, NULL, &go, &g), 0);
+	assert_int_equal(fdx_partition_create(ex, lbp, &po, &p), 0);
+	assert_int_equal(fdx_exchange_destroy(ex), -EBUSY);
+	assert_non_null(strstr(lg.last, "1 partition and 1 gate still use it"));
+	/* Nothing was torn down: a record still goes through. */
+	assert_int_equal(fdx_partition_connect(p, 0, fdx_exchange_address(ex), 11, 0,
+					       FDX_LINK_LOCAL, 0),
+			 0);
+	assert_int_equal(fdx_partition_emit(p, 0, "still", 5, 1000), 0);
+	assert_int_equal(fdx_partition_flush(p, 0), 0);
+	assert_int_equal(fdx_gate_next(g, &v, 5000), 0);
+	assert_int_equal(fdx_gate_next_record(g, &v, &rec, &len), 1);
+	assert_int_equal(len, 5);
+	assert_int_equal(fdx_gate_release(g, &v), 0);
+	fdx_partition_destroy(p);
+	assert_int_equal(fdx_exchange_destroy(ex), -EBUSY); /* the gate still */
+	fdx_gate_destroy(g);
+	assert_int_equal(fdx_exchange_destroy(ex), 0);
+	fdx_lbp_destroy(lbp);
+	assert_int_equal(fdx_nbp_destroy(nbp), 0);
+}
+
 static void test_exchange_refuses_a_socket_directory_others_can_enter(void **state)
 {
 	struct test_log lg = {0};
@@ -1752,6 +1802,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_exchange_cuts_off_a_peer_that_does_not_read),
 		cmocka_unit_test(test_exchange_socket_files_go_at_exit_and_dead_ones_are_swept),
 		cmocka_unit_test(test_exchange_attack_on_the_control_socket_is_bounded),
+		cmocka_unit_test(test_exchange_destroy_refuses_while_partitions_or_gates_live),
 	};
 
 	if (argc > 2 && strcmp(argv[1], "attacker") == 0) {

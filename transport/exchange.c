@@ -459,10 +459,20 @@ static void sessions_wait(struct fdx_exchange *ex, int (*pending)(const struct f
 	}
 }
 
-FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
+FDX_API int fdx_exchange_destroy(struct fdx_exchange *ex)
 {
+	uint32_t parts = 0, gates = 0;
+
 	if (!ex)
-		return;
+		return 0;
+	/* Its partitions and gates would point at freed state: they go first. */
+	if (ex->dp && fdx__dp_users(ex->dp, &parts, &gates)) {
+		FDX_LOG_ERR(&ex->log,
+			    "exchange %s: not destroyed: %u partition%s and %u gate%s still use it "
+			    "(destroy them first)",
+			    ex->tm_id, parts, parts == 1 ? "" : "s", gates, gates == 1 ? "" : "s");
+		return -EBUSY;
+	}
 	/* The data plane first: its loop calls into the control plane. */
 	fdx__dp_destroy(ex->dp);
 	ex->dp = NULL;
@@ -542,6 +552,7 @@ FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex)
 	free(ex->address);
 	free(ex->tm_id);
 	free(ex);
+	return 0;
 }
 
 /*

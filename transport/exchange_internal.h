@@ -142,6 +142,8 @@ struct fdx__dp_params {
 };
 int fdx__dp_create(struct fdx_exchange *ex, const struct fdx__dp_params *prm, struct fdx__dp **out);
 void fdx__dp_destroy(struct fdx__dp *dp);
+/* Partitions and gates still attached (*parts, *gates); their sum. */
+uint32_t fdx__dp_users(struct fdx__dp *dp, uint32_t *parts, uint32_t *gates);
 const char *fdx__dp_unix_endpoint(const struct fdx__dp *dp);
 const char *fdx__dp_tcp_endpoint(const struct fdx__dp *dp);
 

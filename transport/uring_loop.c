@@ -337,6 +337,18 @@ fail:
 	return err;
 }
 
+uint32_t fdx__dp_users(struct fdx__dp *dp, uint32_t *parts, uint32_t *gates)
+{
+	*parts = *gates = 0;
+	pthread_mutex_lock(&dp->lock);
+	for (struct fdx_partition *p = dp->parts; p; p = p->next)
+		(*parts)++;
+	for (struct fdx_gate *g = dp->gates; g; g = g->next)
+		(*gates)++;
+	pthread_mutex_unlock(&dp->lock);
+	return *parts + *gates;
+}
+
 void fdx__dp_destroy(struct fdx__dp *dp)
 {
 	if (!dp)

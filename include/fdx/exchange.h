@@ -132,10 +132,13 @@ FDX_API int fdx_exchange_create(const struct fdx_exchange_opts *o, struct fdx_ex
 /**
  * Stop everything within about a second, streams open or not: credit still
  * owed goes first (100 ms at most), then peers see their streams end; the
- * socket files are removed. Destroy the exchange's partitions and gates
- * first. Must not race with any other use of ex. NULL is a no-op.
+ * socket files are removed. Must not race with any other use of ex.
+ *
+ * @return 0 (NULL is a no-op); -EBUSY, with nothing done, while partitions
+ *   or gates created on ex still exist (they would point at freed state):
+ *   destroy them first (the log says how many).
  */
-FDX_API void fdx_exchange_destroy(struct fdx_exchange *ex);
+FDX_API int fdx_exchange_destroy(struct fdx_exchange *ex);
 
 /**
  * The address the exchange serves, as a peer passes it to
