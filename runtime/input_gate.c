@@ -55,7 +55,6 @@ static void set_quota(struct fdx_gate *g, uint64_t quota)
 {
 	uint64_t at = quota / 4;
 
-
 	g->quota = quota;
 	g->flush_at = at == 0 ? 1 : at > UINT32_MAX ? UINT32_MAX : (uint32_t)at;
 }
@@ -73,7 +72,8 @@ FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 	if (!ex || !out || fdx__opts_in(&oo, sizeof(oo), o, FDX_GATE_OPTS_SIZE_V1) < 0)
 		return -EINVAL;
 	o = &oo;
-	if (o->n_channels == 0 || o->n_channels > CHANNELS_MAX || o->max_record > FDX_RECORD_MAX_LIMIT)
+	if (o->n_channels == 0 || o->n_channels > CHANNELS_MAX ||
+	    o->max_record > FDX_RECORD_MAX_LIMIT)
 		return -EINVAL;
 	g = calloc(1, sizeof(*g));
 	if (!g)

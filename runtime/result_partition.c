@@ -56,7 +56,8 @@ FDX_API int fdx_partition_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 
 	if (out)
 		*out = NULL;
-	if (!ex || !pool || !out || fdx__opts_in(&oo, sizeof(oo), o, FDX_PARTITION_OPTS_SIZE_V1) < 0)
+	if (!ex || !pool || !out ||
+	    fdx__opts_in(&oo, sizeof(oo), o, FDX_PARTITION_OPTS_SIZE_V1) < 0)
 		return -EINVAL;
 	o = &oo;
 	if (o->n_subpartitions == 0 || o->n_subpartitions > SUBPARTITIONS_MAX ||

@@ -62,7 +62,8 @@ static void test_an_fdx_0_1_caller_creates_an_exchange_and_a_gate(void **state)
 	(void)state;
 	assert_int_equal(sizeof(eo), FDX_EXCHANGE_OPTS_SIZE_V1);
 	assert_int_equal(sizeof(go), FDX_GATE_OPTS_SIZE_V1);
-	assert_int_equal(fdx_exchange_create((const struct fdx_exchange_opts *)(void *)&eo, &ex), 0);
+	assert_int_equal(fdx_exchange_create((const struct fdx_exchange_opts *)(void *)&eo, &ex),
+			 0);
 	assert_int_equal(strncmp(fdx_exchange_address(ex), "unix:", 5), 0);
 	assert_int_equal(fdx_gate_create(ex, NULL, (const struct fdx_gate_opts *)(void *)&go, &g),
 			 0);

@@ -1464,14 +1464,16 @@ static void *csample(void *arg)
 
 			s->err += fdx_gate_channel_stats(s->c->gate, ch, &cs) != 0;
 			/* In place: its in-place credit and no floating; else exclusive + floating. */
-			s->bad_channel += cs.held > (cs.inplace ? cs.inplace : cs.exclusive + cs.floating) ||
-					  cs.exclusive != BP_EXCL || cs.floating > BP_FLOAT ||
-					  (cs.inplace && (cs.floating || cs.inplace != BP_INPLACE));
+			s->bad_channel +=
+				cs.held > (cs.inplace ? cs.inplace : cs.exclusive + cs.floating) ||
+				cs.exclusive != BP_EXCL || cs.floating > BP_FLOAT ||
+				(cs.inplace && (cs.floating || cs.inplace != BP_INPLACE));
 			s->in_place += cs.inplace != 0;
 		}
 		s->err += fdx_gate_stats(s->c->gate, &gs) != 0;
-		s->bad_gate += gs.held > BP_CH * credit_bound(&scenarios[MODE_BACKPRESSURE], s->l) ||
-			       gs.floating_free > BP_FLOAT;
+		s->bad_gate +=
+			gs.held > BP_CH * credit_bound(&scenarios[MODE_BACKPRESSURE], s->l) ||
+			gs.floating_free > BP_FLOAT;
 		if (gs.held > s->max_held)
 			s->max_held = gs.held;
 		if (s->c->pool) {

@@ -172,8 +172,7 @@ static const struct wcase cases[N_CASES] = {
 	[HELLO_WRONG_TOKEN] = {"wrong-token", FDX_LINK_SHM, 0,
 			       "it presented a token no control stream handed out", 0, 1, 0, 0},
 	/* Two sockets present one token at once: one is admitted, the other refused. */
-	[HELLO_TOKEN_REUSED] = {"token-reused", FDX_LINK_SHM, 0, "or one used already", 0, 1, 0,
-				0},
+	[HELLO_TOKEN_REUSED] = {"token-reused", FDX_LINK_SHM, 0, "or one used already", 0, 1, 0, 0},
 	[HELLO_GARBAGE] = {"garbage", FDX_LINK_SHM, 0, "its first frame is not a hello", 0, 1, 0,
 			   0},
 	[HELLO_EXTRA_DESCRIPTORS] = {"hello-extra-fds", FDX_LINK_SHM, 0,

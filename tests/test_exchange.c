@@ -641,7 +641,9 @@ static int run_attacker(const char *addr)
 	grpc_slice_unref(big);
 	while (done < ATTACK_BIG + ATTACK_SILENT) {
 		grpc_event e = grpc_completion_queue_next(
-			cq, gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_seconds(30, GPR_TIMESPAN)),
+			cq,
+			gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+				     gpr_time_from_seconds(30, GPR_TIMESPAN)),
 			NULL);
 		intptr_t i;
 
@@ -660,11 +662,12 @@ static int run_attacker(const char *addr)
 		struct pollfd pf = {.fd = idle[i], .events = POLLIN};
 		char b;
 
-		if (idle[i] >= 0 && poll(&pf, 1, 20000) == 1 && recv(idle[i], &b, 1, MSG_DONTWAIT) <= 0)
+		if (idle[i] >= 0 && poll(&pf, 1, 20000) == 1 &&
+		    recv(idle[i], &b, 1, MSG_DONTWAIT) <= 0)
 			idle_closed++;
 	}
-	printf("big %d refused\nsilent %d ended\nidle %d closed\ndone\n", big_refused,
-	       silent_ended, idle_closed);
+	printf("big %d refused\nsilent %d ended\nidle %d closed\ndone\n", big_refused, silent_ended,
+	       idle_closed);
 	fflush(stdout);
 	_exit(0); /* its calls die with it */
 }
@@ -731,8 +734,8 @@ static void test_exchange_attack_on_the_control_socket_is_bounded(void **state)
 		struct fdx_exchange_opts po = {.size = sizeof(po), .tm_id = "real-peer"};
 
 		assert_int_equal(fdx_exchange_create(&po, &peer), 0);
-		assert_int_equal(fdx_exchange_open_channel(peer, fdx_exchange_address(ex), "p", 0, GATE, 0,
-							   5000, &chan, &credit),
+		assert_int_equal(fdx_exchange_open_channel(peer, fdx_exchange_address(ex), "p", 0,
+							   GATE, 0, 5000, &chan, &credit),
 				 0);
 	}
 	test_sleep_us(300000);
@@ -792,8 +795,8 @@ static void test_exchange_attack_on_the_control_socket_is_bounded(void **state)
 static void test_exchange_destroy_refuses_while_partitions_or_gates_live(void **state)
 {
 	struct fdx_exchange_opts o = {.size = sizeof(o), .tm_id = "busy"};
-	struct fdx_nbp_opts no = {.size = sizeof(no), .seg_count = 8,
-				  .hugepages = FDX_HUGEPAGE_NEVER};
+	struct fdx_nbp_opts no = {
+		.size = sizeof(no), .seg_count = 8, .hugepages = FDX_HUGEPAGE_NEVER};
 	struct fdx_lbp_opts lo = {.size = sizeof(lo), .max = 4};
 	struct fdx_partition_opts po = {.size = sizeof(po), .n_subpartitions = 1};
 	struct fdx_gate_opts go = {.size = sizeof(go), .gate = 11, .n_channels = 1};
@@ -818,9 +821,8 @@ static void test_exchange_destroy_refuses_while_partitions_or_gates_live(void **
 	assert_int_equal(fdx_exchange_destroy(ex), -EBUSY);
 	assert_non_null(strstr(lg.last, "1 partition and 1 gate still use it"));
 	/* Nothing was torn down: a record still goes through. */
-	assert_int_equal(fdx_partition_connect(p, 0, fdx_exchange_address(ex), 11, 0,
-					       FDX_LINK_LOCAL, 0),
-			 0);
+	assert_int_equal(
+		fdx_partition_connect(p, 0, fdx_exchange_address(ex), 11, 0, FDX_LINK_LOCAL, 0), 0);
 	assert_int_equal(fdx_partition_emit(p, 0, "still", 5, 1000), 0);
 	assert_int_equal(fdx_partition_flush(p, 0), 0);
 	assert_int_equal(fdx_gate_next(g, &v, 5000), 0);

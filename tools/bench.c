@@ -3046,9 +3046,9 @@ static void usage(FILE *f)
 		LAT_COUNT_MAX, LAT_COUNT_DEFAULT, LAT_WARMUP, LAT_GAP_MAX_US, REPS_MAX,
 		REPS_DEFAULT, RECORD_MIN, RECORD_MAX, RECORD_DEFAULT, LAT_RECORD_DEFAULT,
 		LAT_RECORD_MIN, EXCLUSIVE_MIN, EXCLUSIVE_TOTAL, FLOATING_DEFAULT,
-		FDX_INPLACE_CREDITS_DEFAULT, POOL_DEFAULT, POOL_SLACK, FDX_EXCLUSIVE_CREDITS_DEFAULT,
-		FDX_FLOATING_CREDITS_DEFAULT, FDX_INPLACE_CREDITS_DEFAULT, FDX_INPLACE_CREDITS_DEFAULT,
-		PROGRESS_PLAN_S);
+		FDX_INPLACE_CREDITS_DEFAULT, POOL_DEFAULT, POOL_SLACK,
+		FDX_EXCLUSIVE_CREDITS_DEFAULT, FDX_FLOATING_CREDITS_DEFAULT,
+		FDX_INPLACE_CREDITS_DEFAULT, FDX_INPLACE_CREDITS_DEFAULT, PROGRESS_PLAN_S);
 }
 
 static void bad_option(const char *what, const char *arg)
@@ -3326,7 +3326,8 @@ static void json_print(const struct config *c, const struct outcome *outs, int n
 		       "\"seconds\": %.6f, \"records\": %llu",
 		       i ? ", " : "", mode_names[o->m], o->record_size, records_per_s(&o->r),
 		       gbytes_per_s(&o->r), o->r.channels, c->seg_size, c->exclusive, c->floating,
-		       c->inplace, c->pool, (double)o->r.ns / 1e9, (unsigned long long)o->r.records);
+		       c->inplace, c->pool, (double)o->r.ns / 1e9,
+		       (unsigned long long)o->r.records);
 		if (c->latency)
 			printf(", \"latency\": true, \"p50_us\": %.3f, \"p99_us\": %.3f, "
 			       "\"p999_us\": %.3f, \"max_us\": %.3f, \"samples\": %llu, \"gap_us\": %.0f",
@@ -3876,7 +3877,7 @@ int main(int argc, char **argv)
 	 * and no floating.
 	 */
 	credits = c.inplace > c.exclusive ? (uint64_t)c.channels * c.inplace
-					   : (uint64_t)c.channels * c.exclusive + c.floating;
+					  : (uint64_t)c.channels * c.exclusive + c.floating;
 	c.slots = (uint32_t)(credits < pool ? credits : pool);
 	if (plot_file)
 		csv = 1; /* the plot's data goes to stdout too */

@@ -880,8 +880,7 @@ int main(int argc, char **argv)
 		char why[128];
 
 		child_why(dead, why, sizeof(why));
-		printf("fdx-demo: FAILED: %s (pid %d) died: %s\n", dead->name, (int)dead->pid,
-		       why);
+		printf("fdx-demo: FAILED: %s (pid %d) died: %s\n", dead->name, (int)dead->pid, why);
 		return 1;
 	}
 	printf("fdx-demo: %s\n", ok ? "OK, every record verified" : "FAILED");

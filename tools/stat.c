@@ -435,16 +435,16 @@ static void print_table(const struct target *t)
 		       "inputFloatingBuffersUsage %.0f%%  channels open %u\n",
 		       g->gate, f.rec_s, f.bytes_s / 1e9, f.in_pool * 100, g->held, f.quota,
 		       f.excl_use * 100, f.float_use * 100, g->channels_open);
-		printf("    %-4s %-5s %9s %8s %7s %8s %5s %11s %13s %s\n", "ch", "link", "exclusive",
-		       "floating", "inplace", "backlog", "held", "unannounced", "numBuffersIn",
-		       "error");
+		printf("    %-4s %-5s %9s %8s %7s %8s %5s %11s %13s %s\n", "ch", "link",
+		       "exclusive", "floating", "inplace", "backlog", "held", "unannounced",
+		       "numBuffersIn", "error");
 		for (size_t k = 0; k < g->n_channels; k++) {
 			const Fdx__InputChannelStats *c = g->channels[k];
 
 			printf("    %-4u %-5s %9u %8u %7u %8u %5u %11u %13llu %d\n", c->index,
 			       link_name(c->link), c->exclusive, c->floating, c->inplace,
-			       c->backlog, c->held,
-			       c->unannounced, (unsigned long long)c->buffers, c->error);
+			       c->backlog, c->held, c->unannounced, (unsigned long long)c->buffers,
+			       c->error);
 		}
 	}
 }

@@ -977,7 +977,8 @@ static struct fdx__session *token_find(struct fdx_exchange *ex, const uint8_t *t
 			return s;
 		}
 		for (uint32_t i = 0; i < FDX__SESS_TOKENS; i++)
-			if (s->more[i].live && memcmp(s->more[i].t, token, sizeof(s->more[i].t)) == 0) {
+			if (s->more[i].live &&
+			    memcmp(s->more[i].t, token, sizeof(s->more[i].t)) == 0) {
 				if (take)
 					s->more[i].live = 0;
 				return s;
@@ -1032,8 +1033,10 @@ void fdx__sessions_end_silent(struct fdx_exchange *ex)
 	pthread_mutex_lock(&ex->lock);
 	for (struct fdx__session *s = ex->sessions; s; s = s->next)
 		if (!s->greeted && !s->finishing && now - s->t_start >= due) {
-			FDX_LOG_WARN(&ex->log, "exchange %s: a control stream said no hello within %u "
-				     "ms; ended", ex->tm_id, ex->hello_ms);
+			FDX_LOG_WARN(&ex->log,
+				     "exchange %s: a control stream said no hello within %u "
+				     "ms; ended",
+				     ex->tm_id, ex->hello_ms);
 			ex->st.bad_frames++;
 			fdx__session_finish(s, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
 			grpc_call_cancel_with_status(s->call, GRPC_STATUS_DEADLINE_EXCEEDED, msg,

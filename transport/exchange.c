@@ -251,6 +251,13 @@ static void *cq_main(void *arg)
  * largest message is the largest legal frame, and idle or silent
  * connections are closed. Fills a (room for 10); how many.
  */
+static void arg_int(grpc_arg *a, size_t *k, const char *key, uint32_t value)
+{
+	a[*k].type = GRPC_ARG_INTEGER;
+	a[*k].key = (char *)key;
+	a[(*k)++].value.integer = (int)value;
+}
+
 size_t fdx__exchange_grpc_args(struct fdx_exchange *ex, grpc_arg *a, int server)
 {
 	size_t k = 0;
@@ -261,30 +268,16 @@ size_t fdx__exchange_grpc_args(struct fdx_exchange *ex, grpc_arg *a, int server)
 		a[k].value.pointer.p = ex->quota;
 		a[k++].value.pointer.vtable = grpc_resource_quota_arg_vtable();
 	}
-	a[k].type = GRPC_ARG_INTEGER;
-	a[k].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	a[k++].value.integer = (int)FDX_CTL_FRAME_MAX;
+	arg_int(a, &k, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, FDX_CTL_FRAME_MAX);
 	if (server) {
 		/* A peer that stopped answering is found by our pings. */
-		a[k].type = GRPC_ARG_INTEGER;
-		a[k].key = (char *)GRPC_ARG_KEEPALIVE_TIME_MS;
-		a[k++].value.integer = (int)ex->idle_ms;
-		a[k].type = GRPC_ARG_INTEGER;
-		a[k].key = (char *)GRPC_ARG_KEEPALIVE_TIMEOUT_MS;
-		a[k++].value.integer = (int)ex->idle_ms;
-		a[k].type = GRPC_ARG_INTEGER;
-		a[k].key = (char *)GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA;
-		a[k++].value.integer = 0;
+		arg_int(a, &k, GRPC_ARG_KEEPALIVE_TIME_MS, ex->idle_ms);
+		arg_int(a, &k, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ex->idle_ms);
+		arg_int(a, &k, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
 		/* A connection that never finishes its HTTP/2 preface goes as a silent stream does. */
-		a[k].type = GRPC_ARG_INTEGER;
-		a[k].key = (char *)GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS;
-		a[k++].value.integer = (int)ex->hello_ms;
-		a[k].type = GRPC_ARG_INTEGER;
-		a[k].key = (char *)GRPC_ARG_MAX_CONCURRENT_STREAMS;
-		a[k++].value.integer = (int)ex->streams_max;
-		a[k].type = GRPC_ARG_INTEGER;
-		a[k].key = (char *)GRPC_ARG_MAX_CONNECTION_IDLE_MS;
-		a[k++].value.integer = (int)ex->idle_ms;
+		arg_int(a, &k, GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, ex->hello_ms);
+		arg_int(a, &k, GRPC_ARG_MAX_CONCURRENT_STREAMS, ex->streams_max);
+		arg_int(a, &k, GRPC_ARG_MAX_CONNECTION_IDLE_MS, ex->idle_ms);
 	}
 	return k;
 }

@@ -123,10 +123,11 @@ void *fdx__unix_accept_main(void *arg)
 								creds); /* takes fd */
 				grpc_server_credentials_release(creds);
 			} else if (now - pend[i].since >= due) {
-				FDX_LOG_WARN(&ex->log,
-					     "exchange %s: a control connection sent nothing within "
-					     "%u ms; closed",
-					     ex->tm_id, ex->hello_ms);
+				FDX_LOG_WARN(
+					&ex->log,
+					"exchange %s: a control connection sent nothing within "
+					"%u ms; closed",
+					ex->tm_id, ex->hello_ms);
 				close(pend[i].fd);
 			} else {
 				continue;
