@@ -50,11 +50,18 @@ static uint32_t credits_opt(uint32_t v, uint32_t def)
 	return v == FDX_CREDITS_NONE ? 0 : v ? v : def;
 }
 
-/* Credit goes back in batches of a quarter of what the gate's channels may hold. */
-static void set_quota(struct fdx_gate *g, uint64_t quota)
+/*
+ * Credit goes back in batches of a quarter of what the gate's channels may
+ * hold: their exclusive credit or, reading in place, their in-place credit,
+ * and the floating credits while some channel can take them.
+ */
+static void update_quota(struct fdx_gate *g)
 {
-	uint64_t at = quota / 4;
+	uint64_t quota = (uint64_t)g->n * g->exclusive + g->inplace_sum, at;
 
+	if (g->n_inplace < g->n)
+		quota += g->floating;
+	at = quota / 4;
 	g->quota = quota;
 	g->flush_at = at == 0 ? 1 : at > UINT32_MAX ? UINT32_MAX : (uint32_t)at;
 }
@@ -101,7 +108,7 @@ FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 			    g->id, pool->max, (unsigned long long)total);
 		goto fail;
 	}
-	set_quota(g, total); /* in-place channels add theirs as they show their link */
+	update_quota(g); /* in-place channels change it as they show their link */
 	err = -ENOMEM;
 	g->ch = calloc(g->n, sizeof(*g->ch));
 	g->want = calloc(g->n, sizeof(*g->want));
@@ -451,7 +458,9 @@ static void learn_link(struct fdx_gate *g, struct fdx__gchan *c, const struct fd
 	if (!g->inplace_extra || (it->link_type != FDX_LINK_SHM && it->link_type != FDX_LINK_LOCAL))
 		return;
 	c->inplace = g->inplace_extra;
-	set_quota(g, g->quota + c->inplace);
+	g->inplace_sum += c->inplace;
+	g->n_inplace++;
+	update_quota(g);
 	atomic_store_explicit(&c->st_inplace, g->inplace, memory_order_relaxed);
 	announce(g, c, c->inplace);
 	g->starving = 1; /* it goes out now: the producer runs on its exclusive credit */
@@ -501,8 +510,11 @@ static void channel_reset(struct fdx_gate *g, struct fdx__gchan *c)
 	}
 	freed = c->floating;
 	c->floating = 0;
-	if (c->inplace)
-		set_quota(g, g->quota - c->inplace);
+	if (c->inplace) {
+		g->inplace_sum -= c->inplace;
+		g->n_inplace--;
+		update_quota(g);
+	}
 	c->inplace = 0;
 	c->link_known = 0;
 	atomic_store_explicit(&c->st_inplace, 0, memory_order_relaxed);

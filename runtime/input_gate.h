@@ -158,7 +158,9 @@ struct fdx_gate {
 	int starving; /* credit waits that a producer has none without */
 	int short_credit; /* credit waits that is as much as a producer has left */
 	uint32_t flush_at; /* quota / 4: credit waiting that goes at once */
-	uint64_t quota; /* credit the open channels may hold: exclusive, floating, in place */
+	uint64_t quota; /* credit the channels may hold: exclusive, floating, in place */
+	uint64_t inplace_sum; /* the in-place credit of the channels that have it */
+	uint32_t n_inplace; /* channels that have it */
 	_Atomic uint64_t buffers_received, events_received, bytes_received, records;
 	_Atomic uint64_t bytes_copied, bytes_reassembled;
 	_Atomic uint32_t held, channels_open;

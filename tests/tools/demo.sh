@@ -21,9 +21,10 @@ for p in "phase 1/3: full speed" "phase 2/3: slow consumer" "phase 3/3: recovery
 done
 bp=$(sed -n 's/.*backPressuredTimeMsPerSecond up to \([0-9]*\).*/\1/p' "$out")
 [ "${bp:-0}" -ge 500 ] || fail "slow phase: backPressuredTimeMsPerSecond at most $bp, 500+ expected"
-# The sink holds its floating credits too: the producer's backlog is lent them.
+# The sink holds its whole credit (on shm its in-place credit, 4 x 20) but for
+# the released buffers whose credit waits for the batch (a quarter of it).
 inpool=$(sed -n 's/.*sink inPoolUsage up to \([0-9]*\)%.*/\1/p' "$out")
-[ "${inpool:-0}" -ge 80 ] || fail "slow phase: the sink's inPoolUsage at most $inpool%, 80%+ expected"
+[ "${inpool:-0}" -ge 75 ] || fail "slow phase: the sink's inPoolUsage at most $inpool%, 75%+ expected"
 sent=$(sed -n 's/.*records sent \([0-9]*\), verified \([0-9]*\).*/\1 \2/p' "$out")
 read -r s v <<<"$sent"
 [ "$s" -gt 0 ] && [ "$s" = "$v" ] || fail "sent $s, verified $v"
