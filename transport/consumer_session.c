@@ -16,7 +16,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -965,67 +964,8 @@ int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t g
 	return err;
 }
 
-/* With ex->lock held: the live session token names (unused, if take), or NULL. */
-static struct fdx__session *token_find(struct fdx_exchange *ex, const uint8_t *token, int take)
-{
-	for (struct fdx__session *s = ex->sessions; s; s = s->next) {
-		if (!s->serial || s->finishing)
-			continue;
-		if (memcmp(s->token, token, sizeof(s->token)) == 0 && !(take && s->token_used)) {
-			if (take)
-				s->token_used = 1;
-			return s;
-		}
-		for (uint32_t i = 0; i < FDX__SESS_TOKENS; i++)
-			if (s->more[i].live &&
-			    memcmp(s->more[i].t, token, sizeof(s->more[i].t)) == 0) {
-				if (take)
-					s->more[i].live = 0;
-				return s;
-			}
-	}
-	return NULL;
-}
-
-static int token_lookup(struct fdx_exchange *ex, const uint8_t *token, uint64_t *sess, char *peer,
-			size_t n, int take)
-{
-	struct fdx__session *s;
-	int err = -ENOENT;
-
-	pthread_mutex_lock(&ex->lock);
-	s = token_find(ex, token, take);
-	if (s) {
-		*sess = s->serial;
-		snprintf(peer, n, "%s", s->peer_tm);
-		err = 0;
-	}
-	pthread_mutex_unlock(&ex->lock);
-	return err;
-}
-
-/*
- * Memory streams held and gRPC freed (an oversized message, a flood of
- * streams: as much as the resource quota let them take) goes back to the
- * system: malloc keeps freed memory otherwise, and a TaskManager would stay
- * as large as an attack made it. Checked each second; only when more than
- * TRIM_FREE_MIN bytes lie free.
- */
-#define TRIM_FREE_MIN (4u << 20)
-
-static void trim_freed_memory(void)
-{
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
-	struct mallinfo2 mi = mallinfo2();
-
-	if (mi.fordblks > TRIM_FREE_MIN)
-		malloc_trim(0);
-#endif
-}
-
 void fdx__sessions_end_silent(struct fdx_exchange *ex)
 {
-	trim_freed_memory();
 	uint64_t now = fdx__now_ns(), due = (uint64_t)ex->hello_ms * 1000000u;
 	char msg[96];
 
@@ -1043,16 +983,4 @@ void fdx__sessions_end_silent(struct fdx_exchange *ex)
 						     NULL);
 		}
 	pthread_mutex_unlock(&ex->lock);
-}
-
-int fdx__exchange_token_take(struct fdx_exchange *ex, const uint8_t *token, uint64_t *sess,
-			     char *peer, size_t n)
-{
-	return token_lookup(ex, token, sess, peer, n, 1);
-}
-
-int fdx__exchange_token_session(struct fdx_exchange *ex, const uint8_t *token, uint64_t *sess,
-				char *peer, size_t n)
-{
-	return token_lookup(ex, token, sess, peer, n, 0);
 }

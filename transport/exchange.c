@@ -20,6 +20,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -223,6 +224,25 @@ void fdx__exchange_cq_complete(struct fdx_exchange *ex, struct fdx__ctl_tag *t, 
 		fdx__session_stats_answer(ex);
 }
 
+/*
+ * Memory streams held and gRPC freed (an oversized message, a flood of
+ * streams: as much as the resource quota let them take) goes back to the
+ * system: malloc keeps freed memory otherwise, and a TaskManager would stay
+ * as large as an attack made it. The cq thread checks each second; only when more than
+ * TRIM_FREE_MIN bytes lie free.
+ */
+#define TRIM_FREE_MIN (4u << 20)
+
+static void trim_freed_memory(void)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+	struct mallinfo2 mi = mallinfo2();
+
+	if (mi.fordblks > TRIM_FREE_MIN)
+		malloc_trim(0);
+#endif
+}
+
 static void *cq_main(void *arg)
 {
 	struct fdx_exchange *ex = arg;
@@ -238,6 +258,7 @@ static void *cq_main(void *arg)
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
 		fdx__sessions_end_silent(ex);
+		trim_freed_memory();
 		if (ev.type != GRPC_OP_COMPLETE)
 			continue;
 		fdx__exchange_cq_complete(ex, ev.tag, ev.success);

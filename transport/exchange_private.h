@@ -238,10 +238,7 @@ _Static_assert(offsetof(struct fdx_exchange, port) == 0, "runtime/port.h: the po
 /* The gRPC channel arguments of the control plane's limits (a: room for 10); how many. */
 size_t fdx__exchange_grpc_args(struct fdx_exchange *ex, grpc_arg *a, int server);
 
-/*
- * The cq thread, at least once a second: end the streams that did not say
- * hello in time, and give memory freed since back to the system.
- */
+/* The cq thread, at least once a second: end the streams that did not say hello in time. */
 void fdx__sessions_end_silent(struct fdx_exchange *ex);
 
 /*
