@@ -608,10 +608,14 @@ static void child_why(const struct child *k, char *buf, size_t n)
 /*
  * Reap whichever child has ended, without waiting. Before the demo told them
  * to stop, an ending is a death: the survivor is told at once (it stops
- * waiting for its peer). The child that died, or NULL.
+ * waiting for its peer). When both ended since the last look, the one killed
+ * by a signal is the death; the other most likely ended because of it (a
+ * source whose sink died fails its emit). The child that died, or NULL.
  */
 static struct child *watch_children(void)
 {
+	struct child *dead = NULL;
+
 	for (int i = 0; i < 2; i++) {
 		struct child *k = &kids[i];
 
@@ -620,14 +624,17 @@ static struct child *watch_children(void)
 		k->ended = 1;
 		if (atomic_load(&sh->phase) == PH_STOP)
 			continue;
-		/* A killed side never says it is done: say it for it. */
-		if (i == 0 && !atomic_load(&sh->source_done))
-			atomic_store(&sh->source_done, -1);
-		if (i == 1 && !atomic_load(&sh->sink_done))
-			atomic_store(&sh->sink_done, -1);
-		return k;
+		if (!dead || (WIFSIGNALED(k->status) && !WIFSIGNALED(dead->status)))
+			dead = k;
 	}
-	return NULL;
+	if (!dead)
+		return NULL;
+	/* A killed side never says it is done: say it for it. */
+	if (dead == &kids[0] && !atomic_load(&sh->source_done))
+		atomic_store(&sh->source_done, -1);
+	if (dead == &kids[1] && !atomic_load(&sh->sink_done))
+		atomic_store(&sh->sink_done, -1);
+	return dead;
 }
 
 /* Wait for a child, up to ms; kill it after that. Its exit code, or -1. */
