@@ -12,6 +12,7 @@ void fdx__ledger_init(struct fdx__credit_ledger *l, uint64_t initial)
 	atomic_init(&l->granted, initial);
 	atomic_init(&l->spent, 0);
 	atomic_init(&l->returned, 0);
+	atomic_init(&l->stamp, fdx__stamp_pack((struct fdx__credit_stamp){(uint32_t)initial, 0}));
 	fdx__spin_init(&l->lock);
 	l->set = NULL;
 	l->n = l->cap = 0;
@@ -165,7 +166,7 @@ int fdx__ledger_holds(struct fdx__credit_ledger *l, uint64_t off)
 }
 
 int fdx__ledger_grant(struct fdx__credit_ledger *l, uint32_t added, const uint64_t *offs,
-		      uint32_t n, uint32_t *bad)
+		      uint32_t n, const struct fdx__credit_stamp *st, uint32_t *bad)
 {
 	uint64_t g, s, t, now = 0;
 	uint32_t k;
@@ -210,6 +211,10 @@ int fdx__ledger_grant(struct fdx__credit_ledger *l, uint32_t added, const uint64
 	} else {
 		if (n)
 			atomic_fetch_add_explicit(&l->returned, n, memory_order_release);
+		/* Before the credit it names: a sender that sees the credit sees its stamp. */
+		if (st)
+			atomic_store_explicit(&l->stamp, fdx__stamp_pack(*st),
+					      memory_order_release);
 		/* R1: pairs with the acquire in fdx__ledger_available(). */
 		atomic_fetch_add_explicit(&l->granted, added, memory_order_release);
 	}

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "atomic.h"
+#include "credit_proof.h"
 #include "histogram.h"
 #include "spinlock.h"
 
@@ -32,6 +33,11 @@ struct fdx__credit_ledger {
 	_Atomic uint64_t granted; /* credit granted in total (credit side, release) */
 	_Atomic uint64_t spent; /* buffers sent in total (the sender, relaxed) */
 	_Atomic uint64_t returned; /* buffers handed back in total */
+	/*
+	 * The credit a buffer is sent under (credit_proof.h), packed: set by
+	 * the credit side before the credit it names is granted (release).
+	 */
+	_Atomic uint64_t stamp;
 	struct fdx__spinlock lock;
 	/* Under lock: offsets in flight (open addressing, at most half full). */
 	struct fdx__ledger_ent *set;
@@ -41,7 +47,7 @@ struct fdx__credit_ledger {
 	struct fdx__hist *rtt;
 };
 
-/* A ledger with initial credit. */
+/* A ledger with initial credit (its stamp: that total, unproven; see credit_proof.h). */
 void fdx__ledger_init(struct fdx__credit_ledger *l, uint64_t initial);
 /* Free the set (the ledger is dead: nobody else uses it any more). */
 void fdx__ledger_fini(struct fdx__credit_ledger *l);
@@ -62,6 +68,15 @@ static inline uint64_t fdx__ledger_available(struct fdx__credit_ledger *l)
 }
 
 /*
+ * The sender: the stamp its next buffer goes with, read after
+ * fdx__ledger_available() (acquire): at least as new as the credit it saw.
+ */
+static inline struct fdx__credit_stamp fdx__ledger_stamp(struct fdx__credit_ledger *l)
+{
+	return fdx__stamp_unpack(atomic_load_explicit(&l->stamp, memory_order_acquire));
+}
+
+/*
  * The sender: one credit spent on a buffer; off (not 0) is recorded as in
  * flight until handed back, sent at sent_ns (the round trip's start, if measured). 0; 1 if the offsets were taken back meanwhile
  * (the channel failed): off is the caller's to give back; -EEXIST if off is
@@ -77,14 +92,15 @@ void fdx__ledger_unspend(struct fdx__credit_ledger *l, uint64_t off);
 int fdx__ledger_holds(struct fdx__credit_ledger *l, uint64_t off);
 
 /*
- * The credit side: added more credit, and the n offsets handed back. All or
- * nothing: 0; 1 if the ledger was taken back (ignored, as the channel is
- * over); -ENOENT with *bad set if offs[*bad] was not in flight; -EOVERFLOW if
- * the unused credit would pass UINT32_MAX. Handed-back buffers are counted in
- * returned.
+ * The credit side: added more credit, and the n offsets handed back; st (if
+ * not NULL) the stamp buffers go with from now on, the granted total and
+ * proof the consumer sent with it. All or nothing: 0; 1 if the ledger was
+ * taken back (ignored, as the channel is over); -ENOENT with *bad set if
+ * offs[*bad] was not in flight; -EOVERFLOW if the unused credit would pass
+ * UINT32_MAX. Handed-back buffers are counted in returned.
  */
 int fdx__ledger_grant(struct fdx__credit_ledger *l, uint32_t added, const uint64_t *offs,
-		      uint32_t n, uint32_t *bad);
+		      uint32_t n, const struct fdx__credit_stamp *st, uint32_t *bad);
 
 /*
  * The credit side, when the channel fails: up to max offsets in flight are

@@ -8,11 +8,15 @@
 #include "clock.h"
 #include "credit_outbox.h"
 
-void fdx__outbox_init(struct fdx__credit_outbox *ob, _Atomic uint64_t *granted_total)
+void fdx__outbox_init(struct fdx__credit_outbox *ob, _Atomic uint64_t *granted_total,
+		      const struct fdx__credit_key *key, uint32_t gate, uint32_t ch)
 {
 	memset(ob, 0, sizeof(*ob));
 	fdx__spin_init(&ob->lock);
 	ob->granted_total = granted_total;
+	ob->key = key;
+	ob->gate = gate;
+	ob->ch = ch;
 }
 
 void fdx__outbox_fini(struct fdx__credit_outbox *ob)
@@ -78,8 +82,9 @@ out:
 }
 
 uint32_t fdx__outbox_take(struct fdx__credit_outbox *ob, uint64_t opening, uint32_t *added,
-			  uint64_t *offs, uint32_t max, int *more)
+			  uint64_t *offs, uint32_t max, int *more, uint64_t *total, uint32_t *proof)
 {
+	uint64_t t = 0;
 	uint32_t k = 0;
 
 	*added = 0;
@@ -95,8 +100,15 @@ uint32_t fdx__outbox_take(struct fdx__credit_outbox *ob, uint64_t opening, uint3
 		ob->added = 0;
 		/* R1: counted before it leaves; pairs with the loop's acquire in fdx__ichan_accept(). */
 		if (*added && ob->counted && ob->granted_total)
-			atomic_fetch_add_explicit(ob->granted_total, *added, memory_order_release);
+			t = atomic_fetch_add_explicit(ob->granted_total, *added,
+						      memory_order_release) +
+			    *added;
 	}
+	if (total)
+		*total = ob->key ? t : 0;
+	if (proof)
+		*proof =
+			t && ob->key ? fdx__credit_proof(ob->key, ob->gate, ob->ch, opening, t) : 0;
 	*more = ob->opening == opening && ob->n > 0;
 	if (ob->opening == opening && ob->t_first && (k || *added)) {
 		/* Under the lock: the one writer of wait at a time. */

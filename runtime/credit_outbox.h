@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "atomic.h"
+#include "credit_proof.h"
 #include "histogram.h"
 #include "spinlock.h"
 
@@ -30,6 +31,9 @@ struct fdx__credit_outbox {
 	/* Counted when credit is taken (it leaves): the bound the loop checks a producer against. */
 	_Atomic uint64_t *granted_total;
 	int counted; /* the opening it holds is checked against granted_total (a remote one) */
+	/* Counted credit leaves with its total's proof (credit_proof.h): the gate's key and ids. */
+	const struct fdx__credit_key *key;
+	uint32_t gate, ch;
 	/*
 	 * Timed (wait not NULL): from the oldest credit waiting (t_first) to its
 	 * take. A take cut short by its message's size leaves t_first as it
@@ -39,7 +43,13 @@ struct fdx__credit_outbox {
 	uint64_t t_first;
 };
 
-void fdx__outbox_init(struct fdx__credit_outbox *ob, _Atomic uint64_t *granted_total);
+/*
+ * An empty outbox. A gate's channel counts its credit in granted_total and
+ * proves it with key (channel ch of gate); granted_total and key NULL: an
+ * outbox whose credit is neither counted nor proven (a plain channel's).
+ */
+void fdx__outbox_init(struct fdx__credit_outbox *ob, _Atomic uint64_t *granted_total,
+		      const struct fdx__credit_key *key, uint32_t gate, uint32_t ch);
 void fdx__outbox_fini(struct fdx__credit_outbox *ob);
 
 /* From now on, each take records how long its oldest credit waited into wait (it outlives ob). */
@@ -62,10 +72,13 @@ int fdx__outbox_add(struct fdx__credit_outbox *ob, uint64_t opening, uint32_t ad
 /*
  * The transport: take the credit of opening and up to max of its offsets
  * into offs. Returns the number of offsets taken, *added the credit. What
- * did not fit stays; *more says whether anything did.
+ * did not fit stays; *more says whether anything did. *total (if not NULL):
+ * the opening's granted total with this credit counted, *proof its proof;
+ * both 0 when no counted credit left (the Credit then names no total).
  */
 uint32_t fdx__outbox_take(struct fdx__credit_outbox *ob, uint64_t opening, uint32_t *added,
-			  uint64_t *offs, uint32_t max, int *more);
+			  uint64_t *offs, uint32_t max, int *more, uint64_t *total,
+			  uint32_t *proof);
 
 /* Credit waiting (statistics). */
 uint64_t fdx__outbox_waiting(struct fdx__credit_outbox *ob);

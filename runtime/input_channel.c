@@ -117,8 +117,51 @@ void fdx__ichan_mark_ended(struct fdx_gate *g, uint32_t ch)
 	atomic_store_explicit(&g->ch[ch].eop, 1, memory_order_release);
 }
 
+/*
+ * The credit buffer number rcvd + 1 of gc was sent under, as its stamp names
+ * it: the loop's check (credit_proof.h). The total is known to within the
+ * credit granted and not yet used (< 2^31) from its low 32 bits.
+ */
+static int within_credit(struct fdx_gate *g, uint32_t ch, struct fdx__gchan *gc,
+			 struct fdx__credit_stamp st, char *why, size_t n)
+{
+	/* R1: pairs with the release in fdx__outbox_take(); what was counted before this buffer. */
+	uint64_t granted = atomic_load_explicit(&gc->granted_total, memory_order_acquire);
+	uint32_t back = (uint32_t)granted - st.total;
+	uint64_t claim = granted - back;
+	unsigned long long no = (unsigned long long)gc->rcvd + 1;
+
+	if (back >= 1u << 31 || back > granted) {
+		snprintf(why, n,
+			 "channel %u of gate %u: buffer %llu names a credit (low bits %u) never "
+			 "granted (%llu granted)",
+			 ch, g->id, no, st.total, (unsigned long long)granted);
+		return 0;
+	}
+	if (gc->rcvd + 1 > claim) {
+		snprintf(why, n,
+			 "channel %u of gate %u: buffer %llu sent beyond its credit of %llu (%llu "
+			 "granted by now)",
+			 ch, g->id, no, (unsigned long long)claim, (unsigned long long)granted);
+		return 0;
+	}
+	/* Above the exclusive credit every opening starts with, only a Credit gave it. */
+	if (claim > g->exclusive && claim != gc->claim_ok) {
+		if (st.proof != fdx__credit_proof(&g->key, g->id, ch, gc->seq_open, claim)) {
+			snprintf(why, n,
+				 "channel %u of gate %u: buffer %llu names a credit of %llu it was "
+				 "never sent (no proof)",
+				 ch, g->id, no, (unsigned long long)claim);
+			return 0;
+		}
+		gc->claim_ok = claim;
+	}
+	return 1;
+}
+
 int fdx__ichan_accept(struct fdx_gate *g, uint32_t ch, uint64_t sess, uint32_t link, uint32_t kind,
-		      uint32_t seq, int is_end, uint64_t *opening, char *why, size_t n)
+		      uint32_t seq, int is_end, struct fdx__credit_stamp st, uint64_t *opening,
+		      char *why, size_t n)
 {
 	struct fdx__gchan *gc = &g->ch[ch];
 	uint64_t now = atomic_load_explicit(&gc->sess, memory_order_acquire);
@@ -137,16 +180,11 @@ int fdx__ichan_accept(struct fdx_gate *g, uint32_t ch, uint64_t sess, uint32_t l
 		gc->seq_open = open_no;
 		gc->expect_seq = 0;
 		gc->rcvd = 0;
+		gc->claim_ok = 0;
 	}
 	/* Credit bounds what a producer may have sent us: a buffer beyond it is a lie. */
-	if (kind == FDX__GI_BUFFER &&
-	    gc->rcvd + 1 > atomic_load_explicit(&gc->granted_total, memory_order_acquire)) {
-		snprintf(why, n,
-			 "channel %u of gate %u: buffer %llu sent beyond its credit of %llu", ch,
-			 g->id, (unsigned long long)gc->rcvd + 1,
-			 (unsigned long long)atomic_load(&gc->granted_total));
+	if (kind == FDX__GI_BUFFER && !within_credit(g, ch, gc, st, why, n))
 		return -1;
-	}
 	if (kind != FDX__GI_BACKLOG) {
 		if (seq != gc->expect_seq) {
 			snprintf(why, n, "channel %u of gate %u: sequence %u, expected %u", ch,

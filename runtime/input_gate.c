@@ -114,8 +114,14 @@ FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 	g->want = calloc(g->n, sizeof(*g->want));
 	if (!g->ch || !g->want)
 		goto fail;
+	err = fdx__credit_key_init(&g->key);
+	if (err < 0) {
+		FDX_LOG_ERR(g->log, "gate %u: no random key for its credit's proofs: %s", g->id,
+			    fdx_strerror(err));
+		goto fail;
+	}
 	for (uint32_t i = 0; i < g->n; i++)
-		fdx__outbox_init(&g->ch[i].outbox, &g->ch[i].granted_total);
+		fdx__outbox_init(&g->ch[i].outbox, &g->ch[i].granted_total, &g->key, g->id, i);
 	fdx__mpsc_init(&g->q);
 	fdx__mpsc_init(&g->prio);
 	g->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -172,7 +178,8 @@ static int local_send(struct fdx_gate *g, uint32_t ch, struct fdx__gchan *c)
 
 	(void)ch;
 	do {
-		n = fdx__outbox_take(&c->outbox, c->opening_seen, &added, offs, 256, &more);
+		n = fdx__outbox_take(&c->outbox, c->opening_seen, &added, offs, 256, &more, NULL,
+				     NULL);
 		if (n || added)
 			err = g->port->ops->local_credit(g->port, c->lpart, c->lsub, added, offs,
 							 n);

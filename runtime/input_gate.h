@@ -101,6 +101,7 @@ struct fdx__gchan {
 	 * (the cq thread), then what its outbox gave out (fdx__outbox_take()).
 	 */
 	_Atomic uint64_t granted_total;
+	uint64_t claim_ok; /* loop: the last granted total a buffer named with its proof, checked */
 	uint32_t abort_next; /* consumer: drop the partial record before the next buffer */
 	/* Consumer thread. */
 	int open;
@@ -144,6 +145,7 @@ struct fdx_gate {
 	uint32_t inplace; /* per-channel credit of in-place links (0: none) */
 	uint32_t inplace_extra; /* inplace - exclusive, or 0 */
 	uint32_t max_record;
+	struct fdx__credit_key key; /* proves the credit it grants remote producers */
 	struct fdx__gchan *ch;
 	uint32_t *want; /* FIFO of channels wanting floating credit */
 	uint32_t want_head, want_len;
@@ -206,12 +208,15 @@ void fdx__ichan_mark_ended(struct fdx_gate *g, uint32_t ch);
  * _CLOSED) with sequence seq arrived from session sess over link for channel
  * ch. The protocol's check: the channel is open to that session, the
  * sequence is the next one of this opening (not for a backlog), a buffer is
- * within the credit granted. 1 if it is to be taken (*opening set), 0 if it
- * is for a channel closed meanwhile (drop it), -1 with why set if the
- * producer broke the protocol. A CLOSED that passes closes the channel.
+ * within the credit it was sent under (st, its stamp: within that total,
+ * a total granted, proven above the exclusive credit; credit_proof.h). 1 if
+ * it is to be taken (*opening set), 0 if it is for a channel closed
+ * meanwhile (drop it), -1 with why set if the producer broke the protocol.
+ * A CLOSED that passes closes the channel.
  */
 int fdx__ichan_accept(struct fdx_gate *g, uint32_t ch, uint64_t sess, uint32_t link, uint32_t kind,
-		      uint32_t seq, int is_end, uint64_t *opening, char *why, size_t n);
+		      uint32_t seq, int is_end, struct fdx__credit_stamp st, uint64_t *opening,
+		      char *why, size_t n);
 
 /* Tests only (NULL otherwise): see input_gate.c's pop_item(). A clearly marked seam. */
 extern void (*fdx__seam_gate_between_pops)(struct fdx_gate *g);

@@ -102,6 +102,7 @@ struct fdx__sub {
 	uint32_t open_pos;
 	uint32_t seq;
 	uint64_t sent_ns; /* when the buffer being sent went (timed links; 0 otherwise) */
+	struct fdx__credit_stamp stamp; /* the credit it goes under (credit_proof.h) */
 	uint32_t last_backlog;
 	int flush_pending;
 	uint64_t drained; /* items taken off q so far */
@@ -175,12 +176,13 @@ void fdx__sub_attach(struct fdx__sub *s, const struct fdx__link_ops *lops, uint3
 /*
  * Credit for s: added more, and the n slices at offs handed back (their
  * segment references dropped); written_ns: when the consumer wrote it, on
- * this host's monotonic clock (0: unknown). From the credit side's thread. 0,
- * or as fdx__ledger_grant() refuses it (nothing applied): -ENOENT with *bad
- * set, -EOVERFLOW. 1: the channel was taken back (ignored).
+ * this host's monotonic clock (0: unknown); st: the granted total and proof
+ * that came with it (a remote consumer's; NULL: none). From the credit
+ * side's thread. 0, or as fdx__ledger_grant() refuses it (nothing applied):
+ * -ENOENT with *bad set, -EOVERFLOW. 1: the channel was taken back (ignored).
  */
 int fdx__sub_credit(struct fdx__sub *s, uint32_t added, const uint64_t *offs, uint32_t n,
-		    uint64_t written_ns, uint32_t *bad);
+		    uint64_t written_ns, const struct fdx__credit_stamp *st, uint32_t *bad);
 
 /* A slice of segment seg (tcp) need not stay any more: written to the socket. The sender. */
 void fdx__sub_written(struct fdx__sub *s, uint32_t seg);

@@ -71,11 +71,11 @@ static void slices_back(struct fdx__sub *s, const uint64_t *offs, uint32_t n)
 }
 
 int fdx__sub_credit(struct fdx__sub *s, uint32_t added, const uint64_t *offs, uint32_t n,
-		    uint64_t written_ns, uint32_t *bad)
+		    uint64_t written_ns, const struct fdx__credit_stamp *st, uint32_t *bad)
 {
 	int starved = added && fdx__ledger_available(&s->ledger) == 0 &&
 		      atomic_load_explicit(&s->backlog, memory_order_relaxed) > 0;
-	int err = fdx__ledger_grant(&s->ledger, added, offs, n, bad);
+	int err = fdx__ledger_grant(&s->ledger, added, offs, n, st, bad);
 	uint64_t now;
 
 	if (err)
@@ -200,6 +200,7 @@ static void send_slice(struct fdx__sub *s, uint32_t seg, uint32_t start, uint32_
 	/* One clock read a buffer, timed links only: the ledger's and the link's send time. */
 	s->sent_ns = s->timing ? fdx__now_ns() : 0;
 	err = fdx__ledger_spend(&s->ledger, rec, s->sent_ns);
+	s->stamp = fdx__ledger_stamp(&s->ledger); /* after the credit it spends was seen */
 	if (err < 0) {
 		send_failed(s, "out of memory recording a buffer in flight");
 		return;

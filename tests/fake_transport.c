@@ -115,7 +115,7 @@ static int frame_in(struct fdx_exchange *ex, struct fake_link *lk, struct fdx_ga
 	f->accepted = fdx__ichan_accept(g, f->ch, f->sess, FDX_LINK_SHM, f->kind, f->seq,
 					f->kind == FDX__GI_EVENT &&
 						f->event_type == FDX_EVENT_END_OF_PARTITION,
-					&opening, f->why, sizeof(f->why));
+					f->st, &opening, f->why, sizeof(f->why));
 	frame_add(ex, f);
 	if (f->accepted < 0) {
 		if (lk) {
@@ -172,7 +172,8 @@ static int shm_buffer(struct fdx__sub *s, uint32_t seg, uint64_t off, uint32_t l
 			       .seq = seq,
 			       .backlog = backlog,
 			       .off = off,
-			       .len = len};
+			       .len = len,
+			       .st = s->stamp};
 
 	(void)seg; /* its reference comes back with the offset, through the credit */
 	if (s->part->ex->fail_buffer_in && --s->part->ex->fail_buffer_in == 0)
@@ -377,7 +378,9 @@ static int port_connect(struct fdx__port *pt, struct fdx_partition *p, uint32_t 
 	} else {
 		fdx__sub_prepare(s, &fake_shm_link);
 		/* The answer to the open carries the exclusive credit: into the ledger first. */
-		if (fdx__sub_credit(s, g->exclusive, NULL, 0, 0, &bad) < 0)
+		struct fdx__credit_stamp st = {g->exclusive, 0};
+
+		if (fdx__sub_credit(s, g->exclusive, NULL, 0, 0, &st, &bad) < 0)
 			die("initial credit refused");
 		fdx__sub_attach(s, &fake_shm_link, 0);
 	}
@@ -441,12 +444,14 @@ static int port_announce(struct fdx__port *pt, struct fdx_gate *g, uint32_t ch, 
 	struct fdx_exchange *ex = pt->ctx;
 	struct fake_link *lk = link_find(ex, g->id, ch, sess, opening);
 	uint64_t offs[4096];
-	uint32_t added = 0, n = 0;
+	uint32_t added = 0, n = 0, proof = 0;
+	uint64_t total = 0;
 	struct fake_ctl *c;
 	int more = 0;
 
 	if (lk)
-		n = fdx__outbox_take(&g->ch[ch].outbox, opening, &added, offs, 4096, &more);
+		n = fdx__outbox_take(&g->ch[ch].outbox, opening, &added, offs, 4096, &more, &total,
+				     &proof);
 	if (more) {
 		fprintf(stderr, "fake_transport: more than 4096 offsets waiting\n");
 		abort();
@@ -458,6 +463,8 @@ static int port_announce(struct fdx__port *pt, struct fdx_gate *g, uint32_t ch, 
 	c->sess = sess;
 	c->opening = opening;
 	c->added = added;
+	c->total = total;
+	c->proof = proof;
 	if (n)
 		memcpy(c->offs, offs, n * sizeof(*offs));
 	if (lk) {
@@ -608,17 +615,22 @@ int fake_deliver_credit(struct fdx_exchange *ex)
 			if (part_alive(ex, c->p)) {
 				c->reached = 1;
 				c->result = fdx__sub_credit(c->s, c->added, c->offs, c->n,
-							    c->written_ns, &bad);
+							    c->written_ns, NULL, &bad);
 			}
 			break;
 		case FAKE_CTL_CREDIT:
 			if (c->port_ret < 0)
 				break; /* never sent */
 			lk = link_find(ex, c->gate, c->ch, c->sess, c->opening);
+			if (lk && c->total) /* what a raw producer's next buffers go with */
+				lk->st = (struct fdx__credit_stamp){(uint32_t)c->total, c->proof};
 			if (lk && lk->s && part_alive(ex, lk->p)) {
+				struct fdx__credit_stamp st = {(uint32_t)c->total, c->proof};
+
 				c->reached = 1;
-				c->result = fdx__sub_credit(lk->s, c->added, c->offs, c->n,
-							    c->written_ns, &bad);
+				c->result =
+					fdx__sub_credit(lk->s, c->added, c->offs, c->n,
+							c->written_ns, c->total ? &st : NULL, &bad);
 			}
 			break;
 		case FAKE_CTL_DROP:
@@ -653,6 +665,7 @@ int fake_open_raw(struct fdx_exchange *ex, struct fdx_gate *g, uint32_t ch, uint
 	lk->link = FDX_LINK_SHM;
 	lk->sess = sess;
 	lk->opening = *opening;
+	lk->st.total = g->exclusive; /* the answer's credit, unproven */
 	return 0;
 }
 
@@ -662,6 +675,8 @@ int fake_inject(struct fdx_exchange *ex, struct fdx_gate *g, struct fake_frame *
 
 	f->link = FDX_LINK_SHM;
 	f->gate = g->id;
+	if (f->kind == FDX__GI_BUFFER && !f->stamped && lk)
+		f->st = lk->st;
 	memset(f->why, 0, sizeof(f->why));
 	return frame_in(ex, lk, g, f, data);
 }

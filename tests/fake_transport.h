@@ -58,6 +58,9 @@ struct fake_frame {
 	uint32_t len;
 	uint32_t event_type; /* EVENT */
 	uint16_t flags; /* EVENT: FDX_EVENT_PRIORITY */
+	/* BUFFER: the credit it went under (runtime/credit_proof.h). */
+	struct fdx__credit_stamp st;
+	int stamped; /* fake_inject(): st is the test's, not the raw producer's latest */
 	int accepted; /* fdx__ichan_accept(): 1, 0 (dropped) or -1 (refused); local: 1 */
 	char why[FAKE_WHY]; /* why it was refused */
 };
@@ -82,6 +85,8 @@ struct fake_ctl {
 	char msg[FAKE_WHY];
 	int port_ret; /* what the port op returned: 0, or -ENOENT (that opening is over) */
 	uint64_t written_ns; /* CREDIT, LOCAL_CREDIT: when it was written, as a session stamps it */
+	uint64_t total; /* CREDIT: the granted total it names (0: none), and its proof */
+	uint32_t proof;
 	int delivered; /* fake_deliver_credit() took it */
 	int result; /* its fdx__sub_credit()'s answer; 0 if it reached no producer */
 	int reached; /* it reached a producer */
@@ -95,6 +100,8 @@ struct fake_link {
 	uint32_t ch;
 	uint32_t link; /* FDX_LINK_SHM or FDX_LINK_LOCAL */
 	uint64_t sess, opening;
+	/* A raw producer: the credit it was last given (its exclusive credit, then each CREDIT's). */
+	struct fdx__credit_stamp st;
 	int gone; /* its producer or its gate went: nothing goes through it any more */
 	int killed; /* a frame was refused: the connection dies at the end of the pump */
 	char why[FAKE_WHY];
@@ -160,7 +167,8 @@ int fake_open_raw(struct fdx_exchange *ex, struct fdx_gate *g, uint32_t ch, uint
  * A frame of a raw producer (f: kind, ch, sess, seq, backlog, off, len,
  * event_type, flags), checked by fdx__ichan_accept() and pushed to g if
  * accepted; data: a buffer's bytes (f->len of them, the test's), an event's
- * payload. Recorded; returns what accept answered (-1 with f->why set: the
+ * payload. A buffer goes with the raw producer's latest stamp unless
+ * f->stamped (then f->st, the test's). Recorded; returns what accept answered (-1 with f->why set: the
  * link dies at the next fake_pump(), as the connection would).
  */
 int fake_inject(struct fdx_exchange *ex, struct fdx_gate *g, struct fake_frame *f,

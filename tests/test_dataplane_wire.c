@@ -108,6 +108,9 @@ enum wcase_id {
 	SHM_FAILED_CHANNEL_REOPENED,
 	SHM_BUFFER_BEYOND_CREDIT,
 	TCP_BUFFER_BEYOND_CREDIT,
+	SHM_BUFFER_BEYOND_CREDIT_REGRANTED,
+	TCP_BUFFER_BEYOND_CREDIT_REGRANTED,
+	SHM_BUFFER_UNPROVEN_CREDIT,
 	N_CASES,
 };
 
@@ -193,6 +196,22 @@ static const struct wcase cases[N_CASES] = {
 				      "beyond its credit", FDX_EXCLUSIVE_CREDITS_DEFAULT, 1, 0, 1},
 	[TCP_BUFFER_BEYOND_CREDIT] = {"tcp-beyond-credit", FDX_LINK_TCP, FDX_EPROTO,
 				      "beyond its credit", FDX_EXCLUSIVE_CREDITS_DEFAULT, 1, 0, 1},
+	/*
+	 * The consumer takes the buffers sent on the credit of the open, its
+	 * credit comes back and reaches the fake; the next buffer still names the
+	 * old credit, as one sent before the credit came would: refused, though
+	 * the consumer has granted more by the time it arrives.
+	 */
+	[SHM_BUFFER_BEYOND_CREDIT_REGRANTED] = {"beyond-credit-regranted", FDX_LINK_SHM, FDX_EPROTO,
+						"buffer 3 sent beyond its credit of 2",
+						FDX_EXCLUSIVE_CREDITS_DEFAULT, 1, 0, 0},
+	[TCP_BUFFER_BEYOND_CREDIT_REGRANTED] = {"tcp-beyond-credit-regranted", FDX_LINK_TCP,
+						FDX_EPROTO, "buffer 3 sent beyond its credit of 2",
+						FDX_EXCLUSIVE_CREDITS_DEFAULT, 1, 0, 0},
+	/* The same, but the buffer names the new credit with a proof it made up. */
+	[SHM_BUFFER_UNPROVEN_CREDIT] = {"unproven-credit", FDX_LINK_SHM, FDX_EPROTO,
+					"it was never sent (no proof)",
+					FDX_EXCLUSIVE_CREDITS_DEFAULT, 1, 0, 0},
 };
 
 static const struct wcase *case_by_name(const char *name)
@@ -273,10 +292,15 @@ static int fake_fail(struct fake *f, const char *fmt, ...)
 	return -1;
 }
 
+/* The fake's credit at open: the stamp of its buffers unless a case says otherwise. */
+static uint32_t open_credit;
+
 static void hdr_make(struct fdx__dhdr *h, uint32_t type, uint32_t gate_channel, uint32_t seq,
 		     uint32_t len, uint64_t offset)
 {
 	memset(h, 0, sizeof(*h));
+	if (type == FDX__DH_BUFFER)
+		h->credit = htole32(open_credit); /* unproven: at most the exclusive credit */
 	h->magic = htole32(FDX__DH_MAGIC);
 	h->version = FDX__DH_VERSION;
 	h->type = (uint8_t)type;
@@ -546,6 +570,60 @@ static int send_beyond_credit(struct fake *f, int fd, uint32_t link)
 }
 
 /*
+ * The credit of the open spent on good buffers (the consumer takes and
+ * releases them), then, once the consumer's new credit reached this
+ * producer, one more buffer: under the old stamp (unproven false) or the
+ * new total with a proof made up (unproven true). Either way it was sent
+ * beyond the credit it can show.
+ */
+static int send_after_regrant(struct fake *f, int fd, uint32_t link, int unproven)
+{
+	uint64_t end = test_now_ns() + (uint64_t)STEP_MS * 1000000u;
+	uint8_t buf[sizeof(struct fdx__dhdr) + OK_SLICE];
+	uint64_t off = link == FDX_LINK_SHM ? (uint64_t)(f->credit + 1) * FAKE_SEG : 0;
+	struct fdx__credit_stamp st = {0, 0};
+	struct fdx__dhdr h;
+
+	if (f->credit == 0 || f->credit + 1 >= FAKE_SEGS)
+		return fake_fail(f, "a credit of %u at open: expected 1 .. %u", f->credit,
+				 FAKE_SEGS - 2);
+	for (uint32_t i = 0; i < f->credit; i++) {
+		uint64_t at = link == FDX_LINK_SHM ? (uint64_t)(i + 1) * FAKE_SEG : 0;
+
+		if (link == FDX_LINK_SHM) {
+			ok_slice(fdx_region_ptr(f->region, at, OK_SLICE));
+			if (fdx_exchange_sent(f->ex, f->chan, at) < 0)
+				return fake_fail(f, "fdx_exchange_sent");
+		}
+		hdr_make(&h, FDX__DH_BUFFER, 0, i, OK_SLICE, at);
+		memcpy(buf, &h, sizeof(h));
+		ok_slice(buf + sizeof(h));
+		if (send_all(fd, buf, link == FDX_LINK_SHM ? sizeof(h) : sizeof(buf)) != 0)
+			return -1;
+	}
+	/* Bounded: the consumer hands the credit back once it released those buffers. */
+	while (st.total <= f->credit) {
+		if (fdx__exchange_chan_stamp(f->ex, f->chan, &st) < 0)
+			return fake_fail(f, "channel %u gone while waiting for credit", f->chan);
+		if (test_now_ns() > end)
+			return fake_fail(f, "no credit back within %d ms", STEP_MS);
+		usleep(1000);
+	}
+	if (link == FDX_LINK_SHM)
+		ok_slice(fdx_region_ptr(f->region, off, OK_SLICE));
+	hdr_make(&h, FDX__DH_BUFFER, 0, f->credit, OK_SLICE, off);
+	if (unproven) {
+		h.credit = htole32(st.total);
+		h.credit_proof = htole32(st.proof ^ 0x5a5a5a5au);
+	}
+	memcpy(buf, &h, sizeof(h));
+	ok_slice(buf + sizeof(h));
+	say("credit back: total %u; buffer %u sent under %u", st.total, f->credit + 1,
+	    le32toh(h.credit));
+	return send_all(fd, buf, link == FDX_LINK_SHM ? sizeof(h) : sizeof(buf));
+}
+
+/*
  * The consumer must close fd within CLOSED_MS: EOF or ECONNRESET. It never
  * sends a byte on a data socket.
  */
@@ -713,6 +791,11 @@ static int send_case(struct fake *f, enum wcase_id id)
 	case TCP_BUFFER_BEYOND_CREDIT:
 		rc = send_beyond_credit(f, fd, link);
 		goto sent;
+	case SHM_BUFFER_BEYOND_CREDIT_REGRANTED:
+	case TCP_BUFFER_BEYOND_CREDIT_REGRANTED:
+	case SHM_BUFFER_UNPROVEN_CREDIT:
+		rc = send_after_regrant(f, fd, link, id == SHM_BUFFER_UNPROVEN_CREDIT);
+		goto sent;
 	case TCP_LEN_ABOVE_SEGMENT:
 		/* Only the header: a consumer that believed it would read 32 KiB + 1. */
 		hdr_make(&h, FDX__DH_BUFFER, 0, 0, CONS_SEG + 1, 0);
@@ -858,6 +941,7 @@ static int fake_main(const char *name)
 						&f->chan, &f->credit);
 	if (err == 0)
 		err = fdx__exchange_peer_data(f->ex, f->addr, f->chan, &f->pd);
+	open_credit = f->credit;
 	if (err < 0) {
 		fake_fail(f, "setup: %s", fdx_strerror(err));
 		goto out;
@@ -1662,7 +1746,10 @@ static void test_remote_open_of_a_local_channel_is_refused(void **state)
 	X(test_tcp_event_above_payload_max_fails_the_connection, TCP_EVENT_TOO_LONG)               \
 	X(test_shm_failed_channel_can_be_opened_again, SHM_FAILED_CHANNEL_REOPENED)                \
 	X(test_shm_buffer_beyond_credit_fails_the_connection, SHM_BUFFER_BEYOND_CREDIT)            \
-	X(test_tcp_buffer_beyond_credit_fails_the_connection, TCP_BUFFER_BEYOND_CREDIT)
+	X(test_tcp_buffer_beyond_credit_fails_the_connection, TCP_BUFFER_BEYOND_CREDIT)            \
+	X(test_shm_buffer_beyond_credit_after_a_regrant_fails, SHM_BUFFER_BEYOND_CREDIT_REGRANTED) \
+	X(test_tcp_buffer_beyond_credit_after_a_regrant_fails, TCP_BUFFER_BEYOND_CREDIT_REGRANTED) \
+	X(test_shm_buffer_with_an_unproven_credit_fails, SHM_BUFFER_UNPROVEN_CREDIT)
 
 #define WIRE_TEST_FN(fn, id)                                            \
 	static void fn(void **state)                                    \

@@ -784,6 +784,129 @@ static void test_ichan_accept_refuses_a_buffer_beyond_credit(void **state)
 	assert_false(fdx__ichan_busy(g, 0));
 }
 
+/*
+ * Exact at the first offending buffer, whatever the timing of the re-grant:
+ * a buffer sent before its producer had the new credit names the old one,
+ * and is refused although the consumer has counted the new credit by the
+ * time it arrives (the check of fdx 0.1 let it through).
+ */
+static void test_ichan_accept_refuses_a_buffer_sent_before_its_credit_came(void **state)
+{
+	struct rig *r = *state;
+	struct fdx_gate *g = rig_gate(r, 1, 2, FDX_CREDITS_NONE, 0);
+	struct fake_frame f = {.kind = FDX__GI_BUFFER, .sess = 7, .off = SEG, .len = 8};
+	uint8_t bytes[8] = {4, 0, 0, 0, 'a', 'b', 'c', 'd'};
+	const struct fake_ctl *c;
+	struct fdx_view v[2];
+	uint64_t opening;
+
+	assert_int_equal(fake_open_raw(r->ex, g, 0, 7, &opening), 0);
+	take_nothing(g);
+	for (f.seq = 0; f.seq < 2; f.seq++)
+		assert_int_equal(fake_inject(r->ex, g, &f, bytes), 1);
+	take(g, &v[0], FDX_VIEW_BUFFER);
+	release(g, &v[0]);
+	/* The credit left counted and proven: a total of 3, not yet at the producer. */
+	c = fake_last_ctl(r->ex, GATE, 0, FAKE_CTL_CREDIT);
+	assert_non_null(c);
+	assert_int_equal(c->added, 1);
+	assert_int_equal(c->total, 3);
+	assert_int_equal(c->proof, fdx__credit_proof(&g->key, g->id, 0, opening, 3));
+	assert_int_equal(atomic_load(&g->ch[0].granted_total), 3);
+	/* Buffer 3 goes with the producer's stamp: the credit of the open. */
+	assert_int_equal(fake_inject(r->ex, g, &f, bytes), -1);
+	assert_int_equal(f.st.total, 2);
+	assert_contains(f.why, "buffer 3 sent beyond its credit of 2 (3 granted by now)");
+	take(g, &v[1], FDX_VIEW_BUFFER);
+	release(g, &v[1]);
+	fake_pump(r->ex);
+	take(g, &v[0], FDX_VIEW_FAILED);
+	assert_int_equal(v[0].error, FDX_EPROTO);
+	release(g, &v[0]);
+}
+
+/*
+ * Credit above the exclusive one counts only with its proof: the stamp the
+ * Credit carried admits the buffers it covers; a total the consumer granted
+ * but the producer never received, named with a made-up proof, is refused.
+ */
+static void test_ichan_accept_takes_credit_only_with_its_proof(void **state)
+{
+	struct rig *r = *state;
+	struct fdx_gate *g = rig_gate(r, 1, 2, FDX_CREDITS_NONE, 0);
+	struct fake_frame f = {.kind = FDX__GI_BUFFER, .sess = 7, .off = SEG, .len = 8};
+	uint8_t bytes[8] = {4, 0, 0, 0, 'a', 'b', 'c', 'd'};
+	const struct fake_ctl *c;
+	struct fdx_view v;
+	uint64_t opening;
+	uint32_t proof4;
+
+	assert_int_equal(fake_open_raw(r->ex, g, 0, 7, &opening), 0);
+	take_nothing(g);
+	for (f.seq = 0; f.seq < 2; f.seq++)
+		assert_int_equal(fake_inject(r->ex, g, &f, bytes), 1);
+	take(g, &v, FDX_VIEW_BUFFER);
+	release(g, &v);
+	assert_int_equal(fake_deliver_credit(r->ex), 1); /* total 3 reaches the producer */
+	assert_int_equal(fake_inject(r->ex, g, &f, bytes), 1);
+	assert_int_equal(f.st.total, 3);
+	f.seq++;
+	take(g, &v, FDX_VIEW_BUFFER);
+	release(g, &v); /* total 4 leaves; the producer has not got it */
+	c = fake_last_ctl(r->ex, GATE, 0, FAKE_CTL_CREDIT);
+	assert_int_equal(c->total, 4);
+	proof4 = fdx__credit_proof(&g->key, g->id, 0, opening, 4);
+	assert_int_equal(c->proof, proof4);
+	/* Another opening's, or a guess: not the proof of this total. */
+	assert_int_not_equal(fdx__credit_proof(&g->key, g->id, 0, opening + 1, 4), proof4);
+	f.stamped = 1;
+	f.st.total = 4;
+	f.st.proof = proof4 ^ 1;
+	assert_int_equal(fake_inject(r->ex, g, &f, bytes), -1);
+	assert_contains(f.why, "buffer 4 names a credit of 4 it was never sent (no proof)");
+	take(g, &v, FDX_VIEW_BUFFER);
+	release(g, &v);
+	fake_pump(r->ex);
+	take(g, &v, FDX_VIEW_FAILED);
+	release(g, &v);
+}
+
+/* A total above what the consumer granted is refused, proof or not. */
+static void test_ichan_accept_refuses_a_credit_never_granted(void **state)
+{
+	struct rig *r = *state;
+	struct fdx_gate *g = rig_gate(r, 1, 2, FDX_CREDITS_NONE, 0);
+	struct fake_frame f = {.kind = FDX__GI_BUFFER, .sess = 7, .off = SEG, .len = 8};
+	uint8_t bytes[8] = {4, 0, 0, 0, 'a', 'b', 'c', 'd'};
+	struct fdx_view v;
+	uint64_t opening;
+
+	assert_int_equal(fake_open_raw(r->ex, g, 0, 7, &opening), 0);
+	take_nothing(g);
+	f.stamped = 1;
+	f.st.total = 3;
+	f.st.proof = fdx__credit_proof(&g->key, g->id, 0, opening, 3);
+	assert_int_equal(fake_inject(r->ex, g, &f, bytes), -1);
+	assert_contains(f.why, "buffer 1 names a credit (low bits 3) never granted (2 granted)");
+	/* Nothing of it reached the consumer; the channel fails. */
+	fake_pump(r->ex);
+	take(g, &v, FDX_VIEW_FAILED);
+	assert_int_equal(v.error, FDX_EPROTO);
+	release(g, &v);
+}
+
+/* The proofs' hash is SipHash-2-4: the reference vectors (key 00..0f, message 00 01 02 ...). */
+static void test_credit_proof_is_siphash_2_4(void **state)
+{
+	struct fdx__credit_key key = {{0x0706050403020100ull, 0x0f0e0d0c0b0a0908ull}};
+	uint64_t m[2] = {0x0706050403020100ull, 0x0f0e0d0c0b0a0908ull};
+
+	(void)state;
+	assert_true(fdx__siphash24_words(&key, m, 0) == 0x726fdb47dd0e0e31ull);
+	assert_true(fdx__siphash24_words(&key, m, 1) == 0x93f5f5799a932462ull);
+	assert_true(fdx__siphash24_words(&key, m, 2) == 0x3f2acc7f57c29bdbull);
+}
+
 /* A subpartition whose ledger says more than the gate granted: the link refuses it. */
 static void test_ichan_accept_refuses_a_subpartition_sending_beyond_credit(void **state)
 {
@@ -866,7 +989,7 @@ static void test_ledger_refuses_an_offset_never_sent(void **state)
 	fake_pump(r->ex);
 	offs[0] = fake_nth_frame(r->ex, GATE, 0, FDX__GI_BUFFER, 0)->off;
 	offs[1] = offs[0] + 64; /* inside a segment sent, but never an offset sent */
-	assert_int_equal(fdx__sub_credit(s, 1, offs, 2, 0, &bad), -ENOENT);
+	assert_int_equal(fdx__sub_credit(s, 1, offs, 2, 0, NULL, &bad), -ENOENT);
 	assert_int_equal(bad, 1);
 	/* Nothing of it applied: no credit, the good offset still in flight, its segment held. */
 	assert_int_equal(credit_of(p, 0), 2);
@@ -875,14 +998,14 @@ static void test_ledger_refuses_an_offset_never_sent(void **state)
 	assert_int_equal(lbp_in_use(p->pool), 2);
 	/* Offset 0 is never one. */
 	offs[1] = 0;
-	assert_int_equal(fdx__sub_credit(s, 0, &offs[1], 1, 0, &bad), -ENOENT);
+	assert_int_equal(fdx__sub_credit(s, 0, &offs[1], 1, 0, NULL, &bad), -ENOENT);
 	assert_int_equal(bad, 0);
 	/* The good one alone is taken, once. */
-	assert_int_equal(fdx__sub_credit(s, 1, offs, 1, 0, &bad), 0);
+	assert_int_equal(fdx__sub_credit(s, 1, offs, 1, 0, NULL, &bad), 0);
 	assert_int_equal(credit_of(p, 0), 3);
 	assert_int_equal(fdx__ledger_in_flight(&s->ledger), 1);
 	assert_int_equal(lbp_in_use(p->pool), 1);
-	assert_int_equal(fdx__sub_credit(s, 1, offs, 1, 0, &bad), -ENOENT);
+	assert_int_equal(fdx__sub_credit(s, 1, offs, 1, 0, NULL, &bad), -ENOENT);
 	assert_int_equal(credit_of(p, 0), 3);
 	assert_int_equal(r->ex->log_errors, 0);
 	for (int i = 0; i < 2; i++) {
@@ -901,15 +1024,15 @@ static void test_ledger_refuses_credit_overflow(void **state)
 
 	rig_gate(r, 1, 2, FDX_CREDITS_NONE, 0);
 	rig_connect(r, p, 0, 0, FDX_LINK_SHM);
-	assert_int_equal(fdx__sub_credit(s, UINT32_MAX - 1, NULL, 0, 0, &bad), -EOVERFLOW);
+	assert_int_equal(fdx__sub_credit(s, UINT32_MAX - 1, NULL, 0, 0, NULL, &bad), -EOVERFLOW);
 	assert_int_equal(credit_of(p, 0), 2);
-	assert_int_equal(fdx__sub_credit(s, UINT32_MAX - 2, NULL, 0, 0, &bad), 0);
+	assert_int_equal(fdx__sub_credit(s, UINT32_MAX - 2, NULL, 0, 0, NULL, &bad), 0);
 	assert_int_equal(credit_of(p, 0), UINT32_MAX);
-	assert_int_equal(fdx__sub_credit(s, 1, NULL, 0, 0, &bad), -EOVERFLOW);
+	assert_int_equal(fdx__sub_credit(s, 1, NULL, 0, 0, NULL, &bad), -EOVERFLOW);
 	/* Spent credit is not unused: after a buffer, one more fits. */
 	emit_full(p, 0, 1);
 	fake_pump(r->ex);
-	assert_int_equal(fdx__sub_credit(s, 1, NULL, 0, 0, &bad), 0);
+	assert_int_equal(fdx__sub_credit(s, 1, NULL, 0, 0, NULL, &bad), 0);
 	assert_int_equal(credit_of(p, 0), UINT32_MAX);
 	take(r->gate, &v, FDX_VIEW_BUFFER);
 	release(r->gate, &v);
@@ -1886,6 +2009,10 @@ int main(void)
 		T(test_gate_sends_credit_at_once_to_a_starving_producer),
 		T(test_gate_sends_credit_at_once_after_the_end),
 		T(test_ichan_accept_refuses_a_buffer_beyond_credit),
+		T(test_ichan_accept_refuses_a_buffer_sent_before_its_credit_came),
+		T(test_ichan_accept_takes_credit_only_with_its_proof),
+		T(test_ichan_accept_refuses_a_credit_never_granted),
+		cmocka_unit_test(test_credit_proof_is_siphash_2_4),
 		T(test_ichan_accept_refuses_a_subpartition_sending_beyond_credit),
 		T(test_ichan_accept_refuses_a_wrong_sequence),
 		T(test_ledger_refuses_an_offset_never_sent),

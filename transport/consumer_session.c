@@ -32,14 +32,11 @@
 #include "../runtime/idmap.h"
 #include "../runtime/log.h"
 #include "control_codec.h"
+#include "control_limits.h"
 #include "exchange.pb-c.h"
 #include "exchange_private.h"
 
 #define GATE_CHANNELS_MAX 65536u
-/* Most returned offsets in one CreditUpdate (about 80 KiB on the wire). */
-#define CREDIT_MSG_OFFSETS_MAX 8192u
-/* And at most this many channels: every frame stays below FDX_CTL_FRAME_MAX. */
-#define CREDIT_MSG_CHANNELS_MAX 4096u
 
 /* ---- consumer side: gates and input channels ------------------------------ */
 
@@ -174,7 +171,7 @@ static void session_send(struct fdx__session *s, const Fdx__ControlFrame *f)
 /*
  * With ex->lock held: when nothing is being sent on s, send every credit and
  * returned offset that accumulated, as one CreditUpdate (at most
- * CREDIT_MSG_OFFSETS_MAX offsets; the rest go in the next one).
+ * FDX__CREDIT_MSG_OFFSETS_MAX offsets; the rest go in the next one).
  */
 static void session_flush_credits(struct fdx__session *s)
 {
@@ -190,7 +187,7 @@ static void session_flush_credits(struct fdx__session *s)
 	for (c = s->dirty_head; c; c = c->next_dirty)
 		n++;
 	if (!ex->credit_scratch)
-		ex->credit_scratch = malloc(CREDIT_MSG_OFFSETS_MAX * sizeof(uint64_t));
+		ex->credit_scratch = malloc(FDX__CREDIT_MSG_OFFSETS_MAX * sizeof(uint64_t));
 	cr = calloc(n, sizeof(*cr));
 	crp = calloc(n, sizeof(*crp));
 	if (!cr || !crp || !ex->credit_scratch) {
@@ -204,19 +201,22 @@ static void session_flush_credits(struct fdx__session *s)
 	 */
 	n = 0;
 	c = s->dirty_head;
-	while (c && used < CREDIT_MSG_OFFSETS_MAX && n < CREDIT_MSG_CHANNELS_MAX) {
+	while (c && used < FDX__CREDIT_MSG_OFFSETS_MAX && n < FDX__CREDIT_MSG_CHANNELS_MAX) {
 		struct fdx__in_chan *next = c->next_dirty;
-		uint32_t added = 0, k = 0;
+		uint32_t added = 0, k = 0, proof = 0;
+		uint64_t total = 0;
 		int more = 0;
 
 		if (c->ob)
-			k = fdx__outbox_take(c->ob, c->ob_opening, &added,
-					     ex->credit_scratch + used,
-					     CREDIT_MSG_OFFSETS_MAX - used, &more);
+			k = fdx__outbox_take(
+				c->ob, c->ob_opening, &added, ex->credit_scratch + used,
+				FDX__CREDIT_MSG_OFFSETS_MAX - used, &more, &total, &proof);
 		if (k || added) {
 			fdx__credit__init(&cr[n]);
 			cr[n].channel = c->id;
 			cr[n].added = added;
+			cr[n].granted = total;
+			cr[n].proof = proof;
 			cr[n].n_returned_offsets = k;
 			cr[n].returned_offsets = ex->credit_scratch + used;
 			crp[n] = &cr[n];
@@ -305,7 +305,7 @@ static void session_on_open(struct fdx__session *s, const Fdx__OpenChannel *o)
 	c->s = s;
 	c->gate = o->gate;
 	c->gate_channel = o->gate_channel;
-	fdx__outbox_init(&c->own, NULL);
+	fdx__outbox_init(&c->own, NULL, NULL, 0, 0);
 	c->ob = &c->own;
 	g->chans[o->gate_channel] = c;
 	/*
@@ -838,7 +838,7 @@ static void in_chan_own_outbox(struct fdx__in_chan *c, int keep)
 	if (c->ob == &c->own || !c->ob)
 		return;
 	while (keep && more) {
-		k = fdx__outbox_take(c->ob, c->ob_opening, &added, offs, 256, &more);
+		k = fdx__outbox_take(c->ob, c->ob_opening, &added, offs, 256, &more, NULL, NULL);
 		if (fdx__outbox_add(&c->own, 0, added, offs, k) < 0)
 			break; /* out of memory: the rest is lost with the gate */
 		moved |= k || added;

@@ -69,9 +69,9 @@ const struct fdx__gate_hooks fdx__dp_gate_hooks = {gate_opened, gate_closed, gat
 
 /* Checked and applied by the subpartition's ledger: the one count of its credit. */
 static int chan_credit(void *ud, uint32_t added, const uint64_t *offs, uint32_t n,
-		       uint64_t written_ns, uint32_t *bad)
+		       uint64_t written_ns, const struct fdx__credit_stamp *st, uint32_t *bad)
 {
-	return fdx__sub_credit(ud, added, offs, n, written_ns, bad);
+	return fdx__sub_credit(ud, added, offs, n, written_ns, st, bad);
 }
 
 static void chan_take_back(void *ud)

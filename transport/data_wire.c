@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The data wire (data_wire.h): the 40-byte little-endian frame header
+ * The data wire (data_wire.h): the 48-byte little-endian frame header
  * encoded and decoded, and a received header checked before anything is
  * used: the wire here (magic, version, type, lengths, the slice inside one
  * segment of the sender's region, a known gate and channel), the protocol
@@ -33,6 +33,10 @@ void fdx__dhdr_init(struct fdx__dhdr *h, const struct fdx__sub *s, uint32_t type
 	h->type = (uint8_t)type;
 	h->gate = htole32(s->gate);
 	h->gate_channel = htole32(s->gate_channel);
+	if (type == FDX__DH_BUFFER) {
+		h->credit = htole32(s->stamp.total);
+		h->credit_proof = htole32(s->stamp.proof);
+	}
 }
 
 /* ---- decoding and checking ------------------------------------------------ */
@@ -49,6 +53,8 @@ void fdx__dhdr_decode(struct fdx__dhdr *h, const void *raw)
 	h->offset = le64toh(h->offset);
 	h->backlog = le32toh(h->backlog);
 	h->event_type = le32toh(h->event_type);
+	h->credit = le32toh(h->credit);
+	h->credit_proof = le32toh(h->credit_proof);
 }
 
 /* The kind of gate item a frame of this type becomes. */
@@ -127,10 +133,10 @@ int fdx__dhdr_check(struct fdx__conn *c, const struct fdx__dhdr *h, struct fdx_g
 			 g->id);
 		return -1;
 	}
-	ok = fdx__ichan_accept(g, h->gate_channel, c->sess, c->link, gi_kind(h->type), h->seq,
-			       h->type == FDX__DH_EVENT &&
-				       h->event_type == FDX_EVENT_END_OF_PARTITION,
-			       opening, why, n);
+	ok = fdx__ichan_accept(
+		g, h->gate_channel, c->sess, c->link, gi_kind(h->type), h->seq,
+		h->type == FDX__DH_EVENT && h->event_type == FDX_EVENT_END_OF_PARTITION,
+		(struct fdx__credit_stamp){h->credit, h->credit_proof}, opening, why, n);
 	if (ok > 0 && h->type != FDX__DH_CLOSE)
 		*gp = g;
 	return ok > 0 && h->type == FDX__DH_CLOSE ? 0 : ok;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The data wire: every frame of a data socket starts with this fixed
- * 40-byte little-endian header; never protobuf. A data socket opens with
+ * 48-byte little-endian header; never protobuf. A data socket opens with
  * HELLO + the token the control stream gave (+ on shm, the region's
  * announcement with its memfd). Then shm BUFFER frames are descriptors
  * {offset, len} of a slice of the sender's region; tcp BUFFER frames carry
@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #define FDX__DH_MAGIC 0x44584446u /* "FDXD" */
-#define FDX__DH_VERSION 1u
+#define FDX__DH_VERSION 2u /* 2: BUFFER frames carry their credit's stamp */
 #define FDX__TOKEN_LEN 16u
 
 enum fdx__dh_type {
@@ -46,9 +46,15 @@ struct fdx__dhdr {
 	 * a statistic only).
 	 */
 	uint32_t event_type;
+	/*
+	 * BUFFER: the credit it was sent under (runtime/credit_proof.h): the low
+	 * 32 bits of the granted total the consumer last sent, and its proof.
+	 */
+	uint32_t credit;
+	uint32_t credit_proof;
 };
 
-_Static_assert(sizeof(struct fdx__dhdr) == 40, "data header is wire format");
+_Static_assert(sizeof(struct fdx__dhdr) == 48, "data header is wire format");
 
 /* ---- data_wire.c: the header encoded, decoded, checked (on the loop, dp->lock held) --- */
 

@@ -14,6 +14,7 @@
 
 #include <fdx/exchange.h>
 
+#include "../runtime/credit_proof.h"
 #include "../runtime/log.h"
 
 struct fdx__dp;
@@ -43,12 +44,13 @@ struct fdx__gate_hooks {
 struct fdx__chan_hooks {
 	/*
 	 * Credit and offsets the consumer handed back (written_ns: when it
-	 * wrote them, on this host's monotonic clock; 0 if unknown): 0; 1
+	 * wrote them, on this host's monotonic clock; 0 if unknown; st: the
+	 * granted total and proof buffers go with from now on, or NULL): 0; 1
 	 * (taken back already: ignored); -ENOENT with *bad set (offs[*bad]
 	 * was never sent); -EOVERFLOW. A refused credit changes nothing.
 	 */
 	int (*credit)(void *ud, uint32_t added, const uint64_t *offs, uint32_t n,
-		      uint64_t written_ns, uint32_t *bad);
+		      uint64_t written_ns, const struct fdx__credit_stamp *st, uint32_t *bad);
 	/* The consumer let go of what it held: every buffer in flight comes back (lost). */
 	void (*take_back)(void *ud);
 	/* Buffers in flight, not handed back. */
@@ -83,9 +85,16 @@ int fdx__exchange_credit_sess(struct fdx_exchange *ex, uint32_t gate, uint32_t g
 /* Unregister a gate: its open channels fail at their producers (Error frame). */
 void fdx__exchange_remove_gate(struct fdx_exchange *ex, uint32_t gate);
 
-/* Route channel's credit and failure to h; *available gets its credit now. */
+/* Route channel's credit and failure to h; *available gets its credit now, with its stamp. */
 int fdx__exchange_hook_channel(struct fdx_exchange *ex, uint32_t channel,
 			       const struct fdx__chan_hooks *h, void *ud, uint64_t *available);
+/*
+ * The stamp a buffer on plain channel channel goes with now (its latest
+ * granted total and proof): 0, or -ENOENT. For a producer that writes its
+ * own data frames (the tests' hand-made peers).
+ */
+int fdx__exchange_chan_stamp(struct fdx_exchange *ex, uint32_t channel,
+			     struct fdx__credit_stamp *st);
 /*
  * The channel's data socket failed: every offset in flight comes back
  * (take_back hook), and the channel is closed.

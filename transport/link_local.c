@@ -83,7 +83,7 @@ int fdx__local_credit_apply(struct fdx__dp *dp)
 				uint32_t bad = 0;
 
 				if (fdx__sub_credit(lc->s, lc->added, lc->offs, lc->n, lc->sent_ns,
-						    &bad) < 0)
+						    NULL, &bad) < 0)
 					FDX_LOG_ERR(
 						dp->log,
 						"partition %s: local credit refused (offset %u)",

@@ -43,6 +43,7 @@
 #include "../runtime/idmap.h"
 #include "../runtime/log.h"
 #include "control_codec.h"
+#include "control_limits.h"
 #include "exchange.pb-c.h"
 #include "exchange_private.h"
 
@@ -130,8 +131,6 @@ static struct fdx__out_chan *peer_chan(struct fdx__peer *p, uint32_t id)
 }
 
 /* With ex->lock held: queue a frame on p's stream. */
-/* Channels in one Backlog frame at most: every frame stays below FDX_CTL_FRAME_MAX. */
-#define BACKLOG_FRAME_CHANNELS_MAX 4096u
 
 static int peer_backlog_frame(struct fdx__peer *p);
 
@@ -212,7 +211,7 @@ static void peer_send_close_locked(struct fdx__peer *p, struct fdx__out_chan *c,
 
 /*
  * With ex->lock held: the changed backlogs, coalesced, as one frame on p's
- * stream (at most BACKLOG_FRAME_CHANNELS_MAX of them); 1 if it went.
+ * stream (at most FDX__BACKLOG_FRAME_CHANNELS_MAX of them); 1 if it went.
  */
 static int peer_backlog_frame(struct fdx__peer *p)
 {
@@ -222,14 +221,14 @@ static int peer_backlog_frame(struct fdx__peer *p)
 	struct fdx__out_chan *c;
 	int sent = 0;
 
-	for (c = p->bl_dirty; c && n < BACKLOG_FRAME_CHANNELS_MAX; c = c->bl_next)
+	for (c = p->bl_dirty; c && n < FDX__BACKLOG_FRAME_CHANNELS_MAX; c = c->bl_next)
 		n++;
 	ids = calloc(n, sizeof(*ids));
 	bls = calloc(n, sizeof(*bls));
 	if (ids && bls) {
 		n = 0;
-		/* At most BACKLOG_FRAME_CHANNELS_MAX: the rest go in the next frame. */
-		for (c = p->bl_dirty; c && n < BACKLOG_FRAME_CHANNELS_MAX; c = c->bl_next) {
+		/* At most FDX__BACKLOG_FRAME_CHANNELS_MAX: the rest go in the next frame. */
+		for (c = p->bl_dirty; c && n < FDX__BACKLOG_FRAME_CHANNELS_MAX; c = c->bl_next) {
 			ids[n] = c->id;
 			bls[n++] = c->backlog;
 			c->bl_dirty = 0;
@@ -298,6 +297,7 @@ static void peer_on_credit(struct fdx__peer *p, const Fdx__CreditUpdate *cu)
 	char msg[160];
 	/* The consumer's clock is ours on one host (shm): its write time dates the control hop. */
 	uint64_t written_ns = p->link == FDX__LINK__LINK_SHM ? cu->written_ns : 0;
+	struct fdx__credit_stamp st, *stp;
 	uint32_t bad;
 	size_t i;
 	int err;
@@ -330,12 +330,16 @@ static void peer_on_credit(struct fdx__peer *p, const Fdx__CreditUpdate *cu)
 		 * partition's own, or the plain channel's. A refused credit changes
 		 * nothing, and the stream fails.
 		 */
+		/* The granted total and its proof, if it names one: our buffers go with them. */
+		st.total = (uint32_t)cr->granted;
+		st.proof = cr->proof;
+		stp = cr->granted ? &st : NULL;
 		bad = 0;
-		err = c->hooks
-			      ? c->hooks->credit(c->hook_ud, cr->added, cr->returned_offsets,
-						 (uint32_t)cr->n_returned_offsets, written_ns, &bad)
-			      : fdx__ledger_grant(&c->own, cr->added, cr->returned_offsets,
-						  (uint32_t)cr->n_returned_offsets, &bad);
+		err = c->hooks ? c->hooks->credit(c->hook_ud, cr->added, cr->returned_offsets,
+						  (uint32_t)cr->n_returned_offsets, written_ns, stp,
+						  &bad)
+			       : fdx__ledger_grant(&c->own, cr->added, cr->returned_offsets,
+						   (uint32_t)cr->n_returned_offsets, stp, &bad);
 		if (err == -EOVERFLOW) {
 			snprintf(
 				msg, sizeof(msg),
@@ -1005,16 +1009,31 @@ int fdx__exchange_hook_channel(struct fdx_exchange *ex, uint32_t channel,
 	if (!c) {
 		err = -ENOENT;
 	} else {
+		struct fdx__credit_stamp st;
 		uint32_t bad = 0;
 
 		c->hooks = h;
 		c->hook_ud = ud;
-		/* The credit so far moves to the partition's ledger: none is lost in between. */
+		/* The credit so far moves to the partition's ledger, with its stamp: none is lost. */
 		*available = fdx__ledger_available(&c->own);
-		h->credit(ud, (uint32_t)*available, NULL, 0, 0, &bad);
+		st = fdx__ledger_stamp(&c->own);
+		h->credit(ud, (uint32_t)*available, NULL, 0, 0, &st, &bad);
 	}
 	pthread_mutex_unlock(&ex->lock);
 	return err;
+}
+
+int fdx__exchange_chan_stamp(struct fdx_exchange *ex, uint32_t channel,
+			     struct fdx__credit_stamp *st)
+{
+	struct fdx__out_chan *c;
+
+	pthread_mutex_lock(&ex->lock);
+	c = open_chan_locked(ex, channel);
+	if (c)
+		*st = fdx__ledger_stamp(&c->own);
+	pthread_mutex_unlock(&ex->lock);
+	return c ? 0 : -ENOENT;
 }
 
 void fdx__exchange_unhook_channel(struct fdx_exchange *ex, uint32_t channel)

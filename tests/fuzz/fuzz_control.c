@@ -143,11 +143,11 @@ static void pch_back(struct pch *c, uint32_t added, const uint64_t *offs, uint32
 }
 
 static int hook_credit(void *ud, uint32_t added, const uint64_t *offs, uint32_t n,
-		       uint64_t written_ns, uint32_t *bad)
+		       uint64_t written_ns, const struct fdx__credit_stamp *st, uint32_t *bad)
 {
 	(void)written_ns; /* a statistic of the subpartition's; the model has none */
 	struct pch *c = ud;
-	int err = fdx__ledger_grant(&c->led, added, offs, n, bad);
+	int err = fdx__ledger_grant(&c->led, added, offs, n, st, bad);
 
 	if (err == 0)
 		pch_back(c, added, offs, n);

@@ -23,7 +23,7 @@
  * with the hello: none, the region's memfd, the memfd and /dev/null,
  * /dev/null; bit 4 the producer closes the socket at the end; bit 5 the
  * consumer takes everything after each receive once the schedule is over;
- * bits 6-7 the receive size then: all that fits, 40, 7 or 1 byte.
+ * bits 6-7 the receive size then: all that fits, one header (48), 7 or 1 byte.
  * Schedule byte: 0x7d-0x7f an event (0x7f gate A destroyed and made again,
  * 0x7e channel A0 closed by the control plane and opened again, 0x7d the
  * session's control stream fails channel A1); otherwise one receive of
@@ -312,7 +312,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const uint32_t tail_sizes[] = {0, 40, 7, 1};
+	static const uint32_t tail_sizes[] = {0, sizeof(struct fdx__dhdr), 7, 1};
 	static const uint32_t gone[] = {GATE_GONE};
 	struct run r;
 	const uint8_t *sched, *p;

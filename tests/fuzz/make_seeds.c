@@ -22,6 +22,7 @@
 #include <fdx/fdx.h>
 
 #include "exchange.pb-c.h"
+#include "runtime/credit_proof.h"
 #include "runtime/input_gate.h"
 #include "runtime/result_partition.h"
 #include "transport/data_wire.h"
@@ -80,6 +81,29 @@ enum {
 	D_CONSUME = 0x20
 };
 
+/* Buffers each channel of the input being built was sent so far (data_start() resets). */
+static uint32_t n_buffers[16];
+
+/*
+ * The stamp of an honest producer's buffer k (from 1) on channel ch of gate:
+ * gate A's exclusive credit (2, unproven), then k itself, proven as the
+ * consumer proves it under the fuzzers (its key is getrandom's, wrapped:
+ * fz_token; each channel's first opening). It holds once the consumer gave
+ * that much credit back.
+ */
+static void honest_stamp(struct fdx__dhdr *h, uint32_t gate, uint32_t ch)
+{
+	struct fdx__credit_key key;
+	uint32_t k = ++n_buffers[ch % 16];
+
+	memcpy(&key.k, TOKEN, sizeof(key.k)); /* little-endian words of the token's bytes */
+	key.k[0] = le64toh(key.k[0]);
+	key.k[1] = le64toh(key.k[1]);
+	h->credit = htole32(k < 2 ? 2 : k);
+	if (k > 2)
+		h->credit_proof = htole32(fdx__credit_proof(&key, gate, ch, 1, k));
+}
+
 static void frame(struct buf *b, uint32_t type, uint32_t gate, uint32_t ch, uint32_t seq,
 		  uint32_t len, uint64_t offset, uint32_t backlog, uint32_t ev, uint16_t flags)
 {
@@ -97,6 +121,8 @@ static void frame(struct buf *b, uint32_t type, uint32_t gate, uint32_t ch, uint
 	h.offset = htole64(offset);
 	h.backlog = htole32(backlog);
 	h.event_type = htole32(ev);
+	if (type == FDX__DH_BUFFER)
+		honest_stamp(&h, gate, ch);
 	put(b, &h, sizeof(h));
 }
 
@@ -160,6 +186,7 @@ static void announce(struct buf *b, uint64_t size, uint32_t seg, uint32_t count)
 static void data_start(struct buf *b, uint8_t cfg, const uint8_t *sched, uint8_t n)
 {
 	b->n = 0;
+	memset(n_buffers, 0, sizeof(n_buffers));
 	put8(b, cfg);
 	put8(b, n);
 	put(b, sched, n);
@@ -170,8 +197,8 @@ static void data_seeds(void)
 	static const uint32_t recs_a[] = {10, 0, 200, 30};
 	static const uint32_t recs_span[] = {900};
 	static const uint32_t recs_big[] = {100000};
-	const uint8_t consume_each[] = {0xa8, 0xa8, 0xa8, 0xa8, 0xa8, 0xa8,
-					0xa8, 0xa8, 0xa8, 0xa8, 0xa8, 0xa8};
+	const uint8_t consume_each[] = {0xb0, 0xb0, 0xb0, 0xb0, 0xb0, 0xb0,
+					0xb0, 0xb0, 0xb0, 0xb0, 0xb0, 0xb0};
 	const uint8_t split[] = {0x01, 0x13, 0x27, 0x80, 0x05, 0x7e, 0x80, 0x7d, 0x80, 0x7f};
 	struct buf b;
 
@@ -240,7 +267,7 @@ static void data_seeds(void)
 	tcp_records(&b, 9, 0, 0, 0, recs_a, 1, 20); /* gate 9 has no pool */
 	save("data", "tcp-records", &b);
 
-	data_start(&b, D_TCP | (1u << 6), NULL, 0); /* 40-byte receives */
+	data_start(&b, D_TCP | (1u << 6), NULL, 0); /* receives of one header (48 bytes) */
 	event(&b, 7, 2, 0, FDX_EVENT_USER, 64, 0);
 	tcp_records(&b, 7, 2, 1, 0, recs_a, 4, 300);
 	frame(&b, FDX__DH_BUFFER, 7, 2, 2, SEG + 1, 0, 0, 0, 0); /* above a segment */
@@ -464,6 +491,7 @@ static void op(struct buf *b, uint8_t code, const uint8_t *args, size_t n)
 static void control_start(struct buf *b, uint8_t cfg)
 {
 	b->n = 0;
+	memset(n_buffers, 0, sizeof(n_buffers));
 	put8(b, cfg);
 }
 
