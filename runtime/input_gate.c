@@ -669,9 +669,13 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 	}
 }
 
-static void fill_view(struct fdx_gate *g, struct fdx__gitem *it, struct fdx_view *v)
+_Static_assert(sizeof(struct fdx_view) == FDX_VIEW_SIZE_V1,
+	       "struct fdx_view grew: append fields, and fill them only when view_size has them");
+
+/* size: the caller's view size (>= FDX_VIEW_SIZE_V1); what lies past our fields is zeroed. */
+static void fill_view(struct fdx_gate *g, struct fdx__gitem *it, struct fdx_view *v, size_t size)
 {
-	memset(v, 0, sizeof(*v));
+	memset(v, 0, size);
 	v->channel = it->ch;
 	v->seq = it->seq;
 	v->priv[0] = it;
@@ -717,20 +721,26 @@ static void wait_for_items(struct fdx_gate *g, uint64_t deadline)
 			FDX_LOG_ERR(g->log, "gate %u: eventfd: %s", g->id, fdx_strerror(-errno));
 }
 
-FDX_API int fdx_gate_next(struct fdx_gate *g, struct fdx_view *v, int timeout_ms)
+FDX_API int(fdx_gate_next)(struct fdx_gate *g, struct fdx_view *v, int timeout_ms)
+{
+	return fdx_gate_next_view(g, v, FDX_VIEW_SIZE_V1, timeout_ms);
+}
+
+FDX_API int fdx_gate_next_view(struct fdx_gate *g, struct fdx_view *v, size_t view_size,
+			       int timeout_ms)
 {
 	uint64_t start = 0, deadline = 0, now, wake;
 	struct fdx__gitem *it;
 	uint32_t spins = 0;
 
-	if (!g || !v)
+	if (!g || !v || view_size < FDX_VIEW_SIZE_V1)
 		return -EINVAL;
 	for (;;) {
 		if (atomic_load_explicit(&g->closing, memory_order_relaxed))
 			return FDX_ECLOSED;
 		while ((it = pop_item(g))) {
 			if (take_item(g, it)) {
-				fill_view(g, it, v);
+				fill_view(g, it, v, view_size);
 				if (g->pend_total >= g->flush_at)
 					flush_credit(g);
 				return 0;

@@ -89,16 +89,25 @@ err_free:
 
 FDX_API int fdx_nbp_destroy(struct fdx_nbp *nbp)
 {
-	uint32_t live;
+	uint32_t live, withheld;
 
 	if (!nbp)
 		return 0;
 	pthread_mutex_lock(&nbp->lock);
 	live = nbp->lbp_count;
+	withheld = nbp->withheld;
 	pthread_mutex_unlock(&nbp->lock);
 	if (live) {
 		FDX_LOG_ERR(&nbp->log, "nbp: cannot destroy: %u LocalBufferPools still alive",
 			    live);
+		return -EBUSY;
+	}
+	if (withheld) {
+		FDX_LOG_ERR(
+			&nbp->log,
+			"nbp: cannot destroy: %u segments of destroyed partitions are still read "
+			"by their consumers (destroy the exchange first)",
+			withheld);
 		return -EBUSY;
 	}
 	pthread_mutex_destroy(&nbp->lock);
@@ -129,6 +138,7 @@ FDX_API int fdx_nbp_stats(struct fdx_nbp *nbp, struct fdx_nbp_stats *st)
 	s.free = nbp->nfree;
 	s.reserved = nbp->reserved;
 	s.lbp_count = nbp->lbp_count;
+	s.withheld = nbp->withheld;
 	pthread_mutex_unlock(&nbp->lock);
 	fdx__stats_copy(st, &s, sizeof(s));
 	return 0;
@@ -159,4 +169,45 @@ uint32_t fdx__nbp_reclaim_idle_locked(struct fdx_nbp *nbp, const struct fdx_lbp 
 		if (l != except)
 			n += fdx__lbp_give_back_idle_locked(l);
 	return n;
+}
+
+int fdx__lbp_withhold(struct fdx_lbp *lbp, uint64_t offset)
+{
+	struct fdx_nbp *nbp = lbp->nbp;
+	int64_t idx = fdx__region_seg_index(lbp->region, offset);
+	int err = FDX_ENOTOWNED;
+
+	if (idx < 0)
+		return err;
+	pthread_mutex_lock(&nbp->lock);
+	fdx__spin_lock(&lbp->spin);
+	if (fdx_load_relaxed_u32(&nbp->seg_state[idx]) == fdx__seg_lent(lbp->id)) {
+		fdx_store_relaxed_u32(&nbp->seg_state[idx], FDX_SEG_WITHHELD);
+		lbp->in_use--;
+		lbp->owned--;
+		nbp->withheld++;
+		err = 0;
+	}
+	fdx__spin_unlock(&lbp->spin);
+	pthread_mutex_unlock(&nbp->lock);
+	return err;
+}
+
+int fdx__nbp_give_back(struct fdx_nbp *nbp, uint64_t offset)
+{
+	int64_t idx = fdx__region_seg_index(nbp->region, offset);
+	int err = FDX_ENOTOWNED;
+
+	if (idx < 0)
+		return err;
+	pthread_mutex_lock(&nbp->lock);
+	if (fdx_load_relaxed_u32(&nbp->seg_state[idx]) == FDX_SEG_WITHHELD) {
+		fdx_store_relaxed_u32(&nbp->seg_state[idx], FDX_SEG_FREE);
+		nbp->free[nbp->nfree++] = (uint32_t)idx;
+		nbp->withheld--;
+		fdx__nbp_wake_starved_locked(nbp);
+		err = 0;
+	}
+	pthread_mutex_unlock(&nbp->lock);
+	return err;
 }

@@ -11,7 +11,8 @@
  *
  * Ownership of each segment is recorded in seg_state (O4): 0 = free in the
  * nbp; (id << 1) = cached by lbp id; (id << 1) | 1 = lent by lbp id to its
- * caller. A segment's state changes only under the spinlock of the lbp that
+ * caller; 1 (lbp ids start at 1) = withheld: a destroyed partition's segment
+ * a consumer still reads, in no pool until fdx__nbp_give_back(). A segment's state changes only under the spinlock of the lbp that
  * owns it (and the nbp lock too when it moves between nbp and lbp), so an lbp
  * reading its own segments' state under its spinlock sees a stable value;
  * other segments may change under it, hence the relaxed atomics.
@@ -49,11 +50,13 @@ struct fdx_nbp {
 	uint32_t nfree;
 	uint32_t reserved; /* sum of the lbps' minimums */
 	uint32_t lbp_count;
+	uint32_t withheld; /* segments withheld (FDX_SEG_WITHHELD) */
 	uint32_t next_lbp_id;
 	struct fdx_lbp *lbps; /* list of live lbps, through lbp->next/prev */
 };
 
 #define FDX_SEG_FREE 0u
+#define FDX_SEG_WITHHELD 1u
 
 static inline uint32_t fdx__seg_cached(uint32_t lbp_id)
 {
@@ -64,6 +67,16 @@ static inline uint32_t fdx__seg_lent(uint32_t lbp_id)
 {
 	return (lbp_id << 1) | 1u;
 }
+
+/*
+ * Segment offset, lent by lbp, leaves it: withheld in the nbp (in no pool,
+ * not free) until fdx__nbp_give_back(). lbp may then be destroyed. 0, or
+ * FDX_ENOTOWNED if lbp does not lend it (any more: recycled meanwhile).
+ */
+int fdx__lbp_withhold(struct fdx_lbp *lbp, uint64_t offset);
+
+/* A withheld segment is free again. 0, or FDX_ENOTOWNED if it is not withheld. */
+int fdx__nbp_give_back(struct fdx_nbp *nbp, uint64_t offset);
 
 /*
  * With nbp->lock held: notify every lbp that waits for the nbp to have free

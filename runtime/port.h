@@ -29,11 +29,16 @@ struct fdx__port_ops {
 	/* The sender may look at p's subpartitions from now on: 0 or -errno. */
 	int (*partition_attach)(struct fdx__port *pt, struct fdx_partition *p);
 	/*
-	 * The sender lets go of p: its channels are closed (a CLOSE after their
-	 * data), nothing of p is touched after this returns; what is still
-	 * queued on its subpartitions is the caller's.
+	 * The sender lets go of p (p->closing is set): what is still queued on
+	 * its subpartitions is the caller's. Each channel with nothing in flight
+	 * (fdx__sub_drained()) is closed now (a CLOSE after its data). 0: all
+	 * were, nothing of p is touched after this returns. 1: the transport
+	 * keeps p: the other channels stay open, so that their consumers hand
+	 * back what they hold; each is closed once drained, and once p is
+	 * abandoned and all are closed the transport frees p with
+	 * fdx__part_release().
 	 */
-	void (*partition_detach)(struct fdx__port *pt, struct fdx_partition *p);
+	int (*partition_detach)(struct fdx__port *pt, struct fdx_partition *p);
 	/* fdx_partition_connect() below the protocol: find the gate, open the channel, attach the link. */
 	int (*connect)(struct fdx__port *pt, struct fdx_partition *p, uint32_t sub,
 		       const char *addr, uint32_t gate, uint32_t gate_channel, uint32_t link,

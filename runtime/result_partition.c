@@ -69,6 +69,7 @@ FDX_API int fdx_partition_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 	p->ex = ex;
 	p->port = fdx__port_of(ex);
 	p->pool = pool;
+	p->nbp = pool->nbp;
 	p->region = pool->region;
 	p->log = p->port->log;
 	p->n = o->n_subpartitions;
@@ -120,13 +121,23 @@ fail:
 	return err;
 }
 
+/* In refs[seg]: the segment was withheld from the pool (withhold()); its last reference frees it. */
+#define REFS_WITHHELD (1u << 31)
+
 void fdx__part_unref(struct fdx_partition *p, uint32_t seg)
 {
 	uint32_t was = atomic_fetch_sub_explicit(&p->refs[seg], 1, memory_order_acq_rel);
+	uint64_t off = fdx__region_seg_offset(p->region, seg);
 
-	if (was == 1) {
-		int err = fdx_lbp_recycle(p->pool, fdx__region_seg_offset(p->region, seg));
+	if (was == (REFS_WITHHELD | 1)) {
+		atomic_store_explicit(&p->refs[seg], 0, memory_order_relaxed);
+		fdx__nbp_give_back(p->nbp, off);
+	} else if (was == 1) {
+		int err = fdx_lbp_recycle(p->pool, off);
 
+		/* withhold() took it from the pool meanwhile, and leaves it to us (W1). */
+		if (err == FDX_ENOTOWNED && atomic_load(&p->closing))
+			err = fdx__nbp_give_back(p->nbp, off);
 		if (err < 0)
 			FDX_LOG_ERR(p->log, "partition %s: recycling segment %u: %s", p->id, seg,
 				    fdx_strerror(err));
@@ -566,32 +577,80 @@ FDX_API int fdx_partition_finish(struct fdx_partition *p, int timeout_ms)
 	return failed ? -EPIPE : 0;
 }
 
+/*
+ * The segments consumers still hold leave the pool for the nbp, withheld
+ * there until their last reference goes (the pool may be destroyed before).
+ * W1: closing is set, so a last reference that finds its segment withheld
+ * before the mark below gives it back itself (fdx__part_unref()).
+ */
+static void withhold(struct fdx_partition *p)
+{
+	for (uint32_t i = 0; i < p->region->seg_count; i++) {
+		if (!atomic_load_explicit(&p->refs[i], memory_order_acquire))
+			continue;
+		if (fdx__lbp_withhold(p->pool, fdx__region_seg_offset(p->region, i)) < 0)
+			continue; /* its last reference recycled it meanwhile */
+		if (atomic_fetch_or_explicit(&p->refs[i], REFS_WITHHELD, memory_order_acq_rel) == 0)
+			atomic_store_explicit(&p->refs[i], 0, memory_order_relaxed); /* see W1 */
+	}
+}
+
 FDX_API void fdx_partition_destroy(struct fdx_partition *p)
 {
+	int kept;
+
 	if (!p)
 		return;
 	atomic_store(&p->closing, 1);
-	p->port->ops->partition_detach(p->port, p); /* the sender lets go; channels closed */
+	/* The sender lets go; channels with nothing in flight close, the others wait. */
+	kept = p->port->ops->partition_detach(p->port, p);
 	for (uint32_t i = 0; i < p->n; i++) {
 		struct fdx__sub *s = &p->subs[i];
 		struct fdx__mpsc_node *n;
 
+		/* What is queued and not sent: its segments' writer references go. */
 		while ((n = fdx__mpsc_pop_wait(&s->q))) {
 			struct fdx__pitem *it = (struct fdx__pitem *)n;
 
-			if (it->kind != FDX__IT_SEG)
+			if (it->kind == FDX__IT_SEG)
+				fdx__part_unref(p, it->seg);
+			else
 				free(it);
 		}
 		for (struct fdx__pitem *it = s->head, *nx; it; it = nx) {
 			nx = it->next;
-			if (it->kind != FDX__IT_SEG)
+			if (it->kind == FDX__IT_SEG)
+				fdx__part_unref(p, it->seg);
+			else
 				free(it);
 		}
+		s->head = s->tail = NULL;
+		if (s->cur >= 0)
+			fdx__part_unref(p, (uint32_t)s->cur); /* the one being written */
+		s->cur = -1;
 	}
-	/* Whatever is still referenced goes back to the pool now. */
+	if (kept) {
+		/* What consumers hold stays theirs until handed back or they are gone. */
+		withhold(p);
+		atomic_store_explicit(&p->abandoned, 1, memory_order_release);
+		p->port->ops->kick(p->port);
+		return;
+	}
+	/* Nothing in flight any more (or a transport that keeps nothing): back to the pool. */
 	for (uint32_t i = 0; i < p->region->seg_count; i++)
 		if (atomic_load(&p->refs[i]))
 			fdx_lbp_recycle(p->pool, fdx__region_seg_offset(p->region, i));
+	part_free(p);
+}
+
+void fdx__part_release(struct fdx_partition *p)
+{
+	for (uint32_t i = 0; i < p->n; i++)
+		fdx__sub_take_back(&p->subs[i]);
+	/* What a dead connection never wrote out: its consumer is gone with it. */
+	for (uint32_t i = 0; i < p->region->seg_count; i++)
+		if (atomic_load(&p->refs[i]) & REFS_WITHHELD)
+			fdx__nbp_give_back(p->nbp, fdx__region_seg_offset(p->region, i));
 	part_free(p);
 }
 

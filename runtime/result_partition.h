@@ -114,6 +114,7 @@ struct fdx__sub {
 	uint64_t opening; /* local: the opening of the gate's channel its items name */
 	uint32_t gate, gate_channel;
 	struct fdx__conn *conn; /* shm, tcp: the transport's own (opaque here) */
+	int draining; /* the transport's: its partition went, its channel waits for its buffers */
 	struct fdx_gate *lgate; /* local */
 	uint32_t index;
 	struct fdx_partition *part;
@@ -123,6 +124,7 @@ struct fdx_partition {
 	struct fdx_exchange *ex;
 	struct fdx__port *port;
 	struct fdx_lbp *pool;
+	struct fdx_nbp *nbp; /* the pool's: where withheld segments go back */
 	const struct fdx_region *region;
 	struct fdx__log *log;
 	char *id;
@@ -139,6 +141,8 @@ struct fdx_partition {
 	_Atomic uint32_t in_flight; /* buffers sent, not handed back (tcp: not yet written) */
 	_Atomic uint32_t queued; /* items pushed by the task, not yet done by the sender */
 	_Atomic uint32_t closing;
+	/* fdx_partition_destroy() returned: p is the transport's until it frees it (release). */
+	_Atomic uint32_t abandoned;
 	int64_t resv_sub; /* the subpartition with a reservation, -1 if none */
 	uint64_t next_flush; /* sender: when the buffer timeout strikes next (ns; 0 = not set) */
 	struct fdx_partition *next; /* in the transport's list, under its lock */
@@ -146,8 +150,20 @@ struct fdx_partition {
 
 /* ---- result_partition.c ---- */
 
-/* Drop one reference on segment seg; the last one recycles it. Any thread. */
+/*
+ * Drop one reference on segment seg; the last one recycles it (to the pool,
+ * or, once the partition was destroyed, to the nbp: the segment was withheld
+ * from the pool). Any thread.
+ */
 void fdx__part_unref(struct fdx_partition *p, uint32_t seg);
+
+/*
+ * The transport, for a partition it kept after fdx_partition_destroy()
+ * (abandoned): once every channel of p was ended, what is still in flight
+ * is taken back (its consumers are gone), every segment goes back to the
+ * nbp, and p is freed.
+ */
+void fdx__part_release(struct fdx_partition *p);
 
 /*
  * The sender, each round: the buffer timeout of p. Subpartitions whose
@@ -186,6 +202,13 @@ int fdx__sub_credit(struct fdx__sub *s, uint32_t added, const uint64_t *offs, ui
 
 /* A slice of segment seg (tcp) need not stay any more: written to the socket. The sender. */
 void fdx__sub_written(struct fdx__sub *s, uint32_t seg);
+
+/*
+ * Whether the channel of s (its partition being destroyed) may end now:
+ * nothing it sent is still held by its consumer (or being written), or it
+ * failed, or its link is gone. Any thread; the transport asks.
+ */
+int fdx__sub_drained(struct fdx__sub *s);
 
 /*
  * The consumer of s let go of what it held (it failed or went): every buffer

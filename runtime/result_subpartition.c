@@ -52,7 +52,9 @@ static void ready(struct fdx__sub *s)
 {
 	struct fdx__port *pt = s->part->port;
 
-	pt->ops->ready(pt, s);
+	/* Its partition being destroyed sends nothing more: the loop only looks at its channels. */
+	if (!atomic_load_explicit(&s->part->closing, memory_order_acquire))
+		pt->ops->ready(pt, s);
 	pt->ops->kick(pt);
 }
 
@@ -251,6 +253,15 @@ static void send_control(struct fdx__sub *s, uint32_t kind, struct fdx__pitem *i
 		if (end)
 			atomic_store_explicit(&s->end_sent, 1, memory_order_release);
 	}
+}
+
+int fdx__sub_drained(struct fdx__sub *s)
+{
+	uint64_t sent = atomic_load_explicit(&s->buffers_sent, memory_order_acquire);
+	uint64_t ret = atomic_load_explicit(&s->ledger.returned, memory_order_acquire);
+
+	return !atomic_load_explicit(&s->connected, memory_order_acquire) || ret >= sent ||
+	       atomic_load_explicit(&s->error, memory_order_relaxed) || s->link_gone;
 }
 
 void fdx__sub_link_gone(struct fdx__sub *s)

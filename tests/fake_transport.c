@@ -293,7 +293,8 @@ static int port_partition_attach(struct fdx__port *pt, struct fdx_partition *p)
 	return 0;
 }
 
-static void port_partition_detach(struct fdx__port *pt, struct fdx_partition *p)
+/* The fake keeps nothing: every channel closes now (what is in flight comes back at once). */
+static int port_partition_detach(struct fdx__port *pt, struct fdx_partition *p)
 {
 	struct fdx_exchange *ex = pt->ctx;
 	uint32_t i, k;
@@ -323,6 +324,7 @@ static void port_partition_detach(struct fdx__port *pt, struct fdx_partition *p)
 		if (ex->readyq[i]->part != p)
 			ex->readyq[k++] = ex->readyq[i];
 	ex->n_readyq = k;
+	return 0;
 }
 
 static int port_connect(struct fdx__port *pt, struct fdx_partition *p, uint32_t sub,

@@ -120,6 +120,9 @@ void fdx__dp_handle_cqe(struct fdx__dp *dp, struct io_uring_cqe *cqe)
 		fdx__conn_on_recv(c, cqe->res);
 }
 
+static void end_sub_locked(struct fdx__dp *dp, struct fdx__sub *s);
+static int drain_partitions_locked(struct fdx__dp *dp);
+
 int fdx__dp_round_work(struct fdx__dp *dp, uint64_t now)
 {
 	int did = fdx__local_credit_apply(dp);
@@ -127,11 +130,15 @@ int fdx__dp_round_work(struct fdx__dp *dp, uint64_t now)
 	/* Each partition's buffer timeout; next_tick: when the loop must wake next for one. */
 	dp->next_tick = now + (uint64_t)TICK_DEFAULT_MS * 1000000ull;
 	for (struct fdx_partition *p = dp->parts; p; p = p->next) {
-		uint64_t next = fdx__part_tick(p, now);
+		uint64_t next;
 
+		if (atomic_load_explicit(&p->closing, memory_order_relaxed))
+			continue; /* being destroyed: sends nothing more */
+		next = fdx__part_tick(p, now);
 		if (next < dp->next_tick)
 			dp->next_tick = next;
 	}
+	did |= drain_partitions_locked(dp);
 	/*
 	 * The subpartitions that asked (items, flush, credit, failure, the buffer
 	 * timeout). Each is out of the queue before it is pumped: what comes
@@ -342,7 +349,8 @@ uint32_t fdx__dp_users(struct fdx__dp *dp, uint32_t *parts, uint32_t *gates)
 	*parts = *gates = 0;
 	pthread_mutex_lock(&dp->lock);
 	for (struct fdx_partition *p = dp->parts; p; p = p->next)
-		(*parts)++;
+		if (!atomic_load(&p->closing))
+			(*parts)++; /* a destroyed one, draining, goes with the data plane */
 	for (struct fdx_gate *g = dp->gates; g; g = g->next)
 		(*gates)++;
 	pthread_mutex_unlock(&dp->lock);
@@ -353,6 +361,16 @@ void fdx__dp_destroy(struct fdx__dp *dp)
 {
 	if (!dp)
 		return;
+	/*
+	 * Destroyed partitions whose consumers still hold buffers: we hang up
+	 * on those consumers, their channels end now (the CLOSE frames below).
+	 */
+	pthread_mutex_lock(&dp->lock);
+	for (struct fdx_partition *p = dp->parts; p; p = p->next)
+		for (uint32_t i = 0; i < p->n; i++)
+			if (p->subs[i].draining)
+				end_sub_locked(dp, &p->subs[i]);
+	pthread_mutex_unlock(&dp->lock);
 	if (dp->running) {
 		/*
 		 * What is batched for peers (the last frames, CLOSE among them) goes
@@ -383,6 +401,13 @@ void fdx__dp_destroy(struct fdx__dp *dp)
 
 		dp->conns = c->next;
 		fdx__conn_free(c);
+	}
+	/* Then they go, and what they had in flight goes back to the nbp. */
+	while (dp->parts) {
+		struct fdx_partition *p = dp->parts;
+
+		dp->parts = p->next;
+		fdx__part_release(p);
 	}
 	/* Local credit nobody applied: its partitions are gone with the exchange. */
 	for (struct fdx__mpsc_node *n; (n = fdx__mpsc_pop_wait(&dp->lcredit));)
@@ -425,59 +450,124 @@ static int dp_add_partition(struct fdx__dp *dp, struct fdx_partition *p)
 	return 0;
 }
 
-static void dp_remove_partition(struct fdx__dp *dp, struct fdx_partition *p)
+/* With dp->lock held: the channel of s ends (its partition is being destroyed). */
+static void end_sub_locked(struct fdx__dp *dp, struct fdx__sub *s)
 {
-	pthread_mutex_lock(&dp->lock);
+	s->draining = 0;
+	if (!atomic_load(&s->connected))
+		return;
+	if (s->link == FDX_LINK_LOCAL) {
+		if (s->lgate)
+			fdx__ichan_close(s->lgate, s->gate_channel, FDX__SESS_LOCAL);
+	} else {
+		/* In order after its data (the control stream's close may overtake it). */
+		int data_close = s->conn && !s->conn->dead && !atomic_load(&s->error);
+
+		if (data_close)
+			fdx__sub_close(s);
+		fdx__exchange_unhook_channel(dp->ex, s->chan);
+		if (data_close)
+			fdx__exchange_close_channel_data(dp->ex, s->chan);
+		else
+			fdx_exchange_close_channel(dp->ex, s->chan);
+	}
+}
+
+/* With dp->lock held: p leaves the list; what the connections still hold of p is p's no more. */
+static void forget_partition_locked(struct fdx__dp *dp, struct fdx_partition *p)
+{
 	for (struct fdx_partition **pp = &dp->parts; *pp; pp = &(*pp)->next)
 		if (*pp == p) {
 			*pp = p->next;
 			break;
 		}
-	for (uint32_t i = 0; i < p->n; i++) {
-		struct fdx__sub *s = &p->subs[i];
-
-		if (!atomic_load(&s->connected))
-			continue;
-		if (s->link == FDX_LINK_LOCAL) {
-			if (s->lgate)
-				fdx__ichan_close(s->lgate, s->gate_channel, FDX__SESS_LOCAL);
-		} else {
-			/* In order after its data (the control stream's close may overtake it). */
-			int data_close = s->conn && !s->conn->dead && !atomic_load(&s->error);
-
-			if (data_close)
-				fdx__sub_close(s);
-			fdx__exchange_unhook_channel(dp->ex, s->chan);
-			if (data_close)
-				fdx__exchange_close_channel_data(dp->ex, s->chan);
-			else
-				fdx_exchange_close_channel(dp->ex, s->chan);
-		}
-	}
-	/* p's subpartitions leave the ready queue (we are its consumer while the loop waits). */
-	{
-		struct fdx__sub *keep = NULL, *s;
-
-		while ((s = ready_pop(dp))) {
-			if (s->part == p)
-				continue;
-			s->ready_node.next = (struct fdx__mpsc_node *)keep;
-			keep = s;
-		}
-		while (keep) {
-			s = keep;
-			keep = (struct fdx__sub *)s->ready_node.next;
-			fdx__mpsc_push(&dp->readyq, &s->ready_node);
-		}
-	}
-	/* What the connections still hold of p is p's no more. */
 	for (struct fdx__conn *c = dp->conns; c; c = c->next)
 		for (int k = 0; k < 2; k++)
 			for (uint32_t i = 0; i < c->b[k].np; i++)
 				if (c->b[k].parts[i].p == p)
 					c->b[k].parts[i].p = NULL;
+}
+
+/*
+ * fdx_partition_destroy(): the channels with nothing in flight end now; the
+ * others stay open until their consumers hand back what they hold (or
+ * fail), and p with them: 1 if p is kept (see runtime/port.h).
+ */
+static int dp_remove_partition(struct fdx__dp *dp, struct fdx_partition *p)
+{
+	int keep = 0;
+
+	pthread_mutex_lock(&dp->lock);
+	for (uint32_t i = 0; i < p->n; i++) {
+		struct fdx__sub *s = &p->subs[i];
+
+		if (!atomic_load(&s->connected))
+			continue;
+		if (fdx__sub_drained(s)) {
+			end_sub_locked(dp, s);
+		} else {
+			s->draining = 1;
+			keep = 1;
+		}
+	}
+	/* p's subpartitions leave the ready queue (we are its consumer while the loop waits). */
+	{
+		struct fdx__sub *keep_q = NULL, *s;
+
+		while ((s = ready_pop(dp))) {
+			if (s->part == p)
+				continue;
+			s->ready_node.next = (struct fdx__mpsc_node *)keep_q;
+			keep_q = s;
+		}
+		while (keep_q) {
+			s = keep_q;
+			keep_q = (struct fdx__sub *)s->ready_node.next;
+			fdx__mpsc_push(&dp->readyq, &s->ready_node);
+		}
+	}
+	if (!keep)
+		forget_partition_locked(dp, p);
 	pthread_mutex_unlock(&dp->lock);
 	fdx__dp_kick(dp); /* the CLOSE frames go now */
+	return keep;
+}
+
+/*
+ * With dp->lock held, each round: the channels of destroyed partitions end
+ * as they drain; a partition abandoned by fdx_partition_destroy() whose
+ * channels all ended is freed. 1 if anything ended.
+ */
+static int drain_partitions_locked(struct fdx__dp *dp)
+{
+	int did = 0;
+
+	for (struct fdx_partition **pp = &dp->parts; *pp;) {
+		struct fdx_partition *p = *pp;
+		int draining = 0;
+
+		if (!atomic_load_explicit(&p->closing, memory_order_acquire)) {
+			pp = &p->next;
+			continue;
+		}
+		for (uint32_t i = 0; i < p->n; i++) {
+			struct fdx__sub *s = &p->subs[i];
+
+			if (s->draining && fdx__sub_drained(s)) {
+				end_sub_locked(dp, s);
+				did = 1;
+			}
+			draining |= s->draining;
+		}
+		if (draining || !atomic_load_explicit(&p->abandoned, memory_order_acquire)) {
+			pp = &p->next;
+			continue;
+		}
+		forget_partition_locked(dp, p); /* *pp is p->next now */
+		fdx__part_release(p);
+		did = 1;
+	}
+	return did;
 }
 
 void fdx__dp_visit(struct fdx__dp *dp, void (*on_part)(void *ud, struct fdx_partition *p),
@@ -608,9 +698,9 @@ static int port_partition_attach(struct fdx__port *pt, struct fdx_partition *p)
 	return dp_add_partition(pt->ctx, p);
 }
 
-static void port_partition_detach(struct fdx__port *pt, struct fdx_partition *p)
+static int port_partition_detach(struct fdx__port *pt, struct fdx_partition *p)
 {
-	dp_remove_partition(pt->ctx, p);
+	return dp_remove_partition(pt->ctx, p);
 }
 
 static void port_ready(struct fdx__port *pt, struct fdx__sub *s)

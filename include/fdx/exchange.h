@@ -132,7 +132,10 @@ FDX_API int fdx_exchange_create(const struct fdx_exchange_opts *o, struct fdx_ex
 /**
  * Stop everything within about a second, streams open or not: credit still
  * owed goes first (100 ms at most), then peers see their streams end; the
- * socket files are removed. Must not race with any other use of ex.
+ * socket files are removed. Partitions destroyed while their consumers still
+ * held buffers (see fdx_partition_destroy()) end here: their consumers are
+ * hung up on and those segments are free in their nbp again. Must not race
+ * with any other use of ex.
  *
  * @return 0 (NULL is a no-op); -EBUSY, with nothing done, while partitions
  *   or gates created on ex still exist (they would point at freed state):

@@ -39,6 +39,7 @@
 #ifndef FDX_FDX_GATE_H
 #define FDX_FDX_GATE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <fdx/common.h>
@@ -137,7 +138,12 @@ enum fdx_view_kind {
 	FDX_VIEW_FAILED = 3, /**< the channel failed: error and message say why */
 };
 
-/** One buffer or event of one channel, filled by fdx_gate_next(). */
+/**
+ * One buffer or event of one channel, filled by fdx_gate_next(). The caller
+ * allocates it; fdx_gate_next() passes its size as the caller was built, so
+ * fields are only ever appended: a view of an older layout gets the fields
+ * it has, a newer caller's fields this version does not know are zeroed.
+ */
 struct fdx_view {
 	uint32_t kind; /**< enum fdx_view_kind */
 	uint32_t channel; /**< the input channel, 0..n_channels-1 */
@@ -153,20 +159,32 @@ struct fdx_view {
 	uint32_t pad;
 };
 
+/** sizeof(struct fdx_view) when views got their size (fdx 0.2): the smallest taken. */
+#define FDX_VIEW_SIZE_V1 72u
+
 /**
- * Take the next view. Priority events first, then items in arrival order.
+ * Take the next view: call it as fdx_gate_next(g, v, timeout_ms), which
+ * passes sizeof(*v). Priority events first, then items in arrival order.
  * With timeout_ms 0 and nothing pending, arms fdx_gate_event_fd(). With
  * timeout_ms > 0 it spins for a few microseconds before it sleeps.
  *
  * @param v filled in (borrowed); the caller keeps it, unchanged, until it
  *   passes it to fdx_gate_release(). Every view, of any kind, must be
  *   released.
+ * @param view_size the size of *v as the caller was built; bytes past the
+ *   fields this version knows are zeroed.
  * @param timeout_ms the longest wait; < 0 waits forever, 0 never waits.
- * @return 0 with *v filled; -EINVAL if g or v is NULL; -EAGAIN if nothing
- *   came within timeout_ms (0: nothing pending); FDX_ECLOSED once the gate
- *   is being destroyed.
+ * @return 0 with *v filled; -EINVAL if g or v is NULL or view_size is below
+ *   FDX_VIEW_SIZE_V1 (*v untouched); -EAGAIN if nothing came within
+ *   timeout_ms (0: nothing pending); FDX_ECLOSED once the gate is being
+ *   destroyed.
  */
-FDX_API int fdx_gate_next(struct fdx_gate *g, struct fdx_view *v, int timeout_ms);
+FDX_API int fdx_gate_next_view(struct fdx_gate *g, struct fdx_view *v, size_t view_size,
+			       int timeout_ms);
+
+/** fdx_gate_next_view() for a view of this header's layout (also the symbol fdx 0.1 callers use). */
+FDX_API int(fdx_gate_next)(struct fdx_gate *g, struct fdx_view *v, int timeout_ms);
+#define fdx_gate_next(g, v, timeout_ms) fdx_gate_next_view((g), (v), sizeof(*(v)), (timeout_ms))
 
 /**
  * Step through the records of a buffer view, in order. A record that began

@@ -59,7 +59,11 @@ struct fdx_nbp_stats {
 	uint32_t lbp_count; /**< live LocalBufferPools */
 	uint64_t page_size; /**< page size backing the region */
 	uint32_t hugetlb; /**< 1 if hugetlb-backed */
-	uint32_t pad;
+	/**
+	 * segments of destroyed partitions that consumers still read: in no
+	 * pool until handed back or their consumer is gone
+	 */
+	uint32_t withheld;
 };
 
 /**
@@ -85,7 +89,9 @@ FDX_API int fdx_nbp_create(const struct fdx_nbp_opts *o, struct fdx_nbp **out);
  * pool or its LocalBufferPools.
  *
  * @return 0 on success (and for NULL); -EBUSY if LocalBufferPools are still
- *   alive, in which case nothing is changed (the log says how many).
+ *   alive, or segments are withheld (a destroyed partition's, still read by a
+ *   consumer: destroy the exchange first, or wait until they are handed
+ *   back), in which case nothing is changed (the log says how many).
  */
 FDX_API int fdx_nbp_destroy(struct fdx_nbp *nbp);
 

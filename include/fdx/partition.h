@@ -251,12 +251,16 @@ FDX_API int fdx_partition_flush(struct fdx_partition *p, uint32_t sub);
 FDX_API int fdx_partition_finish(struct fdx_partition *p, int timeout_ms);
 
 /**
- * Close every channel and free the partition. Each channel ends in order
- * after its data (its consumer sees it closed once it has taken the rest).
- * Segments the partition held are recycled to its pool at once, even those a
- * consumer still reads: call fdx_partition_finish() first, or a consumer may
- * read bytes that are being overwritten (never memory outside the region).
- * NULL is a no-op.
+ * Close every channel and free the partition; what was emitted and not yet
+ * sent is dropped (fdx_partition_finish() first sends it all). Each channel
+ * ends in order after its data (its consumer sees it closed once it has
+ * taken the rest). Segments a consumer still holds (shm, local) or that are
+ * still being written to a socket (tcp) are not recycled: they leave the
+ * pool, withheld in its NetworkBufferPool (fdx_nbp_stats().withheld), and
+ * their channel stays open until the consumer hands them back or is gone
+ * (its process, gate or stream ends), or this exchange is destroyed; then
+ * they are free in the nbp again. The pool may be destroyed right after
+ * this returns. NULL is a no-op.
  */
 FDX_API void fdx_partition_destroy(struct fdx_partition *p);
 
