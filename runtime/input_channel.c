@@ -20,6 +20,7 @@
 #include <fdx/partition.h>
 
 #include "input_gate.h"
+#include "result_partition.h"
 
 int fdx__ichan_open(struct fdx_gate *g, uint32_t ch, uint64_t sess, uint32_t link,
 		    struct fdx_partition *lpart, struct fdx__sub *lsub, uint64_t *opening)
@@ -46,6 +47,7 @@ int fdx__ichan_open(struct fdx_gate *g, uint32_t ch, uint64_t sess, uint32_t lin
 	it->opening = *opening;
 	it->link_type = (uint8_t)link;
 	it->lpart = lpart;
+	it->lserial = lpart ? lpart->serial : 0;
 	it->lsub = lsub;
 	fdx__gate_push(g, it);
 	/* O1: the opening, then the session; pairs with the acquire loads below. */

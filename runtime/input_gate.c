@@ -102,6 +102,9 @@ FDX_API int fdx_gate_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 	err = -EINVAL;
 	if (total == 0 || total > UINT32_MAX || g->inplace > FDX_INPLACE_CREDITS_MAX)
 		goto fail;
+	/* What one channel may hold at once stays below 2^31: a buffer names its credit mod 2^32. */
+	if ((uint64_t)g->exclusive + g->floating + g->inplace_extra >= (1u << 31))
+		goto fail;
 	if (pool && pool->max < total) {
 		FDX_LOG_ERR(g->log,
 			    "gate %u: its pool may hold %u segments, %llu needed for its credits",
@@ -181,8 +184,8 @@ static int local_send(struct fdx_gate *g, uint32_t ch, struct fdx__gchan *c)
 		n = fdx__outbox_take(&c->outbox, c->opening_seen, &added, offs, 256, &more, NULL,
 				     NULL);
 		if (n || added)
-			err = g->port->ops->local_credit(g->port, c->lpart, c->lsub, added, offs,
-							 n);
+			err = g->port->ops->local_credit(g->port, c->lpart, c->lserial, c->lsub,
+							 added, offs, n);
 		if (err < 0) {
 			/* Back where it was: tried again at the next flush. */
 			fdx__outbox_add(&c->outbox, c->opening_seen, added, offs, n);
@@ -295,7 +298,8 @@ FDX_API void fdx_gate_destroy(struct fdx_gate *g)
 	while ((it = pop_item(g))) {
 		/* A local producer gets its buffers back (remote ones: with their stream). */
 		if (it->kind == FDX__GI_BUFFER && it->lpart)
-			g->port->ops->local_credit(g->port, it->lpart, it->lsub, 0, &it->offset, 1);
+			g->port->ops->local_credit(g->port, it->lpart, it->lserial, it->lsub, 0,
+						   &it->offset, 1);
 		item_free(g, it);
 	}
 	for (uint32_t i = 0; i < g->n; i++) {
@@ -596,6 +600,7 @@ static int take_item(struct fdx_gate *g, struct fdx__gitem *it)
 			}
 		}
 		c->lpart = it->lpart;
+		c->lserial = it->lserial;
 		c->lsub = it->lsub;
 		c->home = it->lpart ? &local_home : &shm_home; /* how its credit travels */
 		fdx__outbox_reset(&c->outbox, it->opening, !it->lpart);

@@ -72,6 +72,8 @@ struct fdx__gitem {
 		offset; /* what to hand back: shm the sender's offset, tcp ours, local the slice's */
 	struct fdx__rmap *map; /* shm */
 	struct fdx_partition *lpart; /* local */
+	uint64_t
+		lserial; /* local: lpart's serial (it may be gone: its credit is matched by both) */
 	struct fdx__sub *lsub;
 	uint64_t sess;
 	uint64_t opening; /* which opening of the channel it belongs to */
@@ -124,6 +126,7 @@ struct fdx__gchan {
 	int asm_active;
 	const struct fdx__recycler *home; /* how its released buffers go home (by link) */
 	struct fdx_partition *lpart; /* local */
+	uint64_t lserial;
 	struct fdx__sub *lsub;
 	_Atomic uint32_t queued; /* buffers pushed to the gate, not yet taken by next() */
 	/* Statistics. */

@@ -32,6 +32,7 @@ static int local_buffer(struct fdx__sub *s, uint32_t seg, uint64_t off, uint32_t
 	it->data = s->part->region->base + off;
 	it->offset = off;
 	it->lpart = s->part;
+	it->lserial = s->part->serial;
 	it->lsub = s;
 	it->sess = FDX__SESS_LOCAL;
 	it->opening = s->opening;

@@ -89,25 +89,25 @@ err_free:
 
 FDX_API int fdx_nbp_destroy(struct fdx_nbp *nbp)
 {
-	uint32_t live, withheld;
+	uint32_t live, withheld, pinned;
 
 	if (!nbp)
 		return 0;
 	pthread_mutex_lock(&nbp->lock);
 	live = nbp->lbp_count;
 	withheld = nbp->withheld;
+	pinned = nbp->pinned;
 	pthread_mutex_unlock(&nbp->lock);
 	if (live) {
 		FDX_LOG_ERR(&nbp->log, "nbp: cannot destroy: %u LocalBufferPools still alive",
 			    live);
 		return -EBUSY;
 	}
-	if (withheld) {
-		FDX_LOG_ERR(
-			&nbp->log,
-			"nbp: cannot destroy: %u segments of destroyed partitions are still read "
-			"by their consumers (destroy the exchange first)",
-			withheld);
+	if (withheld || pinned) {
+		FDX_LOG_ERR(&nbp->log,
+			    "nbp: cannot destroy: %u segments of %u destroyed partitions are still "
+			    "read by their consumers (destroy the exchange first)",
+			    withheld, pinned);
 		return -EBUSY;
 	}
 	pthread_mutex_destroy(&nbp->lock);
@@ -210,4 +210,11 @@ int fdx__nbp_give_back(struct fdx_nbp *nbp, uint64_t offset)
 	}
 	pthread_mutex_unlock(&nbp->lock);
 	return err;
+}
+
+void fdx__nbp_pin(struct fdx_nbp *nbp, int delta)
+{
+	pthread_mutex_lock(&nbp->lock);
+	nbp->pinned = (uint32_t)((int64_t)nbp->pinned + delta);
+	pthread_mutex_unlock(&nbp->lock);
 }

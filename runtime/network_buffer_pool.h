@@ -12,7 +12,9 @@
  * Ownership of each segment is recorded in seg_state (O4): 0 = free in the
  * nbp; (id << 1) = cached by lbp id; (id << 1) | 1 = lent by lbp id to its
  * caller; 1 (lbp ids start at 1) = withheld: a destroyed partition's segment
- * a consumer still reads, in no pool until fdx__nbp_give_back(). A segment's state changes only under the spinlock of the lbp that
+ * a consumer still reads, in no pool until fdx__nbp_give_back(). Lent ->
+ * withheld takes the lbp's spinlock and nbp->lock; withheld -> free takes
+ * nbp->lock alone (no lbp owns it). A segment's state changes only under the spinlock of the lbp that
  * owns it (and the nbp lock too when it moves between nbp and lbp), so an lbp
  * reading its own segments' state under its spinlock sees a stable value;
  * other segments may change under it, hence the relaxed atomics.
@@ -51,6 +53,7 @@ struct fdx_nbp {
 	uint32_t reserved; /* sum of the lbps' minimums */
 	uint32_t lbp_count;
 	uint32_t withheld; /* segments withheld (FDX_SEG_WITHHELD) */
+	uint32_t pinned; /* destroyed partitions not yet released (fdx__nbp_pin()) */
 	uint32_t next_lbp_id;
 	struct fdx_lbp *lbps; /* list of live lbps, through lbp->next/prev */
 };
@@ -77,6 +80,12 @@ int fdx__lbp_withhold(struct fdx_lbp *lbp, uint64_t offset);
 
 /* A withheld segment is free again. 0, or FDX_ENOTOWNED if it is not withheld. */
 int fdx__nbp_give_back(struct fdx_nbp *nbp, uint64_t offset);
+
+/*
+ * A destroyed partition that still reads the nbp's region (+1) or no longer
+ * (-1): fdx_nbp_destroy() refuses while any does.
+ */
+void fdx__nbp_pin(struct fdx_nbp *nbp, int delta);
 
 /*
  * With nbp->lock held: notify every lbp that waits for the nbp to have free

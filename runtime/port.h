@@ -64,10 +64,11 @@ struct fdx__port_ops {
 			uint64_t opening);
 	/*
 	 * The same for a producer in this process (a local link): applied by
-	 * the sender, and only if p still exists. 0 or -ENOMEM.
+	 * the sender, and only if p still exists (p, and its serial: another
+	 * partition may live at p's address since). 0 or -ENOMEM.
 	 */
-	int (*local_credit)(struct fdx__port *pt, struct fdx_partition *p, struct fdx__sub *s,
-			    uint32_t added, const uint64_t *offs, uint32_t n);
+	int (*local_credit)(struct fdx__port *pt, struct fdx_partition *p, uint64_t serial,
+			    struct fdx__sub *s, uint32_t added, const uint64_t *offs, uint32_t n);
 	/* Channel ch of g ends here (if sess still has it open); its producer is told code and msg. */
 	void (*drop_input)(struct fdx__port *pt, struct fdx_gate *g, uint32_t ch, uint64_t sess,
 			   int code, const char *msg);

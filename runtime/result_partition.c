@@ -48,6 +48,7 @@ FDX_API int fdx_partition_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 				 const struct fdx_partition_opts *o, struct fdx_partition **out)
 {
 	static _Atomic uint32_t serial;
+	static _Atomic uint64_t serial64;
 	struct fdx_partition_opts oo;
 	struct fdx_partition *p;
 	uint32_t nseg;
@@ -70,6 +71,7 @@ FDX_API int fdx_partition_create(struct fdx_exchange *ex, struct fdx_lbp *pool,
 	p->port = fdx__port_of(ex);
 	p->pool = pool;
 	p->nbp = pool->nbp;
+	p->serial = atomic_fetch_add(&serial64, 1) + 1;
 	p->region = pool->region;
 	p->log = p->port->log;
 	p->n = o->n_subpartitions;
@@ -135,9 +137,6 @@ void fdx__part_unref(struct fdx_partition *p, uint32_t seg)
 	} else if (was == 1) {
 		int err = fdx_lbp_recycle(p->pool, off);
 
-		/* withhold() took it from the pool meanwhile, and leaves it to us (W1). */
-		if (err == FDX_ENOTOWNED && atomic_load(&p->closing))
-			err = fdx__nbp_give_back(p->nbp, off);
 		if (err < 0)
 			FDX_LOG_ERR(p->log, "partition %s: recycling segment %u: %s", p->id, seg,
 				    fdx_strerror(err));
@@ -580,18 +579,27 @@ FDX_API int fdx_partition_finish(struct fdx_partition *p, int timeout_ms)
 /*
  * The segments consumers still hold leave the pool for the nbp, withheld
  * there until their last reference goes (the pool may be destroyed before).
- * W1: closing is set, so a last reference that finds its segment withheld
- * before the mark below gives it back itself (fdx__part_unref()).
+ * W1: a reference of our own while we move it, so that its last one cannot
+ * recycle it (and the pool lend it again) in between; the last one then
+ * sees the mark and gives it to the nbp (fdx__part_unref()).
  */
 static void withhold(struct fdx_partition *p)
 {
 	for (uint32_t i = 0; i < p->region->seg_count; i++) {
-		if (!atomic_load_explicit(&p->refs[i], memory_order_acquire))
-			continue;
-		if (fdx__lbp_withhold(p->pool, fdx__region_seg_offset(p->region, i)) < 0)
-			continue; /* its last reference recycled it meanwhile */
-		if (atomic_fetch_or_explicit(&p->refs[i], REFS_WITHHELD, memory_order_acq_rel) == 0)
-			atomic_store_explicit(&p->refs[i], 0, memory_order_relaxed); /* see W1 */
+		uint32_t r = atomic_load_explicit(&p->refs[i], memory_order_acquire);
+
+		while (r && !atomic_compare_exchange_weak_explicit(&p->refs[i], &r, r + 1,
+								   memory_order_acq_rel,
+								   memory_order_acquire))
+			;
+		if (!r)
+			continue; /* back in the pool already */
+		if (fdx__lbp_withhold(p->pool, fdx__region_seg_offset(p->region, i)) == 0)
+			atomic_fetch_or_explicit(&p->refs[i], REFS_WITHHELD, memory_order_acq_rel);
+		else
+			FDX_LOG_ERR(p->log, "partition %s: segment %u in flight is not its pool's",
+				    p->id, i);
+		fdx__part_unref(p, i); /* ours */
 	}
 }
 
@@ -630,10 +638,14 @@ FDX_API void fdx_partition_destroy(struct fdx_partition *p)
 		s->cur = -1;
 	}
 	if (kept) {
+		struct fdx__port *pt = p->port; /* p may be freed once abandoned */
+
 		/* What consumers hold stays theirs until handed back or they are gone. */
 		withhold(p);
+		p->pool = NULL; /* the caller's to destroy now: nothing of p touches it */
+		fdx__nbp_pin(p->nbp, 1); /* its region outlives p (fdx__part_release() unpins) */
 		atomic_store_explicit(&p->abandoned, 1, memory_order_release);
-		p->port->ops->kick(p->port);
+		pt->ops->kick(pt);
 		return;
 	}
 	/* Nothing in flight any more (or a transport that keeps nothing): back to the pool. */
@@ -645,13 +657,16 @@ FDX_API void fdx_partition_destroy(struct fdx_partition *p)
 
 void fdx__part_release(struct fdx_partition *p)
 {
+	struct fdx_nbp *nbp = p->nbp;
+
 	for (uint32_t i = 0; i < p->n; i++)
 		fdx__sub_take_back(&p->subs[i]);
 	/* What a dead connection never wrote out: its consumer is gone with it. */
 	for (uint32_t i = 0; i < p->region->seg_count; i++)
 		if (atomic_load(&p->refs[i]) & REFS_WITHHELD)
-			fdx__nbp_give_back(p->nbp, fdx__region_seg_offset(p->region, i));
+			fdx__nbp_give_back(nbp, fdx__region_seg_offset(p->region, i));
 	part_free(p);
+	fdx__nbp_pin(nbp, -1);
 }
 
 /* ---- statistics ---------------------------------------------------------- */

@@ -125,6 +125,7 @@ struct fdx_partition {
 	struct fdx__port *port;
 	struct fdx_lbp *pool;
 	struct fdx_nbp *nbp; /* the pool's: where withheld segments go back */
+	uint64_t serial; /* unique in this process: a local credit names it with the pointer */
 	const struct fdx_region *region;
 	struct fdx__log *log;
 	char *id;

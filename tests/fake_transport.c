@@ -477,16 +477,19 @@ static int port_announce(struct fdx__port *pt, struct fdx_gate *g, uint32_t ch, 
 	return c->port_ret;
 }
 
-static int port_local_credit(struct fdx__port *pt, struct fdx_partition *p, struct fdx__sub *s,
-			     uint32_t added, const uint64_t *offs, uint32_t n)
+static int port_local_credit(struct fdx__port *pt, struct fdx_partition *p, uint64_t serial,
+			     struct fdx__sub *s, uint32_t added, const uint64_t *offs, uint32_t n)
 {
 	struct fdx_exchange *ex = pt->ctx;
 	struct fake_ctl *c = ctl_add(ex, FAKE_CTL_LOCAL_CREDIT, n);
 
 	c->p = p;
+	c->serial = serial;
 	c->s = s;
-	c->gate = s->gate;
-	c->ch = s->gate_channel;
+	if (part_alive(ex, p) && p->serial == serial) { /* else s is gone with it */
+		c->gate = s->gate;
+		c->ch = s->gate_channel;
+	}
 	c->sess = FDX__SESS_LOCAL;
 	c->added = added;
 	if (n)
@@ -614,7 +617,7 @@ int fake_deliver_credit(struct fdx_exchange *ex)
 		switch (c->kind) {
 		case FAKE_CTL_LOCAL_CREDIT:
 			/* Applied only to a partition that still exists. */
-			if (part_alive(ex, c->p)) {
+			if (part_alive(ex, c->p) && c->p->serial == c->serial) {
 				c->reached = 1;
 				c->result = fdx__sub_credit(c->s, c->added, c->offs, c->n,
 							    c->written_ns, NULL, &bad);

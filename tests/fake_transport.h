@@ -77,6 +77,7 @@ struct fake_ctl {
 	uint32_t gate, ch;
 	uint64_t sess, opening;
 	struct fdx_partition *p; /* LOCAL_CREDIT */
+	uint64_t serial; /* LOCAL_CREDIT: p's serial, as the gate knew it */
 	struct fdx__sub *s;
 	uint32_t added;
 	uint32_t n; /* offsets handed back */

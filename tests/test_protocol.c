@@ -784,6 +784,19 @@ static void test_ichan_accept_refuses_a_buffer_beyond_credit(void **state)
 	assert_false(fdx__ichan_busy(g, 0));
 }
 
+/* A raw producer opens channel 0 of g (session 7) and spends its exclusive credit of 2. */
+static uint64_t raw_spend_exclusive(struct rig *r, struct fdx_gate *g, struct fake_frame *f,
+				    const uint8_t *bytes)
+{
+	uint64_t opening;
+
+	assert_int_equal(fake_open_raw(r->ex, g, 0, 7, &opening), 0);
+	take_nothing(g);
+	for (f->seq = 0; f->seq < 2; f->seq++)
+		assert_int_equal(fake_inject(r->ex, g, f, bytes), 1);
+	return opening;
+}
+
 /*
  * Exact at the first offending buffer, whatever the timing of the re-grant:
  * a buffer sent before its producer had the new credit names the old one,
@@ -800,10 +813,7 @@ static void test_ichan_accept_refuses_a_buffer_sent_before_its_credit_came(void 
 	struct fdx_view v[2];
 	uint64_t opening;
 
-	assert_int_equal(fake_open_raw(r->ex, g, 0, 7, &opening), 0);
-	take_nothing(g);
-	for (f.seq = 0; f.seq < 2; f.seq++)
-		assert_int_equal(fake_inject(r->ex, g, &f, bytes), 1);
+	opening = raw_spend_exclusive(r, g, &f, bytes);
 	take(g, &v[0], FDX_VIEW_BUFFER);
 	release(g, &v[0]);
 	/* The credit left counted and proven: a total of 3, not yet at the producer. */
@@ -841,10 +851,7 @@ static void test_ichan_accept_takes_credit_only_with_its_proof(void **state)
 	uint64_t opening;
 	uint32_t proof4;
 
-	assert_int_equal(fake_open_raw(r->ex, g, 0, 7, &opening), 0);
-	take_nothing(g);
-	for (f.seq = 0; f.seq < 2; f.seq++)
-		assert_int_equal(fake_inject(r->ex, g, &f, bytes), 1);
+	opening = raw_spend_exclusive(r, g, &f, bytes);
 	take(g, &v, FDX_VIEW_BUFFER);
 	release(g, &v);
 	assert_int_equal(fake_deliver_credit(r->ex), 1); /* total 3 reaches the producer */
@@ -1871,6 +1878,14 @@ static void test_gate_opts_in_place_defaults_and_older_struct(void **state)
 	assert_int_equal(fdx_gate_create(r->ex, NULL, &go, &g), 0);
 	assert_int_equal(g->inplace, 0);
 	assert_int_equal(g->inplace_extra, 0);
+	fdx_gate_destroy(g);
+	/* One channel may not hold 2^31 credits: a buffer names its credit modulo 2^32. */
+	go.n_channels = 1;
+	go.exclusive_credits = 1u << 30;
+	go.floating_credits = 1u << 30;
+	assert_int_equal(fdx_gate_create(r->ex, NULL, &go, &g), -EINVAL);
+	go.floating_credits = (1u << 30) - 1;
+	assert_int_equal(fdx_gate_create(r->ex, NULL, &go, &g), 0);
 	fdx_gate_destroy(g);
 }
 

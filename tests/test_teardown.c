@@ -55,6 +55,26 @@ static struct fdx_nbp_stats nbp_stats(struct fdx_nbp *nbp)
 	return st;
 }
 
+/* The consumer's gate: one channel, credit for every record, nothing floating or in place. */
+static const struct fdx_gate_opts gate_opts = {.size = sizeof(struct fdx_gate_opts),
+					       .gate = 1,
+					       .n_channels = 1,
+					       .exclusive_credits = RECS,
+					       .floating_credits = FDX_CREDITS_NONE,
+					       .inplace_credits = FDX_CREDITS_NONE};
+
+/* RECS records, each filling a segment with its 4-byte header: one buffer each. */
+static void emit_records(struct fdx_partition *p)
+{
+	static uint8_t rec[SEG - 4];
+
+	for (uint32_t i = 0; i < RECS; i++) {
+		memset(rec, fill_of(i), sizeof(rec));
+		assert_int_equal(fdx_partition_emit(p, 0, rec, sizeof(rec), STEP_MS), 0);
+		assert_int_equal(fdx_partition_flush(p, 0), 0);
+	}
+}
+
 /* Everything emitted went out (the consumer holds it or has it queued). */
 static int all_sent(struct rig *r)
 {
@@ -83,14 +103,7 @@ static void rig_up(struct rig *r, uint32_t link)
 				  .hugepages = FDX_HUGEPAGE_NEVER};
 	struct fdx_lbp_opts lo = {.size = sizeof(lo), .max = 16};
 	struct fdx_exchange_opts eo = {.size = sizeof(eo)};
-	struct fdx_gate_opts go = {.size = sizeof(go),
-				   .gate = 1,
-				   .n_channels = 1,
-				   .exclusive_credits = RECS,
-				   .floating_credits = FDX_CREDITS_NONE,
-				   .inplace_credits = FDX_CREDITS_NONE};
 	struct fdx_partition_opts po = {.size = sizeof(po), .n_subpartitions = 1};
-	static uint8_t rec[SEG - 4]; /* with its 4-byte header, a segment exactly */
 
 	memset(r, 0, sizeof(*r));
 	assert_int_equal(fdx_nbp_create(&no, &r->nbp), 0);
@@ -103,17 +116,12 @@ static void rig_up(struct rig *r, uint32_t link)
 		eo.tm_id = "producer";
 		assert_int_equal(fdx_exchange_create(&eo, &r->pex), 0);
 	}
-	assert_int_equal(fdx_gate_create(r->cex, NULL, &go, &r->gate), 0);
+	assert_int_equal(fdx_gate_create(r->cex, NULL, &gate_opts, &r->gate), 0);
 	assert_int_equal(fdx_partition_create(r->pex, r->lbp, &po, &r->part), 0);
 	assert_int_equal(fdx_partition_connect(r->part, 0, fdx_exchange_address(r->cex), 1, 0, link,
 					       STEP_MS),
 			 0);
-	/* Each record fills a segment: one buffer each. */
-	for (uint32_t i = 0; i < RECS; i++) {
-		memset(rec, fill_of(i), sizeof(rec));
-		assert_int_equal(fdx_partition_emit(r->part, 0, rec, sizeof(rec), STEP_MS), 0);
-		assert_int_equal(fdx_partition_flush(r->part, 0), 0);
-	}
+	emit_records(r->part);
 	TEST_WAIT_UNTIL(all_sent(r));
 }
 
@@ -165,6 +173,17 @@ static void take(struct rig *r, uint32_t n)
 	}
 }
 
+/* HELD views taken, then the partition destroyed and its pool too, as a task that ended does. */
+static void destroy_holding_views(struct rig *r, uint32_t link)
+{
+	rig_up(r, link);
+	take(r, HELD);
+	fdx_partition_destroy(r->part);
+	r->part = NULL;
+	fdx_lbp_destroy(r->lbp);
+	r->lbp = NULL;
+}
+
 /*
  * Another pool takes every segment the nbp has free and writes over it: had
  * the destroyed partition's segments gone back, the held views would see it.
@@ -202,11 +221,7 @@ static void destroy_with_views_held(uint32_t link)
 	struct rig r;
 	struct fdx_lbp *other;
 
-	rig_up(&r, link);
-	take(&r, HELD);
-	fdx_partition_destroy(r.part);
-	r.part = NULL;
-	fdx_lbp_destroy(r.lbp); /* as a task that ended does */
+	destroy_holding_views(&r, link);
 	other = scribble_everything(&r);
 	for (uint32_t i = 0; i < HELD; i++)
 		check_view(&r, i);
@@ -242,10 +257,7 @@ static void test_local_segments_come_back_when_the_gate_goes(void **state)
 	struct rig r;
 
 	(void)state;
-	rig_up(&r, FDX_LINK_LOCAL);
-	take(&r, HELD);
-	fdx_partition_destroy(r.part);
-	fdx_lbp_destroy(r.lbp);
+	destroy_holding_views(&r, FDX_LINK_LOCAL);
 	assert_true(nbp_stats(r.nbp).withheld >= HELD);
 	for (uint32_t i = 0; i < HELD; i++) {
 		check_view(&r, i);
@@ -273,10 +285,9 @@ static void test_shm_segments_come_back_when_the_consumer_dies(void **state)
 	struct fdx_lbp_opts lo = {.size = sizeof(lo), .max = 16};
 	struct fdx_exchange_opts eo = {.size = sizeof(eo), .tm_id = "producer"};
 	struct fdx_partition_opts po = {.size = sizeof(po), .n_subpartitions = 1};
-	static uint8_t rec[SEG - 4];
 	struct rig r;
 	char line[256];
-	int to, from, st;
+	int to = -1, from = -1, st;
 	struct fdx_lbp *other;
 	pid_t pid;
 
@@ -292,11 +303,7 @@ static void test_shm_segments_come_back_when_the_consumer_dies(void **state)
 	assert_int_equal(fdx_partition_create(r.pex, r.lbp, &po, &r.part), 0);
 	assert_int_equal(fdx_partition_connect(r.part, 0, line + 5, 1, 0, FDX_LINK_SHM, STEP_MS),
 			 0);
-	for (uint32_t i = 0; i < RECS; i++) {
-		memset(rec, fill_of(i), sizeof(rec));
-		assert_int_equal(fdx_partition_emit(r.part, 0, rec, sizeof(rec), STEP_MS), 0);
-		assert_int_equal(fdx_partition_flush(r.part, 0), 0);
-	}
+	emit_records(r.part);
 	TEST_WAIT_UNTIL(all_sent(&r));
 	assert_int_equal(dprintf(to, "take\n") > 0, 1);
 	assert_int_equal(test_read_fd_line(from, line, sizeof(line), STEP_MS), 0);
@@ -329,19 +336,13 @@ static void test_shm_segments_come_back_when_the_consumer_dies(void **state)
 static int consumer_main(void)
 {
 	struct fdx_exchange_opts eo = {.size = sizeof(eo), .tm_id = "consumer"};
-	struct fdx_gate_opts go = {.size = sizeof(go),
-				   .gate = 1,
-				   .n_channels = 1,
-				   .exclusive_credits = RECS,
-				   .floating_credits = FDX_CREDITS_NONE,
-				   .inplace_credits = FDX_CREDITS_NONE};
 	struct fdx_exchange *ex;
 	struct fdx_gate *g;
 	struct fdx_view v[HELD];
 	char line[64], why[160];
 	int rc = 1;
 
-	if (fdx_exchange_create(&eo, &ex) != 0 || fdx_gate_create(ex, NULL, &go, &g) != 0)
+	if (fdx_exchange_create(&eo, &ex) != 0 || fdx_gate_create(ex, NULL, &gate_opts, &g) != 0)
 		return 1;
 	printf("addr %s\n", fdx_exchange_address(ex));
 	fflush(stdout);
@@ -372,10 +373,7 @@ static void test_exchange_destroy_takes_back_a_draining_partition(void **state)
 	struct rig r;
 
 	(void)state;
-	rig_up(&r, FDX_LINK_SHM);
-	take(&r, HELD);
-	fdx_partition_destroy(r.part);
-	fdx_lbp_destroy(r.lbp);
+	destroy_holding_views(&r, FDX_LINK_SHM);
 	assert_true(nbp_stats(r.nbp).withheld >= HELD);
 	assert_int_equal(fdx_exchange_destroy(r.pex), 0);
 	assert_int_equal(nbp_stats(r.nbp).withheld, 0);

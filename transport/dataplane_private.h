@@ -235,8 +235,8 @@ int fdx__dp_get_conn(struct fdx__dp *dp, const char *addr, uint32_t link,
 int fdx__local_connect(struct fdx__dp *dp, struct fdx_partition *p, struct fdx__sub *s,
 		       uint32_t gate, uint32_t gate_channel);
 /* Local credit from a consumer thread, queued for the loop (any thread): 0 or -ENOMEM. */
-int fdx__local_credit_push(struct fdx__dp *dp, struct fdx_partition *p, struct fdx__sub *s,
-			   uint32_t added, const uint64_t *offs, uint32_t n);
+int fdx__local_credit_push(struct fdx__dp *dp, struct fdx_partition *p, uint64_t serial,
+			   struct fdx__sub *s, uint32_t added, const uint64_t *offs, uint32_t n);
 /* The loop applies the local credit queued: 1 if there was some. */
 int fdx__local_credit_apply(struct fdx__dp *dp);
 

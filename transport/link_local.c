@@ -26,6 +26,7 @@
 struct lcredit {
 	struct fdx__mpsc_node link;
 	struct fdx_partition *p;
+	uint64_t serial; /* p's: p may be gone, and another live at its address */
 	struct fdx__sub *s;
 	uint32_t added, n;
 	uint64_t sent_ns; /* when the consumer handed it over */
@@ -79,7 +80,7 @@ int fdx__local_credit_apply(struct fdx__dp *dp)
 		struct lcredit *lc = (struct lcredit *)n;
 
 		for (struct fdx_partition *p = dp->parts; p; p = p->next)
-			if (p == lc->p) {
+			if (p == lc->p && p->serial == lc->serial) {
 				uint32_t bad = 0;
 
 				if (fdx__sub_credit(lc->s, lc->added, lc->offs, lc->n, lc->sent_ns,
@@ -96,14 +97,15 @@ int fdx__local_credit_apply(struct fdx__dp *dp)
 	return did;
 }
 
-int fdx__local_credit_push(struct fdx__dp *dp, struct fdx_partition *p, struct fdx__sub *s,
-			   uint32_t added, const uint64_t *offs, uint32_t n)
+int fdx__local_credit_push(struct fdx__dp *dp, struct fdx_partition *p, uint64_t serial,
+			   struct fdx__sub *s, uint32_t added, const uint64_t *offs, uint32_t n)
 {
 	struct lcredit *lc = malloc(sizeof(*lc) + (size_t)n * sizeof(uint64_t));
 
 	if (!lc)
 		return -ENOMEM;
 	lc->p = p;
+	lc->serial = serial;
 	lc->s = s;
 	lc->added = added;
 	lc->n = n;

@@ -146,6 +146,9 @@ int fdx__dp_round_work(struct fdx__dp *dp, uint64_t now)
 	 */
 	for (struct fdx__sub *s; (s = ready_pop(dp));) {
 		atomic_store_explicit(&s->ready, 0, memory_order_seq_cst);
+		/* Made ready by credit that raced its partition's destroy: it sends nothing more. */
+		if (atomic_load_explicit(&s->part->closing, memory_order_acquire))
+			continue;
 		did |= fdx__sub_pump(s);
 	}
 	for (uint32_t k = 0; k < 2; k++) {
@@ -473,6 +476,24 @@ static void end_sub_locked(struct fdx__dp *dp, struct fdx__sub *s)
 	}
 }
 
+/* With dp->lock held: p's subpartitions leave the ready queue. */
+static void unready_partition_locked(struct fdx__dp *dp, struct fdx_partition *p)
+{
+	struct fdx__sub *keep = NULL, *s;
+
+	while ((s = ready_pop(dp))) {
+		if (s->part == p)
+			continue;
+		s->ready_node.next = (struct fdx__mpsc_node *)keep;
+		keep = s;
+	}
+	while (keep) {
+		s = keep;
+		keep = (struct fdx__sub *)s->ready_node.next;
+		fdx__mpsc_push(&dp->readyq, &s->ready_node);
+	}
+}
+
 /* With dp->lock held: p leaves the list; what the connections still hold of p is p's no more. */
 static void forget_partition_locked(struct fdx__dp *dp, struct fdx_partition *p)
 {
@@ -481,6 +502,7 @@ static void forget_partition_locked(struct fdx__dp *dp, struct fdx_partition *p)
 			*pp = p->next;
 			break;
 		}
+	unready_partition_locked(dp, p); /* once more: no hook of p runs any more */
 	for (struct fdx__conn *c = dp->conns; c; c = c->next)
 		for (int k = 0; k < 2; k++)
 			for (uint32_t i = 0; i < c->b[k].np; i++)
@@ -511,21 +533,7 @@ static int dp_remove_partition(struct fdx__dp *dp, struct fdx_partition *p)
 		}
 	}
 	/* p's subpartitions leave the ready queue (we are its consumer while the loop waits). */
-	{
-		struct fdx__sub *keep_q = NULL, *s;
-
-		while ((s = ready_pop(dp))) {
-			if (s->part == p)
-				continue;
-			s->ready_node.next = (struct fdx__mpsc_node *)keep_q;
-			keep_q = s;
-		}
-		while (keep_q) {
-			s = keep_q;
-			keep_q = (struct fdx__sub *)s->ready_node.next;
-			fdx__mpsc_push(&dp->readyq, &s->ready_node);
-		}
-	}
+	unready_partition_locked(dp, p);
 	if (!keep)
 		forget_partition_locked(dp, p);
 	pthread_mutex_unlock(&dp->lock);
@@ -575,7 +583,8 @@ void fdx__dp_visit(struct fdx__dp *dp, void (*on_part)(void *ud, struct fdx_part
 {
 	pthread_mutex_lock(&dp->lock);
 	for (struct fdx_partition *p = dp->parts; p; p = p->next)
-		on_part(ud, p);
+		if (!atomic_load(&p->closing)) /* a destroyed one's pool may be gone */
+			on_part(ud, p);
 	for (struct fdx_gate *g = dp->gates; g; g = g->next)
 		on_gate(ud, g);
 	pthread_mutex_unlock(&dp->lock);
@@ -627,7 +636,9 @@ static void dp_remove_gate(struct fdx__dp *dp, struct fdx_gate *g)
 					fdx__sub_fail(&p->subs[i], FDX_EPEERGONE,
 						      "its local gate is gone", 0);
 				atomic_store(&p->subs[i].connected, 0);
-				fdx__sub_discard(&p->subs[i]);
+				/* A partition being destroyed empties its queues itself. */
+				if (!atomic_load(&p->closing))
+					fdx__sub_discard(&p->subs[i]);
 				p->subs[i].lgate = NULL;
 			}
 	pthread_mutex_unlock(&dp->lock);
@@ -731,10 +742,10 @@ static int port_announce(struct fdx__port *pt, struct fdx_gate *g, uint32_t ch, 
 	return fdx__exchange_credit_sess(dp->ex, g->id, ch, sess, opening);
 }
 
-static int port_local_credit(struct fdx__port *pt, struct fdx_partition *p, struct fdx__sub *s,
-			     uint32_t added, const uint64_t *offs, uint32_t n)
+static int port_local_credit(struct fdx__port *pt, struct fdx_partition *p, uint64_t serial,
+			     struct fdx__sub *s, uint32_t added, const uint64_t *offs, uint32_t n)
 {
-	return fdx__local_credit_push(pt->ctx, p, s, added, offs, n);
+	return fdx__local_credit_push(pt->ctx, p, serial, s, added, offs, n);
 }
 
 static void port_drop_input(struct fdx__port *pt, struct fdx_gate *g, uint32_t ch, uint64_t sess,

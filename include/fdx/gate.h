@@ -114,7 +114,8 @@ struct fdx_gate_opts {
  *   defaults of the fields it lacks) or sets a field this version does not
  *   know (a newer caller's), inplace_credits is above
  *   FDX_INPLACE_CREDITS_MAX, n_channels is 0 or above 65536, max_record is above
- *   FDX_RECORD_MAX_LIMIT, the credits are 0 or above 2^32 - 1 in total, or
+ *   FDX_RECORD_MAX_LIMIT, the credits are 0 or above 2^32 - 1 in total, one
+ *   channel could hold 2^31 or more (exclusive + floating + in place), or
  *   pool is too small (the log says so); -EEXIST if the exchange has that
  *   gate already (from fdx_gate_create() or fdx_exchange_add_gate());
  *   -ENOMEM; -errno from eventfd.
@@ -159,7 +160,7 @@ struct fdx_view {
 	uint32_t pad;
 };
 
-/** sizeof(struct fdx_view) when views got their size (fdx 0.2): the smallest taken. */
+/** sizeof(struct fdx_view) as fdx 0.1 laid it out: the smallest view taken. */
 #define FDX_VIEW_SIZE_V1 72u
 
 /**
@@ -170,7 +171,7 @@ struct fdx_view {
  *
  * @param v filled in (borrowed); the caller keeps it, unchanged, until it
  *   passes it to fdx_gate_release(). Every view, of any kind, must be
- *   released.
+ *   released. Through the macro, v must point to a view type (not void).
  * @param view_size the size of *v as the caller was built; bytes past the
  *   fields this version knows are zeroed.
  * @param timeout_ms the longest wait; < 0 waits forever, 0 never waits.

@@ -89,9 +89,10 @@ FDX_API int fdx_nbp_create(const struct fdx_nbp_opts *o, struct fdx_nbp **out);
  * pool or its LocalBufferPools.
  *
  * @return 0 on success (and for NULL); -EBUSY if LocalBufferPools are still
- *   alive, or segments are withheld (a destroyed partition's, still read by a
- *   consumer: destroy the exchange first, or wait until they are handed
- *   back), in which case nothing is changed (the log says how many).
+ *   alive, or a partition destroyed while its consumers held its buffers is
+ *   not gone yet (withheld segments, or its channels being ended: destroy its
+ *   exchange first, or try again once they were handed back), in which case
+ *   nothing is changed (the log says how many).
  */
 FDX_API int fdx_nbp_destroy(struct fdx_nbp *nbp);
 

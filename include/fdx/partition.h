@@ -258,8 +258,9 @@ FDX_API int fdx_partition_finish(struct fdx_partition *p, int timeout_ms);
  * still being written to a socket (tcp) are not recycled: they leave the
  * pool, withheld in its NetworkBufferPool (fdx_nbp_stats().withheld), and
  * their channel stays open until the consumer hands them back or is gone
- * (its process, gate or stream ends), or this exchange is destroyed; then
- * they are free in the nbp again. The pool may be destroyed right after
+ * (its process, gate or stream ends, or the channel fails: a failed
+ * channel's buffers count as lost, as always), or this exchange is
+ * destroyed; then they are free in the nbp again. The pool may be destroyed right after
  * this returns. NULL is a no-op.
  */
 FDX_API void fdx_partition_destroy(struct fdx_partition *p);
