@@ -11,6 +11,7 @@
 #include <fdx/error.h>
 #include <fdx/gate.h>
 
+#include "abi.h"
 #include "histogram.h"
 #include "input_gate.h"
 
@@ -25,7 +26,6 @@ FDX_API int fdx_gate_channel_stats(struct fdx_gate *g, uint32_t ch,
 		return -EINVAL;
 	c = &g->ch[ch];
 	memset(&s, 0, sizeof(s));
-	s.size = st->size;
 	s.link = atomic_load_explicit(&c->sess, memory_order_relaxed)
 			 ? atomic_load_explicit(&c->link, memory_order_relaxed)
 			 : 0;
@@ -51,7 +51,7 @@ FDX_API int fdx_gate_channel_stats(struct fdx_gate *g, uint32_t ch,
 		s.credit_wait_p50_ns = fdx__hist_percentile(&t->wait, 50);
 		s.credit_wait_p99_ns = fdx__hist_percentile(&t->wait, 99);
 	}
-	memcpy(st, &s, st->size < sizeof(s) ? st->size : sizeof(s));
+	fdx__stats_copy(st, &s, sizeof(s));
 	return 0;
 }
 
@@ -62,7 +62,6 @@ FDX_API int fdx_gate_stats(struct fdx_gate *g, struct fdx_gate_stats *st)
 	if (!g || !st || st->size < 8)
 		return -EINVAL;
 	memset(&s, 0, sizeof(s));
-	s.size = st->size;
 	s.n_channels = g->n;
 	s.channels_open = atomic_load_explicit(&g->channels_open, memory_order_relaxed);
 	/* The consumer thread owns floating_free; the channels' counts are atomics. */
@@ -79,6 +78,6 @@ FDX_API int fdx_gate_stats(struct fdx_gate *g, struct fdx_gate_stats *st)
 	s.bytes_copied = atomic_load_explicit(&g->bytes_copied, memory_order_relaxed);
 	s.bytes_reassembled = atomic_load_explicit(&g->bytes_reassembled, memory_order_relaxed);
 	s.held = atomic_load_explicit(&g->held, memory_order_relaxed);
-	memcpy(st, &s, st->size < sizeof(s) ? st->size : sizeof(s));
+	fdx__stats_copy(st, &s, sizeof(s));
 	return 0;
 }

@@ -16,6 +16,7 @@
 #include <fdx/error.h>
 #include <fdx/partition.h>
 
+#include "abi.h"
 #include "clock.h"
 #include "local_buffer_pool.h"
 #include "network_buffer_pool.h"
@@ -682,7 +683,6 @@ FDX_API int fdx_partition_channel_stats(struct fdx_partition *p, uint32_t sub,
 		return -EINVAL;
 	x = &p->subs[sub];
 	memset(&s, 0, sizeof(s));
-	s.size = st->size;
 	/* Sent before granted: a snapshot never shows more sent than granted. */
 	sent = atomic_load_explicit(&x->buffers_sent, memory_order_acquire);
 	ret = atomic_load_explicit(&x->ledger.returned, memory_order_acquire);
@@ -713,7 +713,7 @@ FDX_API int fdx_partition_channel_stats(struct fdx_partition *p, uint32_t sub,
 		s.resume_p50_ns = fdx__hist_percentile(&x->timing->resume, 50);
 		s.resume_p99_ns = fdx__hist_percentile(&x->timing->resume, 99);
 	}
-	memcpy(st, &s, st->size < sizeof(s) ? st->size : sizeof(s));
+	fdx__stats_copy(st, &s, sizeof(s));
 	return 0;
 }
 
@@ -725,7 +725,6 @@ FDX_API int fdx_partition_stats(struct fdx_partition *p, struct fdx_partition_st
 	if (!p || !st || st->size < 8)
 		return -EINVAL;
 	memset(&s, 0, sizeof(s));
-	s.size = st->size;
 	s.n_subpartitions = p->n;
 	for (uint32_t i = 0; i < p->n; i++) {
 		s.records += atomic_load_explicit(&p->subs[i].records_pub, memory_order_relaxed);
@@ -741,6 +740,6 @@ FDX_API int fdx_partition_stats(struct fdx_partition *p, struct fdx_partition_st
 	if (fdx_lbp_stats(p->pool, &ls) == 0)
 		s.buffers_in_use = ls.in_use;
 	s.in_flight = atomic_load_explicit(&p->in_flight, memory_order_relaxed);
-	memcpy(st, &s, st->size < sizeof(s) ? st->size : sizeof(s));
+	fdx__stats_copy(st, &s, sizeof(s));
 	return 0;
 }

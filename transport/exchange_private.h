@@ -295,6 +295,18 @@ void fdx__peer_free(struct fdx__peer *p);
 
 /* With ex->lock held: the channel with that id, or NULL. */
 struct fdx__out_chan *fdx__out_chan_get(const struct fdx_exchange *ex, uint32_t id);
+/* With ex->lock held: the open channel with that id, or NULL. */
+struct fdx__out_chan *fdx__out_chan_open_locked(struct fdx_exchange *ex, uint32_t id);
+/* With ex->lock held: our channel id on p's stream, or NULL if p never opened it. */
+struct fdx__out_chan *fdx__peer_chan(struct fdx__peer *p, uint32_t id);
+/*
+ * With ex->lock held: ask the consumer to close c (answered by ChannelClosed).
+ * A backlog not yet sent would follow the close and name a channel the
+ * consumer forgot (it fails the stream for that): it goes.
+ */
+void fdx__peer_send_close_locked(struct fdx__peer *p, struct fdx__out_chan *c, int data_close);
+/* With ex->lock held: every offset in flight on c's partition channel comes back (its hook). */
+void fdx__out_chan_return_inflight_locked(struct fdx__out_chan *c);
 
 /*
  * With ex->lock held: open a channel on p's stream (its opener waits for the

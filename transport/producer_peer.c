@@ -3,8 +3,9 @@
  * The producer side of the control plane: our streams to peer TaskManagers
  * (one per address: handshake, failure, end) and the channels we open on
  * them to remote gates (struct fdx__out_chan): open and close, credit and
- * the offsets in flight it hands back, coalesced backlogs, and the data
- * plane's hooks on a channel.
+ * the offsets in flight it hands back, coalesced backlogs. The data plane's
+ * calls on a channel (its hooks, its data socket's details) are in
+ * out_chan_hooks.c.
  *
  * Locking: everything about a peer and its channels, its operation count
  * included, is under ex->lock (once per control message, never per credit).
@@ -12,13 +13,6 @@
  * the owner's calls take it and wait on ex->cond for a handshake or an
  * answer. Channel hooks run with it held and must not call back into the
  * exchange. A peer is freed only after ex->lock is released.
- *
- * Over the ~1000 lines a file should keep to, on purpose: the handlers of
- * what a consumer sends on the stream (answers, errors, credit, close
- * confirmations, the stream's end) and the owner's calls on a channel drive
- * one state machine per channel through the same helpers (its ledger,
- * detach and free, close), which would all become cross-file if the
- * stream and the channels were split.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -122,8 +116,7 @@ static uint32_t chan_new_id(struct fdx_exchange *ex)
 	return ex->next_id;
 }
 
-/* The producer's channel id on p's stream, or NULL if p never opened it. */
-static struct fdx__out_chan *peer_chan(struct fdx__peer *p, uint32_t id)
+struct fdx__out_chan *fdx__peer_chan(struct fdx__peer *p, uint32_t id)
 {
 	struct fdx__out_chan *c = fdx__out_chan_get(p->ex, id);
 
@@ -183,12 +176,7 @@ static void chan_free_locked(struct fdx_exchange *ex, struct fdx__out_chan *c)
 	free(c);
 }
 
-/*
- * With ex->lock held: ask the consumer to close c (answered by ChannelClosed).
- * A backlog not yet sent would follow the close and name a channel the
- * consumer forgot (it fails the stream for that): it goes.
- */
-static void peer_send_close_locked(struct fdx__peer *p, struct fdx__out_chan *c, int data_close)
+void fdx__peer_send_close_locked(struct fdx__peer *p, struct fdx__out_chan *c, int data_close)
 {
 	Fdx__ControlFrame f = FDX__CONTROL_FRAME__INIT;
 	Fdx__CloseChannel cl = FDX__CLOSE_CHANNEL__INIT;
@@ -304,7 +292,7 @@ static void peer_on_credit(struct fdx__peer *p, const Fdx__CreditUpdate *cu)
 
 	for (i = 0; i < cu->n_credits; i++) {
 		const Fdx__Credit *cr = cu->credits[i];
-		struct fdx__out_chan *c = peer_chan(p, cr->channel);
+		struct fdx__out_chan *c = fdx__peer_chan(p, cr->channel);
 
 		if (!c || c->state == FDX__OUT_OPENING || c->state == FDX__OUT_FAILED) {
 			snprintf(msg, sizeof(msg), "credit for unknown channel %u", cr->channel);
@@ -373,14 +361,19 @@ static void peer_on_credit(struct fdx__peer *p, const Fdx__CreditUpdate *cu)
 	}
 	/* Unmark what this update named, up to and including where it stopped. */
 	for (size_t j = 0; j <= i && j < cu->n_credits; j++) {
-		struct fdx__out_chan *c = peer_chan(p, cu->credits[j]->channel);
+		struct fdx__out_chan *c = fdx__peer_chan(p, cu->credits[j]->channel);
 
 		if (c)
 			c->marked = 0;
 	}
 }
 
-static void chan_return_inflight_locked(struct fdx__out_chan *c);
+/* With ex->lock held: every offset in flight on c's partition channel comes back. */
+void fdx__out_chan_return_inflight_locked(struct fdx__out_chan *c)
+{
+	if (c->hooks)
+		c->hooks->take_back(c->hook_ud);
+}
 
 static void peer_on_frame_locked(struct fdx__peer *p, grpc_byte_buffer *bb)
 {
@@ -414,10 +407,10 @@ static void peer_on_frame_locked(struct fdx__peer *p, grpc_byte_buffer *bb)
 		peer_set_state_locked(p, FDX__PEER_UP, 0);
 		break;
 	case FDX__CONTROL_FRAME__FRAME_OPEN_ACK:
-		c = peer_chan(p, f->open_ack->id);
+		c = fdx__peer_chan(p, f->open_ack->id);
 		if (c && c->state == FDX__OUT_ABANDONED) {
 			/* The opener gave up: close what the consumer opened meanwhile. */
-			peer_send_close_locked(p, c, 0);
+			fdx__peer_send_close_locked(p, c, 0);
 			c->state = FDX__OUT_CLOSED;
 			break;
 		}
@@ -438,7 +431,7 @@ static void peer_on_frame_locked(struct fdx__peer *p, grpc_byte_buffer *bb)
 		pthread_cond_broadcast(&ex->cond);
 		break;
 	case FDX__CONTROL_FRAME__FRAME_ERROR:
-		c = peer_chan(p, f->error->channel);
+		c = fdx__peer_chan(p, f->error->channel);
 		FDX_LOG_WARN(&ex->log, "exchange %s: TaskManager %s refused: %s", ex->tm_id,
 			     p->remote_tm, f->error->message ? f->error->message : "");
 		if (c && c->state == FDX__OUT_OPENING) {
@@ -458,19 +451,20 @@ static void peer_on_frame_locked(struct fdx__peer *p, grpc_byte_buffer *bb)
 			if (c->opening) /* answered, dropped before its opener saw it: it says so */
 				c->result = FDX_EPEERGONE;
 			else if (c->hooks) {
-				chan_return_inflight_locked(c); /* the consumer lets them go */
+				fdx__out_chan_return_inflight_locked(
+					c); /* the consumer lets them go */
 				c->hooks->failed(c->hook_ud, FDX_EPEERGONE, msg);
 			} else
 				fdx__exchange_ev_channel_failed_locked(
 					ex, c->id, c->gate, c->gate_channel, FDX_EPEERGONE,
 					p->remote_tm, msg);
 			/* The consumer keeps it until our close; its answer frees it here. */
-			peer_send_close_locked(p, c, 0);
+			fdx__peer_send_close_locked(p, c, 0);
 		}
 		break;
 	case FDX__CONTROL_FRAME__FRAME_CLOSED:
 		/* The consumer forgot a channel we closed: no frame names it any more. */
-		c = peer_chan(p, f->closed->channel);
+		c = fdx__peer_chan(p, f->closed->channel);
 		if (!c || c->state != FDX__OUT_CLOSED || c->confirmed) {
 			snprintf(msg, sizeof(msg), "close confirmed for channel %u, not closed",
 				 f->closed->channel);
@@ -553,7 +547,7 @@ static void peer_on_status_locked(struct fdx__peer *p)
 				 details && details[0] ? details : fdx_strerror(err));
 			if (c->hooks) {
 				/* The consumer is gone: what it held is ours again. */
-				chan_return_inflight_locked(c);
+				fdx__out_chan_return_inflight_locked(c);
 				c->hooks->failed(c->hook_ud, err, msg);
 			} else {
 				fdx__exchange_ev_channel_failed_locked(ex, c->id, c->gate,
@@ -910,8 +904,7 @@ FDX_API int fdx_exchange_open_channel(struct fdx_exchange *ex, const char *addr,
 	return err;
 }
 
-/* With ex->lock held: the open channel with that id, or NULL. */
-static struct fdx__out_chan *open_chan_locked(struct fdx_exchange *ex, uint32_t id)
+struct fdx__out_chan *fdx__out_chan_open_locked(struct fdx_exchange *ex, uint32_t id)
 {
 	struct fdx__out_chan *c = fdx__out_chan_get(ex, id);
 
@@ -926,7 +919,7 @@ FDX_API int fdx_exchange_sent(struct fdx_exchange *ex, uint32_t channel, uint64_
 	if (!ex || offset == 0)
 		return -EINVAL;
 	pthread_mutex_lock(&ex->lock);
-	c = open_chan_locked(ex, channel);
+	c = fdx__out_chan_open_locked(ex, channel);
 	if (!c) {
 		err = -ENOENT;
 	} else if (c->hooks || c->unhooked) {
@@ -950,7 +943,7 @@ FDX_API int fdx_exchange_backlog(struct fdx_exchange *ex, uint32_t channel, uint
 	if (!ex)
 		return -EINVAL;
 	pthread_mutex_lock(&ex->lock);
-	c = open_chan_locked(ex, channel);
+	c = fdx__out_chan_open_locked(ex, channel);
 	if (!c) {
 		err = -ENOENT;
 	} else {
@@ -975,11 +968,11 @@ static int close_channel(struct fdx_exchange *ex, uint32_t channel, int data_clo
 	if (!ex)
 		return -EINVAL;
 	pthread_mutex_lock(&ex->lock);
-	c = open_chan_locked(ex, channel);
+	c = fdx__out_chan_open_locked(ex, channel);
 	if (!c) {
 		err = -ENOENT;
 	} else {
-		peer_send_close_locked(c->p, c, data_close);
+		fdx__peer_send_close_locked(c->p, c, data_close);
 		/* Kept until the consumer confirms: credit sent before the close still arrives. */
 		c->state = FDX__OUT_CLOSED;
 		ex->open_out--;
@@ -996,107 +989,4 @@ FDX_API int fdx_exchange_close_channel(struct fdx_exchange *ex, uint32_t channel
 int fdx__exchange_close_channel_data(struct fdx_exchange *ex, uint32_t channel)
 {
 	return close_channel(ex, channel, 1);
-}
-
-int fdx__exchange_hook_channel(struct fdx_exchange *ex, uint32_t channel,
-			       const struct fdx__chan_hooks *h, void *ud, uint64_t *available)
-{
-	struct fdx__out_chan *c;
-	int err = 0;
-
-	pthread_mutex_lock(&ex->lock);
-	c = open_chan_locked(ex, channel);
-	if (!c) {
-		err = -ENOENT;
-	} else {
-		struct fdx__credit_stamp st;
-		uint32_t bad = 0;
-
-		c->hooks = h;
-		c->hook_ud = ud;
-		/* The credit so far moves to the partition's ledger, with its stamp: none is lost. */
-		*available = fdx__ledger_available(&c->own);
-		st = fdx__ledger_stamp(&c->own);
-		h->credit(ud, (uint32_t)*available, NULL, 0, 0, &st, &bad);
-	}
-	pthread_mutex_unlock(&ex->lock);
-	return err;
-}
-
-int fdx__exchange_chan_stamp(struct fdx_exchange *ex, uint32_t channel,
-			     struct fdx__credit_stamp *st)
-{
-	struct fdx__out_chan *c;
-
-	pthread_mutex_lock(&ex->lock);
-	c = open_chan_locked(ex, channel);
-	if (c)
-		*st = fdx__ledger_stamp(&c->own);
-	pthread_mutex_unlock(&ex->lock);
-	return c ? 0 : -ENOENT;
-}
-
-void fdx__exchange_unhook_channel(struct fdx_exchange *ex, uint32_t channel)
-{
-	struct fdx__out_chan *c;
-
-	pthread_mutex_lock(&ex->lock);
-	c = fdx__out_chan_get(ex, channel);
-	if (c) {
-		if (c->hooks)
-			c->unhooked = 1; /* its credit goes nowhere from now on */
-		c->hooks = NULL;
-		c->hook_ud = NULL;
-	}
-	pthread_mutex_unlock(&ex->lock);
-}
-
-/* With ex->lock held: every offset in flight on c's partition channel comes back. */
-static void chan_return_inflight_locked(struct fdx__out_chan *c)
-{
-	if (c->hooks)
-		c->hooks->take_back(c->hook_ud);
-}
-
-void fdx__exchange_fail_channel(struct fdx_exchange *ex, uint32_t channel)
-{
-	struct fdx__out_chan *c;
-
-	pthread_mutex_lock(&ex->lock);
-	c = open_chan_locked(ex, channel);
-	if (c) {
-		chan_return_inflight_locked(c);
-		peer_send_close_locked(c->p, c, 0);
-		c->state = FDX__OUT_CLOSED;
-		ex->open_out--;
-	}
-	pthread_mutex_unlock(&ex->lock);
-}
-
-int fdx__exchange_peer_data(struct fdx_exchange *ex, const char *addr, uint32_t chan,
-			    struct fdx__peer_data *pd)
-{
-	int err = -ENOENT;
-
-	pthread_mutex_lock(&ex->lock);
-	for (struct fdx__peer *p = ex->peers; p; p = p->next)
-		if (p->state == FDX__PEER_UP && strcmp(p->addr, addr) == 0) {
-			struct fdx__out_chan *c = chan == UINT32_MAX ? NULL : peer_chan(p, chan);
-
-			pd->link = p->link == FDX__LINK__LINK_SHM ? FDX_LINK_SHM : FDX_LINK_TCP;
-			memcpy(pd->token, p->token, sizeof(pd->token));
-			/* The channel's own socket token, once: it admits one data socket. */
-			pd->has_sock_token = c && c->has_sock_token;
-			if (pd->has_sock_token) {
-				memcpy(pd->sock_token, c->sock_token, sizeof(pd->sock_token));
-				c->has_sock_token = 0;
-			}
-			snprintf(pd->unix_ep, sizeof(pd->unix_ep), "%s", p->unix_ep);
-			snprintf(pd->tcp_ep, sizeof(pd->tcp_ep), "%s", p->tcp_ep);
-			snprintf(pd->remote_tm, sizeof(pd->remote_tm), "%s", p->remote_tm);
-			err = 0;
-			break;
-		}
-	pthread_mutex_unlock(&ex->lock);
-	return err;
 }
